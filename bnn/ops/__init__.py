@@ -1,0 +1,35 @@
+"""The binarizer zoo: activation binarizers, weight binarizers and output processes.
+
+Every binarizer is a small :class:`Binarizer` module with an ``enabled`` switch;
+its docstring states its forward and backward math and its paper. sign(0) is +1.
+"""
+from .activation import (
+    ApproxSignBinarizer,
+    BasicInputBinarizer,
+    InputBiasBinarizer,
+    KBitActivationQuantizer,
+    ScaleThresholdBinarizer,
+    StochasticInputBinarizer,
+    SwishSignBinarizer,
+)
+from .base import Binarizer
+from .scale import BasicScaleBinarizer, BiasScaleBinarizer, XNORScaleBinarizer
+from .weight import DoReFaWeightBinarizer, GradualWeightBinarizer, MagnitudeAwareWeightBinarizer, XNORWeightBinarizer
+
+__all__ = [
+    "Binarizer",
+    "BasicInputBinarizer",
+    "ApproxSignBinarizer",
+    "SwishSignBinarizer",
+    "InputBiasBinarizer",
+    "StochasticInputBinarizer",
+    "ScaleThresholdBinarizer",
+    "KBitActivationQuantizer",
+    "XNORWeightBinarizer",
+    "DoReFaWeightBinarizer",
+    "MagnitudeAwareWeightBinarizer",
+    "GradualWeightBinarizer",
+    "BasicScaleBinarizer",
+    "BiasScaleBinarizer",
+    "XNORScaleBinarizer",
+]

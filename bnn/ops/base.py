@@ -1,0 +1,68 @@
+"""The base class of every binarizer: an ``enabled`` switch and ``with_args``."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..config import Factory
+
+__all__ = ["Binarizer", "channel_shape"]
+
+
+class Binarizer(nn.Module):
+    """Base of all binarizers in :mod:`bnn.ops`.
+
+    ``enabled`` switches the binarizer off (identity) or on. It is a plain Python
+    bool (no device sync in ``forward``, friendly to ``torch.compile``) saved in
+    the state dict through ``get_extra_state``, so a staged schedule resumes with
+    the right binarizers on.
+
+    ``weight_bits`` is the bit width of the values a weight binarizer emits
+    (``None`` for activation and output processes); :func:`bnn.summary` reads it.
+
+    Loading a state dict that has no entry at all for a binarizer (a checkpoint
+    of the float model) keeps the binarizer's own initial values, so a float
+    ``state_dict`` loads into a prepared model.
+    """
+
+    weight_bits: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+
+    @classmethod
+    def with_args(cls, **kwargs: Any) -> Factory:
+        """A picklable factory that builds ``cls(**kwargs)`` (with the layer first where required)."""
+        return Factory(cls, **kwargs)
+
+    def get_extra_state(self) -> dict:
+        return {"enabled": self.enabled}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.enabled = bool(state.get("enabled", True))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        if not any(key.startswith(prefix) for key in state_dict):
+            return  # a float checkpoint: keep this binarizer's initial state
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return "" if self.enabled else "enabled=False"
+
+
+def channel_shape(layer: nn.Module, channels: int) -> Sequence[int]:
+    """Broadcast shape of a per-channel tensor for ``layer``'s input/output.
+
+    Channels are dim 1 of a convolution's ``[N, C, *spatial]`` tensors and the
+    last dim of a linear layer's ``[*, C]`` tensors.
+    """
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return (1, channels) + (1,) * len(layer.kernel_size)
+    return (channels,)
+
+
+def as_tensor_like(value: float, ref: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(value, dtype=ref.dtype, device=ref.device)

@@ -1,0 +1,92 @@
+"""Output processes: the ``activation_post_process`` of a layer.
+
+Their forward takes ``(out, x)``: the layer output and the layer's original,
+unbinarized input. None of them writes in place into a tensor autograd needs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as TF
+
+from .base import Binarizer, channel_shape
+
+__all__ = ["BasicScaleBinarizer", "BiasScaleBinarizer", "XNORScaleBinarizer"]
+
+
+def _out_channels(layer: nn.Module) -> int:
+    for attr in ("out_channels", "out_features"):
+        if hasattr(layer, attr):
+            return getattr(layer, attr)
+    raise TypeError(f"{type(layer).__name__} has neither out_channels nor out_features")
+
+
+class BasicScaleBinarizer(Binarizer):
+    """A learnable per-output-channel scale (XNOR-Net++, Bulat & Tzimiropoulos 2019).
+
+    forward: y = out * gamma_c, gamma initialised to 1
+    backward: dL/dout = dL/dy * gamma_c, dL/dgamma_c = sum of dL/dy * out over everything but c
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self._shape = tuple(channel_shape(module, _out_channels(module)))
+        self.scale = nn.Parameter(torch.ones(_out_channels(module)))
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        return out * self.scale.view(self._shape) if self.enabled else out
+
+
+class BiasScaleBinarizer(Binarizer):
+    """A learnable per-output-channel scale and bias: y = out * gamma_c + beta_c (gamma = 1, beta = 0 at start)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        channels = _out_channels(module)
+        self._shape = tuple(channel_shape(module, channels))
+        self.scale = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        return torch.addcmul(self.bias.view(self._shape), out, self.scale.view(self._shape))
+
+
+class XNORScaleBinarizer(Binarizer):
+    """XNOR-Net's input-magnitude factor K (Rastegari et al. 2016).
+
+    For a convolution, A = mean over input channels of |x|, and
+    K = A convolved with a k x k averaging kernel (the layer's kernel size,
+    stride, padding and dilation), so K[i] is the mean |x| under the receptive
+    field of output pixel i; y = out * K. For a linear layer K = mean(|x|) over
+    the features of each sample. K is differentiable (it is part of the graph).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.is_conv = isinstance(module, nn.modules.conv._ConvNd)
+        if self.is_conv:
+            self.kernel_size = tuple(module.kernel_size)
+            self.stride = tuple(module.stride)
+            self.padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+            self.dilation = tuple(module.dilation)
+
+    def magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """K for input ``x`` (broadcastable against the layer output)."""
+        if not self.is_conv:
+            return x.abs().mean(dim=-1, keepdim=True)
+        a = x.abs().mean(dim=1, keepdim=True)
+        numel = 1
+        for k in self.kernel_size:
+            numel *= k
+        kernel = torch.full((1, 1) + self.kernel_size, 1.0 / numel, dtype=x.dtype, device=x.device)
+        conv = TF.conv1d if len(self.kernel_size) == 1 else (TF.conv2d if len(self.kernel_size) == 2 else TF.conv3d)
+        return conv(a, kernel, None, self.stride, self.padding, self.dilation)
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        if x is None:
+            raise ValueError("XNORScaleBinarizer needs the layer input: call it as post(out, x)")
+        return out * self.magnitude(x)
