@@ -12,27 +12,22 @@ from .binary_layer import BinaryLayerMixin
 __all__ = ["Conv1d", "Conv2d"]
 
 
-class Conv1d(BinaryLayerMixin, nn.Conv1d):
+class _BinaryConvNd(BinaryLayerMixin):
+    def __init__(self, *args, bconfig: Optional[BConfig] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._build_processes(bconfig)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._binary_forward(x, lambda inp, w: self._conv_forward(inp, w, self.bias))
+
+
+class Conv1d(_BinaryConvNd, nn.Conv1d):
     """``nn.Conv1d`` with the processes of a :class:`~bnn.BConfig` (identity by default)."""
 
     _FLOAT_MODULE = nn.Conv1d
 
-    def __init__(self, *args, bconfig: Optional[BConfig] = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._build_processes(bconfig)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._binary_forward(x, lambda inp, w: self._conv_forward(inp, w, self.bias))
-
-
-class Conv2d(BinaryLayerMixin, nn.Conv2d):
+class Conv2d(_BinaryConvNd, nn.Conv2d):
     """``nn.Conv2d`` with the processes of a :class:`~bnn.BConfig` (identity by default)."""
 
     _FLOAT_MODULE = nn.Conv2d
-
-    def __init__(self, *args, bconfig: Optional[BConfig] = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._build_processes(bconfig)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._binary_forward(x, lambda inp, w: self._conv_forward(inp, w, self.bias))

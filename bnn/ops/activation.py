@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from . import functional as F
-from .base import Binarizer, channel_shape
+from .base import Binarizer, channel_shape, in_channels
 
 __all__ = [
     "BasicInputBinarizer",
@@ -20,13 +20,6 @@ __all__ = [
     "ScaleThresholdBinarizer",
     "KBitActivationQuantizer",
 ]
-
-
-def _in_channels(layer: nn.Module) -> int:
-    for attr in ("in_channels", "in_features"):
-        if hasattr(layer, attr):
-            return getattr(layer, attr)
-    raise TypeError(f"{type(layer).__name__} has neither in_channels nor in_features")
 
 
 class BasicInputBinarizer(Binarizer):
@@ -84,7 +77,7 @@ class InputBiasBinarizer(Binarizer):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        self.bias = nn.Parameter(torch.zeros(channel_shape(module, _in_channels(module))))
+        self.bias = nn.Parameter(torch.zeros(channel_shape(module, in_channels(module))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.sign_approx(x + self.bias) if self.enabled else x
@@ -121,7 +114,7 @@ class ScaleThresholdBinarizer(Binarizer):
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.scale_param = nn.Parameter(torch.zeros(()))
-        self.threshold_param = nn.Parameter(torch.zeros(channel_shape(module, _in_channels(module))))
+        self.threshold_param = nn.Parameter(torch.zeros(channel_shape(module, in_channels(module))))
         self.register_buffer("scale_initialized", torch.tensor(False))
 
     @torch.no_grad()

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
 import torch.nn as nn
 
 from ..config import Factory
 
-__all__ = ["Binarizer", "channel_shape"]
+__all__ = ["Binarizer", "channel_shape", "in_channels", "out_channels"]
 
 
 class Binarizer(nn.Module):
@@ -64,5 +63,18 @@ def channel_shape(layer: nn.Module, channels: int) -> Sequence[int]:
     return (channels,)
 
 
-def as_tensor_like(value: float, ref: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(value, dtype=ref.dtype, device=ref.device)
+def _layer_size(layer: nn.Module, names: Sequence[str]) -> int:
+    for attr in names:
+        if hasattr(layer, attr):
+            return getattr(layer, attr)
+    raise TypeError(f"{type(layer).__name__} has none of {', '.join(names)}: pass a conv or linear layer")
+
+
+def in_channels(layer: nn.Module) -> int:
+    """Input channels of a conv layer, or input features of a linear layer."""
+    return _layer_size(layer, ("in_channels", "in_features"))
+
+
+def out_channels(layer: nn.Module) -> int:
+    """Output channels of a conv layer, or output features of a linear layer."""
+    return _layer_size(layer, ("out_channels", "out_features"))

@@ -9,16 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as TF
 
-from .base import Binarizer, channel_shape
+from .base import Binarizer, channel_shape, out_channels
 
 __all__ = ["BasicScaleBinarizer", "BiasScaleBinarizer", "XNORScaleBinarizer"]
-
-
-def _out_channels(layer: nn.Module) -> int:
-    for attr in ("out_channels", "out_features"):
-        if hasattr(layer, attr):
-            return getattr(layer, attr)
-    raise TypeError(f"{type(layer).__name__} has neither out_channels nor out_features")
 
 
 class BasicScaleBinarizer(Binarizer):
@@ -30,8 +23,8 @@ class BasicScaleBinarizer(Binarizer):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        self._shape = tuple(channel_shape(module, _out_channels(module)))
-        self.scale = nn.Parameter(torch.ones(_out_channels(module)))
+        self._shape = tuple(channel_shape(module, out_channels(module)))
+        self.scale = nn.Parameter(torch.ones(out_channels(module)))
 
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         return out * self.scale.view(self._shape) if self.enabled else out
@@ -42,7 +35,7 @@ class BiasScaleBinarizer(Binarizer):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        channels = _out_channels(module)
+        channels = out_channels(module)
         self._shape = tuple(channel_shape(module, channels))
         self.scale = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
