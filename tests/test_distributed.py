@@ -1,0 +1,73 @@
+"""Two CPU processes under torchrun with Gloo: DDP keeps the ranks' weights identical (bnn.engine)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from bnn.engine import find_free_port, load_checkpoint
+
+WORKER = textwrap.dedent('''
+    import os, sys
+    import torch, torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+    import bnn
+    from bnn.engine import Trainer, TrainConfig
+    from bnn.engine.distributed import get_rank, get_world_size, cleanup_distributed
+
+    torch.set_num_threads(1)
+    out = sys.argv[1]
+    rank = int(os.environ["RANK"])
+    torch.manual_seed(100 + rank)  # different initial weights per rank: DDP must broadcast rank 0's
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Linear(16, 16), nn.BatchNorm1d(16), nn.Linear(16, 3))
+    # InputBiasBinarizer has a parameter that is unused while the staged schedule keeps it off (epoch 0)
+    bconfig = bnn.BConfig(activation_pre_process=bnn.ops.InputBiasBinarizer,
+                          weight_pre_process=bnn.ops.XNORWeightBinarizer)
+    bnn.prepare_binary_model(model, bconfig, ignore_layers_name=["_first_", "_last_"])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    tl = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+    vl = DataLoader(TensorDataset(x, y), batch_size=16)
+    cfg = TrainConfig(epochs=2, lr=1e-2, device="cpu", exp_dir=os.path.join(out, "exp"), progress_bar=False,
+                      tensorboard=False, plot=False, seed=0,
+                      callbacks=[{"name": "staged", "activations_bin_start_epoch": 1, "weights_bin_start_epoch": 1}])
+    trainer = Trainer(model, tl, vl, cfg)
+    assert get_world_size() == 2 and trainer.steps_per_epoch == 4, (get_world_size(), trainer.steps_per_epoch)
+    result = trainer.fit()
+    torch.save({"state": model.state_dict(), "history": result.history,
+                "sampler": type(trainer.train_loader.sampler).__name__}, os.path.join(out, f"rank{rank}.pt"))
+    cleanup_distributed()
+''')
+
+
+def test_two_process_gloo_ranks_stay_identical(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={find_free_port()}", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert r0["sampler"] == r1["sampler"] == "DistributedSampler"
+    params = [k for k, v in r0["state"].items() if torch.is_tensor(v) and v.is_floating_point()]
+    assert params
+    for k in params:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    # metrics are averaged over both ranks, and only rank 0 wrote logs and checkpoints
+    assert r0["history"][-1]["train_loss"] == r1["history"][-1]["train_loss"]
+    exp = tmp_path / "exp"
+    assert sorted(p for p in os.listdir(exp) if not p.startswith(".")) == ["best.pth", "last.pth", "metrics.csv", "train.log"]
+    log = open(exp / "train.log").read()
+    assert log.count("epoch 2/2") == 1 and "processes 2" in log
+    ckpt = load_checkpoint(str(exp / "last.pth"))
+    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 2
+    for k in params:
+        assert torch.equal(ckpt["model"][k], r0["state"][k]), k
+    # the weights moved from rank 0's initial weights
+    torch.manual_seed(100)
+    first = torch.nn.Linear(8, 16)
+    assert not torch.equal(first.weight, r0["state"]["0.weight"])

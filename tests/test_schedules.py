@@ -1,0 +1,202 @@
+"""LR schedules and binarization schedules change what they should at the right epoch (bnn.engine)."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import bnn
+from bnn.engine import (Callback, GradualBinarizationSchedule, StagedBinarizationSchedule, TrainConfig, Trainer,
+                        build_callbacks, load_checkpoint, make_lr_factor, train_two_stage, two_stage_configs)
+from bnn.engine.lr_schedule import cosine_factor, linear_factor, multistep_factor, poly_drop_factor, warmup_factor
+
+torch.set_num_threads(1)
+
+
+def data(n=32, d=8, classes=3, bs=8):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True), DataLoader(TensorDataset(x, y), batch_size=16)
+
+
+def mlp(bconfig, d=8, h=8, classes=3):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(d, h), nn.BatchNorm1d(h), nn.Linear(h, h), nn.BatchNorm1d(h), nn.Linear(h, classes))
+    return bnn.prepare_binary_model(model, bconfig, ignore_layers_name=["_first_", "_last_"])
+
+
+XNOR = bnn.BConfig(activation_pre_process=bnn.ops.BasicInputBinarizer, weight_pre_process=bnn.ops.XNORWeightBinarizer)
+
+
+def cfg_for(tmp_path, **kw):
+    base = dict(epochs=4, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=False, seed=0, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Recorder(Callback):
+    """Records, before every optimizer step, what the step will run with."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_step_begin(self, trainer, t):
+        acts = [m.activation_pre_process.enabled for m in trainer.model.modules() if hasattr(m, "weight_pre_process")]
+        weights = [m.weight_pre_process.enabled for m in trainer.model.modules() if hasattr(m, "weight_pre_process")]
+        grad = {}
+        for m in trainer.model.modules():
+            for attr in ("bin_ratio", "p", "ratio"):
+                if hasattr(m, attr) and isinstance(getattr(m, attr), float):
+                    grad[attr] = getattr(m, attr)
+        self.rows.append({"epoch": trainer.epoch, "t": t, "lr": trainer.optimizer.param_groups[0]["lr"],
+                          "wd": [g["weight_decay"] for g in trainer.optimizer.param_groups],
+                          "acts": acts, "weights": weights, **grad})
+
+
+def test_lr_factors_by_hand():
+    assert multistep_factor(1.99, [2, 4], [0.1, 0.5]) == 1.0
+    assert multistep_factor(2.0, [2, 4], [0.1, 0.5]) == pytest.approx(0.1)
+    assert multistep_factor(4.5, [2, 4], [0.1, 0.5]) == pytest.approx(0.05)
+    assert multistep_factor(3.0, [1, 2], gamma=0.2) == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="one gamma per milestone"):
+        multistep_factor(0, [1, 2], [0.1])
+    assert cosine_factor(5, 10) == pytest.approx(0.5)
+    assert cosine_factor(5, 10, eta_min_factor=0.1) == pytest.approx(0.55)
+    assert cosine_factor(10, 10) == pytest.approx(0.0)
+    assert linear_factor(2.5, 10) == pytest.approx(0.75)
+    assert poly_drop_factor(5.99, 6, 3) == 1.0
+    assert poly_drop_factor(7.5, 6, 3) == pytest.approx((1.5 / 3) ** 2.1)
+    assert poly_drop_factor(9.0, 6, 3) == 0.0
+    assert warmup_factor(1.0, 2.0, 0.1) == pytest.approx(0.55)
+    f = make_lr_factor("cosine", {}, total_epochs=10, warmup_epochs=2, warmup_start_factor=0.0)
+    assert f(1.0) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    with pytest.raises(ValueError, match="did you mean 'cosine'"):
+        make_lr_factor("cosin", {}, total_epochs=3)
+    with pytest.raises(ValueError, match="bad lr_schedule_args"):
+        make_lr_factor("poly", {"start": 1}, total_epochs=3)
+
+
+def test_multistep_with_warmup_per_step_in_training(tmp_path):
+    tl, vl = data()  # 4 steps per epoch
+    rec = Recorder()
+    cfg = cfg_for(tmp_path, epochs=3, lr=0.1, lr_schedule="multistep", warmup_epochs=0.5,
+                  lr_schedule_args={"milestones": [1, 2], "gammas": [0.5, 0.1]}, weight_decay=1e-4, disable_wd_epoch=2)
+    Trainer(mlp(XNOR), tl, vl, cfg, callbacks=[rec]).fit()
+    expected = [0.0, 0.05, 0.1, 0.1] + [0.05] * 4 + [0.005] * 4
+    assert [r["lr"] for r in rec.rows] == pytest.approx(expected)
+    assert all(w == 1e-4 for r in rec.rows[:8] for w in r["wd"])
+    assert all(w == 0.0 for r in rec.rows[8:] for w in r["wd"])
+
+
+def test_staged_schedule(tmp_path):
+    tl, vl = data()  # 4 steps per epoch
+    rec = Recorder()
+    staged = StagedBinarizationSchedule(activations_bin_start_epoch=1, weights_bin_start_epoch=2,
+                                        lr_poly_drop_start_epoch=2, lr_poly_drop_duration_epochs=2,
+                                        disable_wd_start_epoch=3)
+    cfg = cfg_for(tmp_path, lr=0.01, weight_decay=1e-4, wd_latent_weights=1e-5)
+    Trainer(mlp(XNOR), tl, vl, cfg, callbacks=[staged, rec]).fit()
+    by_epoch = {e: [r for r in rec.rows if r["epoch"] == e] for e in range(4)}
+    assert all(r["acts"] == [False] and r["weights"] == [False] for r in by_epoch[0])
+    assert all(r["acts"] == [True] and r["weights"] == [False] for r in by_epoch[1])
+    assert all(r["acts"] == [True] and r["weights"] == [True] for r in by_epoch[2] + by_epoch[3])
+    lrs = [r["lr"] for r in rec.rows]
+    poly = [((4 - t) / 2) ** 2.1 if t >= 2 else 1.0 for t in [k / 4 for k in range(16)]]
+    assert lrs == pytest.approx([0.01 * f for f in poly])
+    assert lrs[9] == pytest.approx(0.01 * (1.75 / 2) ** 2.1)
+    for e in range(3):
+        assert all(r["wd"] == [1e-5, 1e-4, 1e-4] for r in by_epoch[e])  # latent, bn_bias (inherits), rest
+    assert all(r["wd"] == [0.0, 0.0, 0.0] for r in by_epoch[3])
+    assert load_checkpoint(str(tmp_path / "last.pth"))["history"][3]["weight_decay_on"] == 0
+
+
+def test_staged_from_nncf_config(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model, schedule = bnn.from_nncf_config(model, {
+        "algorithm": "binarization", "mode": "xnor",
+        "params": {"batch_multiplier": 2, "activations_bin_start_epoch": 1, "weights_bin_start_epoch": 2,
+                   "lr_poly_drop_start_epoch": 2, "lr_poly_drop_duration_epochs": 1, "disable_wd_start_epoch": 2},
+        "ignored_scopes": ["Sequential/Conv2d[0]"]})
+    assert isinstance(schedule, bnn.NNCFSchedule)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 6, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+    tl = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True)
+    rec = Recorder()
+    trainer = Trainer(model, tl, None, cfg_for(tmp_path, epochs=3, lr=0.01, weight_decay=1e-4),
+                      callbacks=[StagedBinarizationSchedule(schedule), rec])
+    assert trainer.batch_multiplier == 2 and trainer.steps_per_epoch == 2
+    trainer.fit()
+    assert [r["acts"] for r in rec.rows] == [[False], [False], [True], [True], [True], [True]]
+    assert [r["weights"] for r in rec.rows] == [[False]] * 4 + [[True]] * 2
+    assert [r["lr"] for r in rec.rows] == pytest.approx([0.01] * 4 + [0.01, 0.01 * 0.5 ** 2.1])
+    assert all(w == 0.0 for r in rec.rows[4:] for w in r["wd"]) and any(w > 0 for w in rec.rows[0]["wd"])
+
+
+def test_gradual_schedule(tmp_path):
+    bconfig = bnn.BConfig(activation_pre_process=bnn.ops.KBitActivationQuantizer.with_args(bits=8, ratio=0.0),
+                          weight_pre_process=bnn.ops.GradualWeightBinarizer)
+    model = mlp(bconfig)
+    tl, vl = data()  # 4 steps per epoch
+    rec = Recorder()
+    cfg = cfg_for(tmp_path, epochs=3, callbacks=[{"name": "gradual", "start_epoch": 0, "end_epoch": 2,
+                                                  "act_start_epoch": 1, "act_end_epoch": 3}])
+    Trainer(model, tl, vl, cfg, callbacks=[rec]).fit()
+    ts = [k / 4 for k in range(12)]
+    assert [r["bin_ratio"] for r in rec.rows] == pytest.approx([min(t / 2, 1.0) for t in ts])
+    assert [r["p"] for r in rec.rows] == pytest.approx([min(t / 2, 1.0) for t in ts])
+    assert [r["ratio"] for r in rec.rows] == pytest.approx([min(max(t - 1, 0.0) / 2, 1.0) for t in ts])
+    gw = [m for m in model.modules() if isinstance(m, bnn.ops.GradualWeightBinarizer)][0]
+    assert gw.bin_ratio == pytest.approx(1.0) and gw.p == pytest.approx(1.0)
+    # the ramped values are in the checkpoint (binarizer extra state and callback state)
+    ckpt = load_checkpoint(str(tmp_path / "last.pth"))
+    assert ckpt["callbacks"][0]["state"]["values"]["bin_ratio"] == pytest.approx(1.0)
+
+
+def test_two_stage(tmp_path):
+    tl, vl = data()
+    model = mlp(XNOR)
+
+    class Snapshot(Callback):
+        def __init__(self):
+            self.states = []
+
+        def on_train_begin(self, trainer):
+            self.states.append({k: v.clone() for k, v in trainer.model.state_dict().items() if torch.is_tensor(v)})
+
+    snap = Snapshot()
+    base = cfg_for(tmp_path, lr_schedule="constant")
+    cfg1, cfg2 = two_stage_configs(base, stage1={"epochs": 2, "lr_schedule_args": {"milestones": [1], "gammas": [0.1]}},
+                                   stage2={"epochs": 1, "lr_schedule_args": {"milestones": [5], "gammas": [0.2]}})
+    assert cfg1.weight_decay == 1e-5 and cfg2.weight_decay == 0.0 and cfg1.lr == 1e-3 and cfg2.lr == 2e-4
+    r1, r2 = train_two_stage(model, tl, vl, cfg1, cfg2, callbacks=[snap])
+    s1 = load_checkpoint(str(tmp_path / "stage1" / "last.pth"))
+    s2 = load_checkpoint(str(tmp_path / "stage2" / "last.pth"))
+    extra = lambda sd, k: sd[f"2.{k}._extra_state"]["enabled"]  # noqa: E731
+    assert extra(s1["model"], "activation_pre_process") is True and extra(s1["model"], "weight_pre_process") is False
+    assert extra(s2["model"], "activation_pre_process") is True and extra(s2["model"], "weight_pre_process") is True
+    assert all(g["weight_decay"] == 1e-5 for g in s1["optimizer"]["param_groups"])
+    assert all(g["weight_decay"] == 0.0 for g in s2["optimizer"]["param_groups"])
+    assert s1["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # x0.1 from epoch 1
+    # stage 2 starts from stage 1's final weights
+    for k, v in snap.states[1].items():
+        assert torch.equal(v, s1["model"][k]), k
+    assert len(r1.history) == 2 and len(r2.history) == 1
+    # running the pair again resumes: stage 1 is not retrained, stage 2 is complete
+    r1b, r2b = train_two_stage(mlp(XNOR), tl, vl, cfg1, cfg2)
+    assert r1b.history == r1.history and r2b.epochs_completed == 1
+
+
+def test_build_callbacks_errors():
+    cbs = build_callbacks([{"name": "staged", "weights_bin_start_epoch": 3}, "two_stage"])
+    assert isinstance(cbs[0], StagedBinarizationSchedule) and cbs[0].weights_bin_start_epoch == 3
+    with pytest.raises(ValueError, match="did you mean 'staged'"):
+        build_callbacks([{"name": "stagged"}])
+    with pytest.raises(ValueError, match="did you mean 'end_epoch'"):
+        build_callbacks([{"name": "gradual", "end_epochs": 3}])
+    with pytest.raises(ValueError, match="unknown field 'weights_start'"):
+        StagedBinarizationSchedule({"weights_start": 1})
+    assert isinstance(build_callbacks({"name": "gradual"})[0], GradualBinarizationSchedule)
