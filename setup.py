@@ -28,9 +28,9 @@ class OptionalBuildExt(build_ext):
 
 def _kernel_extension():
     """The optional xnor-popcount kernel (plain C + OpenMP, no libtorch)."""
-    from setuptools import Extension
-
     import sys
+
+    from setuptools import Extension
 
     if sys.platform == "win32":
         cflags, lflags = ["/O2", "/openmp", "/fp:precise"], []

@@ -6,6 +6,7 @@ attributes and call :func:`convert`), train it with the recipes of
 """
 from . import layers, ops
 from .config import BConfig
+from .deploy import pack_binary_model
 from .nncf_config import NNCFSchedule, from_nncf_config
 from .prepare import convert, prepare_binary_model
 from .summary import summary
@@ -21,6 +22,7 @@ __all__ = [
     "from_nncf_config",
     "NNCFSchedule",
     "summary",
+    "pack_binary_model",
     "layers",
     "ops",
 ]

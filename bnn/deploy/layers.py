@@ -1,0 +1,195 @@
+"""Packed binary layers: 1-bit weight words plus float32 per-channel scales.
+
+A packed layer computes, in eval mode, exactly what the fake-binarized layer it
+came from computes (``post(op(pre(x), wpre(W), b), x)``), with
+
+* ``wpre(W) = alpha_c * S``, S in {-1, +1}: S is stored as bits
+  (:func:`bnn.deploy.functional.pack_weight_bits`), alpha_c in ``scale``;
+* binary input mode (``pre`` emits +-1: sign, ApproxSign, SwishSign, the eval
+  mode of the stochastic sign, RSign = sign(x + b_c)): the input is binarized
+  and packed on the fly, dot = K - 2 popcount(a XOR w) (XNOR-Net, Rastegari et
+  al. 2016; REFERENCE.md section 5), zero padding left out of K;
+* real input mode (any other ``pre``, kept as the submodule ``input_quantizer``):
+  W is unpacked to +-1 for the forward only;
+* ``y = dot * scale_c + shift_c`` (scale = alpha times any folded output scale,
+  shift = the folded conv bias / output bias / BatchNorm), then ``post`` if it
+  needs the float input (XNOR-Net's K).
+
+``packed_nbytes()`` / ``float_nbytes()`` give the memory of the layer packed
+and of the same layer in float32, for :func:`bnn.summary`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from . import functional as BF
+
+__all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "PackedLinear", "PackedFormatError"]
+
+FORMAT_VERSION = 1
+_FORMAT_KEY = "bnn_packed_format"
+
+
+class PackedFormatError(RuntimeError):
+    """A packed layer saved by an incompatible version of bnn."""
+
+
+def _check_version(found, where: str) -> None:
+    if found != FORMAT_VERSION:
+        raise PackedFormatError(
+            f"{where}: packed layer saved with bnn packed format version {found!r}, this bnn reads version "
+            f"{FORMAT_VERSION}; re-pack the fake-binarized model with this bnn (bnn.pack_binary_model)"
+        )
+
+
+class PackedLayer(nn.Module):
+    """Common base of :class:`PackedConv1d`, :class:`PackedConv2d` and :class:`PackedLinear`.
+
+    Buffers (all in the state dict): ``packed_weight`` (int64 words, 1 bit per
+    weight, layout ``[G, CB, T, Wg, 32]``), ``scale`` and ``shift`` (float32 per
+    output channel; ``shift`` may be None), ``input_threshold`` (float32 per
+    input channel, -bias of RSign; None for the plain sign). Inference only.
+    """
+
+    _kernel_dims = 0
+    weight_bits = 1  # bit width of the stored weights (read by bnn.summary)
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Tuple[int, ...] = (),
+                 stride: Tuple[int, ...] = (), padding: Tuple[int, ...] = (), dilation: Tuple[int, ...] = (),
+                 groups: int = 1, binary_input: bool = True, input_quantizer: Optional[nn.Module] = None,
+                 post_process: Optional[nn.Module] = None, has_shift: bool = False,
+                 has_threshold: bool = False) -> None:
+        super().__init__()
+        self.format_version = FORMAT_VERSION
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
+        self.padding, self.dilation, self.groups = tuple(padding), tuple(dilation), int(groups)
+        self.binary_input = bool(binary_input)
+        cg, coutg = self.in_channels // self.groups, self.out_channels // self.groups
+        shape = (self.groups, -(-coutg // BF.NR), int(math.prod(self.kernel_size)), max(1, -(-cg // 64)), BF.NR)
+        self.register_buffer("packed_weight", torch.zeros(shape, dtype=torch.int64))
+        self.register_buffer("scale", torch.ones(self.out_channels))
+        self.register_buffer("shift", torch.zeros(self.out_channels) if has_shift else None)
+        self.register_buffer("input_threshold", torch.zeros(self.in_channels) if has_threshold else None)
+        self.input_quantizer = input_quantizer if input_quantizer is not None else nn.Identity()
+        self.post_process = post_process if post_process is not None else nn.Identity()
+        self.use_native: Optional[bool] = None  # None: the C kernel when it applies, False: pure torch
+
+    # -- format version ---------------------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {_FORMAT_KEY: FORMAT_VERSION}
+
+    def set_extra_state(self, state) -> None:
+        found = state.get(_FORMAT_KEY) if isinstance(state, dict) else None
+        _check_version(found, type(self).__name__)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "_extra_state"
+        if key not in state_dict:
+            raise PackedFormatError(f"{prefix.rstrip('.') or type(self).__name__}: the state dict has no packed format "
+                                    f"version (not saved by bnn.deploy); re-pack the model with bnn.pack_binary_model")
+        try:
+            _check_version(state_dict[key].get(_FORMAT_KEY) if isinstance(state_dict[key], dict) else None,
+                           prefix.rstrip(".") or type(self).__name__)
+        except PackedFormatError:
+            raise
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def __setstate__(self, state) -> None:  # torch.load of a whole pickled model
+        _check_version(state.get("format_version"), type(self).__name__)
+        super().__setstate__(state)
+
+    # -- sizes ----------------------------------------------------------------------------------------
+    def packed_nbytes(self) -> int:
+        """Bytes of this layer's tensors as stored (weight words + float32 scales + submodules)."""
+        n = sum(b.numel() * b.element_size() for b in self.buffers(recurse=False) if b is not None)
+        for mod in (self.input_quantizer, self.post_process):
+            n += sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
+        return n
+
+    def float_nbytes(self) -> int:
+        """Bytes of the same layer's weight (and bias) in float32."""
+        return 4 * (self.packed_weight_numel + (self.out_channels if self.shift is not None else 0))
+
+    @property
+    def packed_weight_numel(self) -> int:
+        """Number of binary weights (out * in/groups * prod(kernel))."""
+        return self.out_channels * (self.in_channels // self.groups) * int(math.prod(self.kernel_size))
+
+    def macs_per_output(self) -> int:
+        """Binary multiply-accumulates per output value: in/groups * prod(kernel)."""
+        return (self.in_channels // self.groups) * int(math.prod(self.kernel_size))
+
+    def weight_signs(self, dtype=torch.float32) -> torch.Tensor:
+        """The +-1 weight ``[out, in/groups, *kernel]`` (unpacked; for inspection and export)."""
+        return BF.unpack_weight_signs(self.packed_weight, self.out_channels, self.in_channels // self.groups,
+                                      self.kernel_size, dtype)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError(f"{type(self).__name__} is inference only: call .eval() (it cannot be trained)")
+        x_in = x
+        if self.binary_input:
+            y = BF.binary_conv(x, self.packed_weight, self.scale, self.shift, self.input_threshold, self.out_channels,
+                               self.kernel_size, self.stride, self.padding, self.dilation, self.groups,
+                               self.in_channels, use_native=self._native(x))
+        else:
+            xq = self.input_quantizer(x)
+            w = self.weight_signs(xq.dtype).to(xq.device)
+            y = BF._conv(xq, w, self.stride, self.padding, self.dilation, self.groups)
+            y = BF._epilogue(y, self.scale, self.shift, 1 if self.kernel_size else y.dim() - 1)
+        if not isinstance(self.post_process, nn.Identity):
+            y = self.post_process(y, x_in)
+        return y
+
+    def _native(self, x: torch.Tensor) -> Optional[bool]:
+        if self.use_native is False or torch.onnx.is_in_onnx_export():
+            return False
+        return None
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}"
+        if self.kernel_size:
+            s += f", kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+            if any(d != 1 for d in self.dilation):
+                s += f", dilation={self.dilation}"
+            if self.groups != 1:
+                s += f", groups={self.groups}"
+        s += ", input=" + ("binary" if self.binary_input else "real")
+        return s
+
+
+class PackedConv2d(PackedLayer):
+    """Packed :class:`bnn.layers.Conv2d` (stride, zero padding, dilation, groups)."""
+
+    _kernel_dims = 2
+
+
+class PackedConv1d(PackedLayer):
+    """Packed :class:`bnn.layers.Conv1d` (stride, zero padding, dilation, groups)."""
+
+    _kernel_dims = 1
+
+
+class PackedLinear(PackedLayer):
+    """Packed :class:`bnn.layers.Linear` (input ``[*, in_features]``)."""
+
+    _kernel_dims = 0
+
+    def __init__(self, in_features: int, out_features: int, **kwargs) -> None:
+        super().__init__(in_features, out_features, **kwargs)
+
+    @property
+    def in_features(self) -> int:
+        return self.in_channels
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels
