@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data import set_epoch
 from .binarization_schedule import Callback, build_callbacks
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, get_rng_state, load_checkpoint, load_model_state,
                          save_checkpoint, set_rng_state)
@@ -368,9 +369,8 @@ class Trainer:
         cfg = self.cfg
         self.epoch = epoch
         for loader in (self.train_loader, self.val_loader):
-            sampler = getattr(loader, "sampler", None) if loader is not None else None
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
+            if loader is not None:
+                set_epoch(loader, epoch)  # sampler order and worker seeds depend on the epoch only
         wd_on = self.weight_decay_on(epoch)
         set_weight_decay_enabled(self.optimizer, wd_on)
         self._call("on_epoch_begin", epoch)
