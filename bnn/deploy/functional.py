@@ -123,39 +123,69 @@ def binary_conv(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Op
     mod = _kernel.native()
     if mod is None:
         raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it); use_native=False")
-    nt = max(1, torch.get_num_threads())
-    isa = _kernel.get_isa()
     wg = words.shape[3]
     if words.dtype != torch.int64 or not words.is_contiguous():
         words = words.to(torch.int64).contiguous()
-    mul = mul.to(torch.float32).contiguous()
-    add = None if add is None else add.to(torch.float32).contiguous()
-    thr = None if threshold is None else threshold.to(torch.float32).contiguous()
-    if nd == 0:
+    if mul.dtype != torch.float32 or not mul.is_contiguous():
+        mul = mul.to(torch.float32).contiguous()
+    if add is not None and (add.dtype != torch.float32 or not add.is_contiguous()):
+        add = add.to(torch.float32).contiguous()
+    if threshold is not None and (threshold.dtype != torch.float32 or not threshold.is_contiguous()):
+        threshold = threshold.to(torch.float32).contiguous()
+    if nd == 0:  # linear: the rows are the pixels of a 1 x rows image
         lead = x.shape[:-1]
-        xc = x.reshape(-1, cin).contiguous()
-        n, h, w_, kh, kw, sh, sw, ph, pw, dh, dw = xc.shape[0], 1, 1, 1, 1, 1, 1, 0, 0, 1, 1
-        oh = ow = 1
-    elif nd == 1:
-        xc = x.transpose(1, 2).contiguous()  # [N, L, C]
-        n, h, w_ = x.shape[0], 1, x.shape[2]
-        kh, kw, sh, sw, ph, pw, dh, dw = 1, kernel_size[0], 1, stride[0], 0, padding[0], 1, dilation[0]
-        oh, ow = 1, (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    else:
-        xc = x.contiguous(memory_format=torch.channels_last)
-        n, h, w_ = x.shape[0], x.shape[2], x.shape[3]
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if oh <= 0 or ow <= 0:
-        raise RuntimeError(f"bnn.deploy: input {tuple(x.shape)} is smaller than the kernel {tuple(kernel_size)}")
-    npix = n * h * w_
-    a = torch.empty(npix * groups * wg, dtype=torch.int64)
-    mod.pack_sign(xc.data_ptr(), 0 if thr is None else thr.data_ptr(), a.data_ptr(), npix, groups, cg, wg, isa, nt)
-    out = torch.empty((n, oh, ow, out_channels), dtype=torch.float32)
-    mod.bconv(a.data_ptr(), words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
-              n, h, w_, groups, cg, wg, out_channels // groups, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, isa, nt)
+        xc = x.reshape(-1, cin)
+        if xc.shape[0] == 0:
+            return x.new_empty(*lead, out_channels)
+        if not xc.is_contiguous():
+            xc = xc.contiguous()
+        plan = native_plan(xc.shape, wg, out_channels, kernel_size, stride, padding, dilation, groups, cin)
+        return run_native(plan, xc, words, mul, add, threshold).reshape(*lead, out_channels)
+    plan = native_plan(x.shape, wg, out_channels, kernel_size, stride, padding, dilation, groups, cin)
+    return run_native(plan, x, words, mul, add, threshold)
+
+
+def native_plan(shape, wg: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int, cin: int):
+    """Integer arguments of the native kernel for an input of ``shape`` (cached per input shape by the layers)."""
+    nd = len(kernel_size)
+    cg = cin // groups
     if nd == 0:
-        return out.reshape(*lead, out_channels)
-    if nd == 1:
-        return out.reshape(n, ow, out_channels).transpose(1, 2)
-    return out.permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+        n, h, w_ = 1, 1, shape[0]
+        kh, kw, sh, sw, ph, pw, dh, dw = 1, 1, 1, 1, 0, 0, 1, 1
+    elif nd == 1:
+        n, h, w_ = shape[0], 1, shape[2]
+        kh, kw, sh, sw, ph, pw, dh, dw = 1, kernel_size[0], 1, stride[0], 0, padding[0], 1, dilation[0]
+    else:
+        n, h, w_ = shape[0], shape[2], shape[3]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if oh <= 0 or ow <= 0:
+        raise RuntimeError(f"bnn.deploy: input {tuple(shape)} is smaller than the kernel {tuple(kernel_size)}")
+    uh = uw = 1
+    hs, ws = h, w_
+    if kh == 1 and kw == 1 and ph == 0 and pw == 0 and (sh > 1 or sw > 1):
+        # 1x1 strided conv: pack only the pixels it reads, then run it with stride 1
+        uh, uw, hs, ws, sh, sw = sh, sw, oh, ow, 1, 1
+    scratch = n * (hs + 2 * ph) * (ws + 2 * pw) * groups * wg
+    ints = (n, h, w_, uh, uw, hs, ws, groups, cg, wg, out_channels // groups, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+    return nd, n, oh, ow, out_channels, scratch, ints
+
+
+def run_native(plan, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
+               threshold: Optional[torch.Tensor]) -> torch.Tensor:
+    """Run the native kernel with a :func:`native_plan` (float32 CPU ``x``; int64/float32 contiguous buffers)."""
+    nd, n, oh, ow, cout, scratch, ints = plan
+    if nd == 2:
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = torch.empty((n, cout, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
+    elif nd == 1:
+        x = x.transpose(1, 2).contiguous()  # [N, L, C]
+        out = torch.empty((n, ow, cout), dtype=torch.float32)
+    else:
+        out = torch.empty((ow, cout), dtype=torch.float32)
+    a = torch.empty(scratch, dtype=torch.int64)
+    _kernel.native().bconv(x.data_ptr(), 0 if threshold is None else threshold.data_ptr(), a.data_ptr(),
+                           words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
+                           *ints, _kernel.get_isa(), torch.get_num_threads())
+    return out.transpose(1, 2) if nd == 1 else out

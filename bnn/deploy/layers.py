@@ -136,7 +136,22 @@ class PackedLayer(nn.Module):
         if self.training:
             raise RuntimeError(f"{type(self).__name__} is inference only: call .eval() (it cannot be trained)")
         x_in = x
-        if self.binary_input:
+        if self.binary_input and self._fast_ok(x):
+            # cached kernel arguments for this input shape: the per-call Python work stays small
+            plan = self.__dict__.get("_native_plan")
+            if plan is None or plan[0] != x.shape:
+                words = self.packed_weight
+                plan = (x.shape, BF.native_plan(x.shape if self.kernel_size else x.reshape(-1, self.in_channels).shape,
+                                                words.shape[3], self.out_channels, self.kernel_size, self.stride,
+                                                self.padding, self.dilation, self.groups, self.in_channels))
+                self.__dict__["_native_plan"] = plan
+            if self.kernel_size:
+                y = BF.run_native(plan[1], x, self.packed_weight, self.scale, self.shift, self.input_threshold)
+            else:
+                y = BF.run_native(plan[1], x.reshape(-1, self.in_channels).contiguous(), self.packed_weight,
+                                  self.scale, self.shift, self.input_threshold)
+                y = y.reshape(*x.shape[:-1], self.out_channels)
+        elif self.binary_input:
             y = BF.binary_conv(x, self.packed_weight, self.scale, self.shift, self.input_threshold, self.out_channels,
                                self.kernel_size, self.stride, self.padding, self.dilation, self.groups,
                                self.in_channels, use_native=self._native(x))
@@ -148,6 +163,23 @@ class PackedLayer(nn.Module):
         if not isinstance(self.post_process, nn.Identity):
             y = self.post_process(y, x_in)
         return y
+
+    def _fast_ok(self, x: torch.Tensor) -> bool:
+        """The native kernel applies directly: float32 CPU input and buffers, not tracing/exporting, non-empty."""
+        if self.use_native is False or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
+            return False
+        if BF._kernel.native() is None or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return False
+        w, s, b, t = self.packed_weight, self.scale, self.shift, self.input_threshold
+        return (w.dtype == torch.int64 and w.is_contiguous() and s.dtype == torch.float32 and s.is_contiguous()
+                and (b is None or (b.dtype == torch.float32 and b.is_contiguous()))
+                and (t is None or (t.dtype == torch.float32 and t.is_contiguous())))
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_native_plan", None)  # a cache, not part of the saved format
+        return state
 
     def _native(self, x: torch.Tensor) -> Optional[bool]:
         if self.use_native is False or torch.onnx.is_in_onnx_export():
