@@ -81,12 +81,13 @@ def propagate_bconfig(
     Raises ``ValueError`` for a key or ignore entry that names no module (with the
     closest names), an invalid or unmatched regex, or a value that is not a BConfig.
     """
+    if custom_config_layers_name is not None and not isinstance(custom_config_layers_name, Mapping):
+        raise TypeError(
+            "custom_config_layers_name must be a dict {layer name or '$regex$': BConfig}, "
+            f"got {type(custom_config_layers_name).__name__}"
+        )
     custom = dict(custom_config_layers_name or {})
-    ignore = list(ignore_layers_name or [])
-    if isinstance(custom_config_layers_name, (list, tuple, set)):
-        raise TypeError("custom_config_layers_name must be a dict {layer name or '$regex$': BConfig}")
-    if isinstance(ignore_layers_name, str):
-        ignore = [ignore_layers_name]
+    ignore = [ignore_layers_name] if isinstance(ignore_layers_name, str) else list(ignore_layers_name or [])
     if bconfig is not None and not isinstance(bconfig, BConfig):
         raise TypeError(f"bconfig must be a BConfig, got {type(bconfig).__name__}")
 

@@ -55,12 +55,20 @@ class BinaryLayerMixin:
         """``wpre(W)``: the weight the layer computes with."""
         return self.weight_pre_process(self.weight)
 
-    def _binary_forward(self, x: torch.Tensor, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _binary_forward(self, x: torch.Tensor, op: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """``post(op(pre(x), wpre(W), b), x)``; ``op(input, weight, bias)`` is the layer's product.
+
+        An enabled output process with a ``fold`` method (a per-channel affine map)
+        is applied to the weight and bias instead of the output: same result.
+        """
         pre, wpre, post = self.activation_pre_process, self.weight_pre_process, self.activation_post_process
         x_in = x if isinstance(pre, nn.Identity) else pre(x)
         weight = self.weight if isinstance(wpre, nn.Identity) else wpre(self.weight)
-        out = op(x_in, weight)
-        return out if isinstance(post, nn.Identity) else post(out, x)
+        if isinstance(post, nn.Identity):
+            return op(x_in, weight, self.bias)
+        if getattr(post, "enabled", False) and hasattr(post, "fold"):
+            return op(x_in, *post.fold(weight, self.bias))
+        return post(op(x_in, weight, self.bias), x)
 
 
 def _hyperparameters_of(module: nn.Module) -> dict:

@@ -18,7 +18,7 @@ class _BinaryConvNd(BinaryLayerMixin):
         self._build_processes(bconfig)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._binary_forward(x, lambda inp, w: self._conv_forward(inp, w, self.bias))
+        return self._binary_forward(x, self._conv_forward)
 
 
 class Conv1d(_BinaryConvNd, nn.Conv1d):

@@ -23,4 +23,4 @@ class Linear(BinaryLayerMixin, nn.Linear):
         self._build_processes(bconfig)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._binary_forward(x, lambda inp, w: F.linear(inp, w, self.bias))
+        return self._binary_forward(x, F.linear)

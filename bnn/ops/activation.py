@@ -166,12 +166,10 @@ class KBitActivationQuantizer(Binarizer):
             return x
         qmax = 2 ** (self.bits - 1) - 1
         if self.training:
-            with torch.no_grad():
+            with torch.no_grad():  # the first batch sets the running maximum, later ones move it
                 current = x.detach().abs().max().to(self.running_absmax.dtype)
-                if self.running_absmax.item() == 0.0:
-                    self.running_absmax.copy_(current)
-                else:
-                    self.running_absmax.lerp_(current, self.momentum)
+                first = self.running_absmax == 0
+                self.running_absmax.copy_(torch.where(first, current, self.running_absmax.lerp(current, self.momentum)))
         step = (self.running_absmax / qmax).clamp_min(torch.finfo(x.dtype).tiny).to(x.dtype)
         q = F.fake_quantize(x, step, -qmax - 1, qmax)
         return q if self.ratio == 1.0 else torch.lerp(x, q, self.ratio)

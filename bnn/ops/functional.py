@@ -19,6 +19,7 @@ __all__ = [
     "sign_stochastic",
     "scale_threshold",
     "fake_quantize",
+    "scaled_sign",
 ]
 
 
@@ -140,6 +141,65 @@ class _FakeQuantize(Function):
     def backward(ctx, grad):
         (mask,) = ctx.saved_tensors
         return grad * mask, None, None, None
+
+
+class _ScaledSign(Function):
+    """Weight binarization in one autograd node (XNOR-Net, DoReFa-Net, Bi-Real's magnitude-aware sign).
+
+    forward, with the mean and the scale taken over ``dims`` (each output channel, or the whole tensor):
+      W' = W - mean(W) if ``center`` else W
+      y = sign(W') * alpha, alpha = mean(|W'|) (``scale`` "grad" or "detach") or 1 (``scale`` "none")
+    backward, straight-through the sign, with g = dL/dy and n the number of entries per scale:
+      dL/dW' = g * alpha + sgn(W') * sum(g * sign(W')) / n   (the second term only for "grad";
+               sgn is d|w|/dw, 0 at 0, as torch defines it)
+      dL/dW = dL/dW' - mean(dL/dW') if ``center`` else dL/dW'
+    """
+
+    @staticmethod
+    def forward(ctx, w, dims, center: bool, scale: str):
+        if center:
+            w = w - w.mean(dim=dims, keepdim=True)
+        negative = w < 0
+        if scale == "none":
+            alpha = None
+            out = torch.where(negative, -1.0, 1.0).to(w.dtype)
+        else:
+            n = w.numel() // _numel_kept(w, dims)
+            alpha = torch.linalg.vector_norm(w, ord=1, dim=dims, keepdim=True) / n
+            out = torch.where(negative, -alpha, alpha)
+        ctx.save_for_backward(w if scale == "grad" else None, alpha)
+        ctx.dims, ctx.center, ctx.scale = dims, center, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        centered, alpha = ctx.saved_tensors
+        dims = ctx.dims
+        if ctx.scale == "grad":
+            n = grad.numel() // _numel_kept(grad, dims)
+            grad_alpha = torch.where(centered < 0, -grad, grad).sum(dim=dims, keepdim=True) / n
+            grad_w = torch.addcmul(grad * alpha, torch.sgn(centered), grad_alpha)
+        elif ctx.scale == "detach":
+            grad_w = grad * alpha
+        else:
+            grad_w = grad
+        if ctx.center:
+            grad_w = grad_w - grad_w.mean(dim=dims, keepdim=True)
+        return grad_w, None, None, None
+
+
+def _numel_kept(t: torch.Tensor, dims) -> int:
+    """Number of separate scales: the product of the sizes of the dims not reduced."""
+    kept = 1
+    for d, size in enumerate(t.shape):
+        if d not in dims:
+            kept *= size
+    return kept
+
+
+def scaled_sign(w: torch.Tensor, dims, center: bool = False, scale: str = "grad") -> torch.Tensor:
+    """sign(W - mean W) * mean|W - mean W| over ``dims``; see :class:`_ScaledSign` for the gradients."""
+    return _ScaledSign.apply(w, tuple(dims), bool(center), scale)
 
 
 sign_ste = _SignSTE.apply

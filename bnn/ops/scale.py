@@ -2,6 +2,10 @@
 
 Their forward takes ``(out, x)``: the layer output and the layer's original,
 unbinarized input. None of them writes in place into a tensor autograd needs.
+
+A per-channel affine process also has ``fold(weight, bias)``: the binary layer
+then scales its (small) weight instead of its (large) output, which gives the
+same values and gradients for less work.
 """
 from __future__ import annotations
 
@@ -29,6 +33,12 @@ class BasicScaleBinarizer(Binarizer):
     def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         return out * self.scale.view(self._shape) if self.enabled else out
 
+    def fold(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        """``(W * gamma, b * gamma)``: the same output (and gradients) as scaling the layer output,
+        at the cost of a weight-sized instead of an activation-sized product."""
+        gamma = self.scale.view((-1,) + (1,) * (weight.dim() - 1))
+        return weight * gamma, None if bias is None else bias * self.scale
+
 
 class BiasScaleBinarizer(Binarizer):
     """A learnable per-output-channel scale and bias: y = out * gamma_c + beta_c (gamma = 1, beta = 0 at start)."""
@@ -44,6 +54,11 @@ class BiasScaleBinarizer(Binarizer):
         if not self.enabled:
             return out
         return torch.addcmul(self.bias.view(self._shape), out, self.scale.view(self._shape))
+
+    def fold(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        """``(W * gamma, b * gamma + beta)``: the same output as the process applied to the layer output."""
+        gamma = self.scale.view((-1,) + (1,) * (weight.dim() - 1))
+        return weight * gamma, self.bias if bias is None else torch.addcmul(self.bias, bias, self.scale)
 
 
 class XNORScaleBinarizer(Binarizer):

@@ -45,14 +45,8 @@ class XNORWeightBinarizer(Binarizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
-        dims = _channel_dims(w)
-        if self.center_weights:
-            w = w - w.mean(dim=dims, keepdim=True)
-        binary = F.sign_ste(w)
-        if not self.compute_alpha:
-            return binary
-        alpha = w.abs().mean(dim=dims, keepdim=True)
-        return binary * (alpha.detach() if self.detach_scale else alpha)
+        scale = "none" if not self.compute_alpha else ("detach" if self.detach_scale else "grad")
+        return F.scaled_sign(w, _channel_dims(w), self.center_weights, scale)
 
     def extra_repr(self) -> str:
         return f"compute_alpha={self.compute_alpha}, center_weights={self.center_weights}" + (
@@ -82,7 +76,7 @@ class DoReFaWeightBinarizer(Binarizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
-        return F.sign_ste(w) * w.abs().mean()
+        return F.scaled_sign(w, tuple(range(w.dim())))
 
 
 class GradualWeightBinarizer(Binarizer):
