@@ -1,0 +1,933 @@
+"""The typed schema of the env / recipe YAML files read by ``bnn-train`` and ``recipes/run_dev.py``.
+
+A config is layered, later layers winning::
+
+    schema defaults (= the embedded quick start)
+      < the recipe file (``--config PATH``)
+      < the user env file (``-u USER`` -> ``configs/env_USER.yaml``)
+      < ``KEY=VALUE`` overrides on the command line (dotted paths, ``TRAINING.EPOCHS=3``)
+
+Every layer is validated on its own when it is read, so an unknown key or a
+wrong type is reported as ONE line naming the file, the dotted key path and the
+closest valid key (``difflib.get_close_matches``)::
+
+    configs/env_dima.yaml: unknown key 'TRAINING.EPOCH' (did you mean 'TRAINING.EPOCHS'?)
+    configs/env_dima.yaml: TRAINING.EPOCHS must be an int, got str 'ten'
+
+Section and field names are matched case-insensitively and stored upper case
+(``BCONFIG.activation_pre_process`` is ``BCONFIG.ACTIVATION_PRE_PROCESS``).
+Sections (dataclasses) merge key by key across layers; every other value
+(lists, free ``KWARGS`` dicts, binarizer specs) is replaced as a whole.
+
+Binarizers are named by their class in :mod:`bnn.ops`, in any of the forms::
+
+    ACTIVATION_PRE_PROCESS: BasicInputBinarizer
+    WEIGHT_PRE_PROCESS: {name: XNORWeightBinarizer, center_weights: true}
+    WEIGHT_PRE_PROCESS: {XNORWeightBinarizer: {center_weights: true}}
+    ACTIVATION_POST_PROCESS: null          # identity
+
+and are resolved (name and keyword arguments checked against the class) at load time.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+import json
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "ProjectCfg",
+    "HardwareCfg",
+    "TrainingCfg",
+    "ExperimentCfg",
+    "DataCfg",
+    "ModelCfg",
+    "BConfigCfg",
+    "LayerBConfigCfg",
+    "OptimizerCfg",
+    "ParamGroupCfg",
+    "LRScheduleCfg",
+    "ScheduleCfg",
+    "StagedCfg",
+    "StageCfg",
+    "TwoStageCfg",
+    "GradualCfg",
+    "StepCfg",
+    "DistillationCfg",
+    "BinarizerSpec",
+    "load_config",
+    "load_yaml",
+    "parse_override",
+    "apply_overrides",
+    "build_bconfig",
+    "resolve_binarizer",
+    "binarizer_names",
+    "load_nncf_json",
+    "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A bad config: the message is one line naming the file, the key path and the closest valid choice."""
+
+
+# --------------------------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------------------------
+#: A binarizer as written in YAML: a class name in :mod:`bnn.ops`, ``{name: Cls, **args}``,
+#: ``{Cls: {args}}`` or ``null`` (identity). Canonical form after validation: ``{"name": str, "args": dict}`` or None.
+BinarizerSpec = Optional[Union[str, Dict[str, Any]]]
+
+
+@dataclass
+class ProjectCfg:
+    """``PROJECT.ROOT``: the base of relative ``DATA.ROOT`` / ``EXPERIMENT.DIR`` / checkpoint paths (seed 002)."""
+
+    ROOT: str = "."
+
+
+@dataclass
+class HardwareCfg:
+    """``HARDWARE.WORKERS``: data-loader worker processes; ``DEVICE``: auto (CUDA when available), cpu, cuda, cuda:N."""
+
+    WORKERS: int = 2
+    DEVICE: str = "auto"
+    GPU: Optional[int] = None
+    DIST_BACKEND: Optional[str] = None
+
+
+@dataclass
+class TrainingCfg:
+    """Epochs, batch sizes and the knobs of the training loop.
+
+    ``BATCH_MULTIPLIER``: gradients accumulated over this many batches per optimizer
+    step (NNCF ``batch_multiplier``, seed 000). ``AMP``: mixed precision, used on CUDA only.
+    """
+
+    EPOCHS: int = 3
+    BATCH_SIZE: int = 64
+    EVAL_BATCH_SIZE: Optional[int] = None
+    BATCH_MULTIPLIER: int = 1
+    AMP: bool = True
+    SEED: int = 0
+    LABEL_SMOOTHING: float = 0.0
+    AMP_DTYPE: Literal["float16", "bfloat16"] = "float16"
+    GRAD_CLIP: Optional[float] = None
+    LOG_INTERVAL: int = 20
+    MAX_STEPS_PER_EPOCH: Optional[int] = None
+
+
+@dataclass
+class ExperimentCfg:
+    """``EXPERIMENT.DIR``: where runs go; a run writes to ``DIR/NAME`` (NAME defaults to the recipe file stem)."""
+
+    DIR: str = "experiments"
+    NAME: Optional[str] = None
+    TENSORBOARD: bool = True
+    PLOT: bool = True
+    PROGRESS_BAR: bool = True
+
+
+@dataclass
+class DataCfg:
+    """The data set (:func:`bnn.data.build_datasets`): ``synthetic`` (embedded shapes, no download),
+    ``cifar10``, ``cifar100``, ``mnist``, ``imagenet`` or ``imagefolder``.
+
+    ``ROOT``: its directory (relative to ``PROJECT.ROOT``; default ``data/<name>``); ``DOWNLOAD``:
+    let torchvision fetch CIFAR / MNIST. ``TRAIN_SIZE`` / ``VAL_SIZE``: the synthetic set's sizes,
+    or the first N samples of the others (quick checks). ``SEED``: the synthetic set's seed.
+    ``KWARGS``: more arguments of ``build_datasets`` (``image_size``, ``num_classes``, ``augment``).
+    """
+
+    NAME: str = "synthetic"
+    ROOT: Optional[str] = None
+    DOWNLOAD: bool = False
+    TRAIN_SIZE: Optional[int] = None
+    VAL_SIZE: Optional[int] = None
+    SEED: int = 0
+    KWARGS: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelCfg:
+    """A model of :mod:`bnn.models` by name with keyword arguments.
+
+    ``CHECKPOINT``: float or binary weights loaded before training (a pretrained float
+    model, or the previous stage of a two-stage recipe). ``FLOAT_LAYERS``: layer names
+    kept full precision, added to ``BCONFIG.IGNORE``; ``null`` = the model's own
+    :func:`bnn.models.float_layer_names` (first conv, classifier and, with
+    ``FLOAT_DOWNSAMPLE``, the downsample shortcut convs); ``[]`` = none.
+    """
+
+    NAME: str = "resnet18"
+    KWARGS: Dict[str, Any] = field(default_factory=dict)
+    CHECKPOINT: Optional[str] = None
+    FLOAT_LAYERS: Optional[List[str]] = None
+    FLOAT_DOWNSAMPLE: bool = True
+
+
+@dataclass
+class LayerBConfigCfg:
+    """The BConfig of the layers one ``BCONFIG.OVERRIDES`` entry names (fields not given: identity)."""
+
+    ACTIVATION_PRE_PROCESS: BinarizerSpec = None
+    ACTIVATION_POST_PROCESS: BinarizerSpec = None
+    WEIGHT_PRE_PROCESS: BinarizerSpec = None
+
+
+@dataclass
+class BConfigCfg:
+    """The :class:`bnn.BConfig` by binarizer names, plus the ignore list and per-layer overrides.
+
+    ``IGNORE``: layer names, ``"$regex$"``, ``"_first_"``, ``"_last_"`` kept float.
+    ``OVERRIDES``: layer name or ``"$regex$"`` -> a BConfig of its own (fields not given are identity;
+    ``{}`` keeps the layer float).
+    """
+
+    ACTIVATION_PRE_PROCESS: BinarizerSpec = None
+    ACTIVATION_POST_PROCESS: BinarizerSpec = None
+    WEIGHT_PRE_PROCESS: BinarizerSpec = None
+    IGNORE: List[str] = field(default_factory=list)
+    OVERRIDES: Dict[str, LayerBConfigCfg] = field(default_factory=dict)
+
+
+@dataclass
+class ParamGroupCfg:
+    """Weight decay (None: ``OPTIMIZER.WEIGHT_DECAY``) and learning-rate factor of one parameter group."""
+
+    WEIGHT_DECAY: Optional[float] = None
+    LR_MULT: float = 1.0
+
+
+@dataclass
+class OptimizerCfg:
+    """Adam / AdamW / SGD with parameter groups (:mod:`bnn.engine.optim`).
+
+    Groups: ``LATENT_WEIGHTS`` (float weights behind a weight binarizer), ``BINARIZER`` (the
+    binarizers' own parameters), ``BN_BIAS`` (normalization affine and biases), ``REST``.
+    Latent binary weights, binarizer parameters, BN and biases get no weight decay by default
+    (REFERENCE section 3). ``DISABLE_WD_EPOCH``: weight decay is 0 for every group from this epoch on.
+    """
+
+    NAME: Literal["adam", "adamw", "sgd"] = "adam"
+    LR: float = 1e-3
+    WEIGHT_DECAY: float = 1e-5
+    MOMENTUM: float = 0.9
+    NESTEROV: bool = False
+    BETAS: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    EPS: float = 1e-8
+    LATENT_WEIGHTS: ParamGroupCfg = field(default_factory=lambda: ParamGroupCfg(WEIGHT_DECAY=0.0))
+    BINARIZER: ParamGroupCfg = field(default_factory=lambda: ParamGroupCfg(WEIGHT_DECAY=0.0))
+    BN_BIAS: ParamGroupCfg = field(default_factory=lambda: ParamGroupCfg(WEIGHT_DECAY=0.0))
+    REST: ParamGroupCfg = field(default_factory=ParamGroupCfg)
+    DISABLE_WD_EPOCH: Optional[int] = None
+
+
+@dataclass
+class LRScheduleCfg:
+    """Learning-rate schedule, a factor on the base LR evaluated per optimizer step at the fractional epoch t
+    (:mod:`bnn.engine.lr_schedule`).
+
+    ``constant``; ``multistep`` (seed 003): ``prod(GAMMAS[i] for MILESTONES[i] <= t)`` (or ``GAMMA`` for all);
+    ``cosine``: ``m + (1 - m) * (1 + cos(pi t / T)) / 2`` with ``m = ETA_MIN_FACTOR``;
+    ``linear`` (ReActNet): ``1 - (1 - END_FACTOR) t / T``; ``poly`` (seed 000):
+    ``((START_EPOCH + DURATION_EPOCHS - t) / DURATION_EPOCHS) ** POWER`` from ``START_EPOCH``.
+    ``T``: ``TOTAL_EPOCHS`` or the run's epochs. ``WARMUP_EPOCHS``: linear warmup from ``WARMUP_START_FACTOR``.
+    """
+
+    NAME: Literal["constant", "multistep", "cosine", "linear", "poly"] = "cosine"
+    MILESTONES: List[float] = field(default_factory=list)
+    GAMMAS: List[float] = field(default_factory=list)
+    GAMMA: float = 0.1
+    ETA_MIN_FACTOR: float = 0.0
+    END_FACTOR: float = 0.0
+    START_EPOCH: Optional[float] = None
+    DURATION_EPOCHS: Optional[float] = None
+    POWER: float = 2.1
+    TOTAL_EPOCHS: Optional[float] = None
+    WARMUP_EPOCHS: float = 0.0
+    WARMUP_START_FACTOR: float = 0.0
+
+
+@dataclass
+class DistillationCfg:
+    """Knowledge distillation from a frozen float teacher (ReActNet's KL on logits; seed 000).
+
+    ``TEACHER``: ``null`` / ``same`` = a copy of the float model before binarization (with
+    ``MODEL.CHECKPOINT`` loaded), or a model name of :mod:`bnn.models` with ``TEACHER_KWARGS``.
+    ``TEACHER_CHECKPOINT``: its weights. loss = ``ALPHA * T^2 * KL(teacher || student) + (1 - ALPHA) * CE``.
+    """
+
+    ENABLED: bool = False
+    TEACHER: Optional[str] = None
+    TEACHER_KWARGS: Dict[str, Any] = field(default_factory=dict)
+    TEACHER_CHECKPOINT: Optional[str] = None
+    TEMPERATURE: float = 1.0
+    ALPHA: float = 1.0
+
+
+@dataclass
+class StagedCfg:
+    """Seed 000 / NNCF (epochs counted from 0): float, then binary activations from epoch A, binary
+    weights from epoch W, ``lr = base * ((P + D - t) / D) ** POWER`` from epoch P over D epochs, weight
+    decay 0 from epoch E. With ``NNCF_CONFIG`` these come from the NNCF JSON's ``params`` instead."""
+
+    ACTIVATIONS_BIN_START_EPOCH: Optional[int] = 1
+    WEIGHTS_BIN_START_EPOCH: Optional[int] = 2
+    LR_POLY_DROP_START_EPOCH: Optional[float] = None
+    LR_POLY_DROP_DURATION_EPOCHS: float = 30
+    DISABLE_WD_START_EPOCH: Optional[int] = None
+    POWER: float = 2.1
+
+
+@dataclass
+class StageCfg:
+    """One stage of the two-stage schedule: epochs and what replaces the top-level OPTIMIZER /
+    LR_SCHEDULE / DISTILLATION keys for it (keys not given are inherited)."""
+
+    EPOCHS: int = 1
+    OPTIMIZER: OptimizerCfg = field(default_factory=OptimizerCfg)
+    LR_SCHEDULE: LRScheduleCfg = field(default_factory=LRScheduleCfg)
+    DISTILLATION: DistillationCfg = field(default_factory=lambda: DistillationCfg())
+
+
+@dataclass
+class TwoStageCfg:
+    """Seed 003 / ReActNet: stage 1 binary activations with float weights (weight decay 1e-5 unless
+    set), then stage 2 all binary, started from stage 1's checkpoint (weight decay 0 unless set).
+    The model is prepared once with ``BCONFIG``; stage 1 switches the weight binarizers off.
+    ``INIT_FROM``: stage 2 starts from stage 1's ``last`` or ``best`` checkpoint.
+    """
+
+    STAGE1: StageCfg = field(default_factory=StageCfg)
+    STAGE2: StageCfg = field(default_factory=StageCfg)
+    INIT_FROM: Literal["last", "best"] = "last"
+
+
+@dataclass
+class GradualCfg:
+    """Seed 004: ``bin_ratio`` and ``p`` of every GradualWeightBinarizer ramp linearly from 0 at
+    ``START_EPOCH`` to 1 at ``END_EPOCH`` (null: the end of the run), per optimizer step; the
+    ``ratio`` of every KBitActivationQuantizer (int8 inputs) ramps over ``ACT_START_EPOCH`` ..
+    ``ACT_END_EPOCH`` and ``p`` over ``P_START_EPOCH`` .. ``P_END_EPOCH`` (null: the weights' ramp)."""
+
+    START_EPOCH: float = 0.0
+    END_EPOCH: Optional[float] = None
+    ACT_START_EPOCH: Optional[float] = None
+    ACT_END_EPOCH: Optional[float] = None
+    P_START_EPOCH: Optional[float] = None
+    P_END_EPOCH: Optional[float] = None
+
+
+@dataclass
+class ScheduleCfg:
+    """The binarization schedule: ``none`` (binary from the start), ``staged``, ``two_stage`` or ``gradual``."""
+
+    NAME: Literal["none", "staged", "two_stage", "gradual"] = "none"
+    STAGED: StagedCfg = field(default_factory=StagedCfg)
+    TWO_STAGE: TwoStageCfg = field(default_factory=TwoStageCfg)
+    GRADUAL: GradualCfg = field(default_factory=GradualCfg)
+
+
+@dataclass
+class StepCfg:
+    """One step of a multi-step recipe: train ``EPOCHS`` epochs with this BConfig, then go on to the next step
+    keeping every learned parameter (``prepare_binary_model`` is re-run on the already prepared model).
+
+    ``BCONFIG`` / ``OPTIMIZER`` / ``LR_SCHEDULE`` / ``DISTILLATION``: given keys replace those of the
+    top-level section of the same name for this step; keys not given are inherited from it.
+    """
+
+    NAME: Optional[str] = None
+    EPOCHS: int = 1
+    BCONFIG: BConfigCfg = field(default_factory=BConfigCfg)
+    OPTIMIZER: OptimizerCfg = field(default_factory=OptimizerCfg)
+    LR_SCHEDULE: LRScheduleCfg = field(default_factory=LRScheduleCfg)
+    DISTILLATION: DistillationCfg = field(default_factory=DistillationCfg)
+
+
+@dataclass
+class Config:
+    """A whole run. Defaults are the embedded quick start (``configs/quickstart.yaml``)."""
+
+    PROJECT: ProjectCfg = field(default_factory=ProjectCfg)
+    HARDWARE: HardwareCfg = field(default_factory=HardwareCfg)
+    TRAINING: TrainingCfg = field(default_factory=TrainingCfg)
+    EXPERIMENT: ExperimentCfg = field(default_factory=ExperimentCfg)
+    DATA: DataCfg = field(default_factory=DataCfg)
+    MODEL: ModelCfg = field(default_factory=ModelCfg)
+    BCONFIG: BConfigCfg = field(default_factory=BConfigCfg)
+    OPTIMIZER: OptimizerCfg = field(default_factory=OptimizerCfg)
+    LR_SCHEDULE: LRScheduleCfg = field(default_factory=LRScheduleCfg)
+    SCHEDULE: ScheduleCfg = field(default_factory=ScheduleCfg)
+    DISTILLATION: DistillationCfg = field(default_factory=DistillationCfg)
+    STEPS: List[StepCfg] = field(default_factory=list)
+    NNCF_CONFIG: Optional[str] = None
+
+    # ------------------------------------------------------------------
+    def resolve_path(self, path: Optional[str]) -> Optional[str]:
+        """``path`` with ``~`` expanded and, when relative, taken from ``PROJECT.ROOT``."""
+        if path is None:
+            return None
+        path = os.path.expanduser(str(path))
+        if "://" in path or os.path.isabs(path):
+            return path
+        return os.path.normpath(os.path.join(os.path.expanduser(self.PROJECT.ROOT), path))
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole run (summed over ``STEPS`` or the two stages)."""
+        if self.STEPS:
+            return sum(s.EPOCHS for s in self.STEPS)
+        if self.SCHEDULE.NAME == "two_stage":
+            return self.SCHEDULE.TWO_STAGE.STAGE1.EPOCHS + self.SCHEDULE.TWO_STAGE.STAGE2.EPOCHS
+        return self.TRAINING.EPOCHS
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+_NONE = type(None)
+_HINTS: Dict[type, Dict[str, Any]] = {}
+# sections of a step that inherit, key by key, from the top-level section of the same name
+_STEP_INHERITED = ("BCONFIG", "OPTIMIZER", "LR_SCHEDULE", "DISTILLATION")
+_BCONFIG_FIELDS = ("ACTIVATION_PRE_PROCESS", "ACTIVATION_POST_PROCESS", "WEIGHT_PRE_PROCESS")
+
+
+def _hints(cls: type) -> Dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _fields(cls: type) -> Dict[str, Any]:
+    hints = _hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _closest(word: str, choices, upper: bool = True) -> Optional[str]:
+    choices = list(choices)
+    key = {c.upper(): c for c in choices} if upper else {c: c for c in choices}
+    probe = word.upper() if upper else word
+    match = difflib.get_close_matches(probe, list(key), n=1, cutoff=0.5)
+    return key[match[0]] if match else None
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return "any value"
+    if tp is _NONE:
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is Union:
+        args = typing.get_args(tp)
+        if args == typing.get_args(BinarizerSpec):
+            return "a binarizer (class name in bnn.ops, {name: ..., args}, or null)"
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        return "a list"
+    if origin in (dict, Dict):
+        return "a mapping"
+    return {int: "an int", float: "a number", bool: "a bool (true/false)", str: "a string"}.get(tp, str(tp))
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _fail(src: str, msg: str) -> ConfigError:
+    return ConfigError(f"{src}: {msg}")
+
+
+def _check(tp: Any, value: Any, path: str, src: str) -> Any:
+    """Validate ``value`` against the type ``tp``; return canonical plain data (dicts with canonical keys)."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _fail(src, f"{path or 'the file'} must be a mapping of keys, got {_got(value)}")
+        return _check_section(tp, value, path, src)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None:
+            if _NONE in args:
+                return None
+            raise _fail(src, f"{path} must be {_type_name(tp)}, got null")
+        if args == typing.get_args(BinarizerSpec):
+            return _check_binarizer(value, path, src)
+        errors = []
+        for arg in args:
+            if arg is _NONE:
+                continue
+            try:
+                return _check(arg, value, path, src)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise _fail(src, f"{path} must be {_type_name(tp)}, got {_got(value)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str):
+            for choice in choices:
+                if value.lower() == str(choice).lower():
+                    return choice
+        near = _closest(str(value), [str(c) for c in choices])
+        hint = f" (did you mean {near!r}?)" if near else ""
+        raise _fail(src, f"{path} must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
+    if origin in (list, List):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise _fail(src, f"{path} must be a list, got {_got(value)}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_check(item_tp, v, _join(path, i), src) for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise _fail(src, f"{path} must be a mapping, got {_got(value)}")
+        _, val_tp = typing.get_args(tp) or (str, Any)
+        return {str(k): _check(val_tp, v, _join(path, str(k)), src) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _fail(src, f"{path} must be a bool (true/false), got {_got(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _fail(src, f"{path} must be an int, got {_got(value)}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads ``1e-3`` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _fail(src, f"{path} must be a number, got {_got(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _fail(src, f"{path} must be a string, got {_got(value)}")
+    raise TypeError(f"schema type {tp!r} at {path} is not supported")  # pragma: no cover - schema bug
+
+
+def _check_section(cls: type, raw: dict, path: str, src: str) -> dict:
+    fields = _fields(cls)
+    by_upper = {name.upper(): name for name in fields}
+    out: dict = {}
+    for key, value in raw.items():
+        name = by_upper.get(str(key).upper())
+        if name is None:
+            near = _closest(str(key), fields)
+            hint = f" (did you mean {_join(path, near)!r}?)" if near else f" (valid keys: {', '.join(fields)})"
+            raise _fail(src, f"unknown key {_join(path, key)!r}{hint}")
+        out[name] = _check(fields[name], value, _join(path, name), src)
+    _cross_check(cls, out, path, src)
+    return out
+
+
+def _cross_check(cls: type, data: dict, path: str, src: str) -> None:
+    """Checks spanning several keys of one section (on the keys present in this layer)."""
+    if cls is LRScheduleCfg and "MILESTONES" in data and "GAMMAS" in data:
+        if data["GAMMAS"] and len(data["GAMMAS"]) != len(data["MILESTONES"]):
+            raise _fail(
+                src,
+                f"{_join(path, 'GAMMAS')} has {len(data['GAMMAS'])} values but {_join(path, 'MILESTONES')} "
+                f"has {len(data['MILESTONES'])}: give one gamma per milestone (or one list of [] to use 0.1)",
+            )
+    if cls is OptimizerCfg and "BETAS" in data and len(data["BETAS"]) != 2:
+        raise _fail(src, f"{_join(path, 'BETAS')} must be a list of two numbers, got {data['BETAS']!r}")
+
+
+# ---- binarizers ------------------------------------------------------------------------------
+def binarizer_names() -> Dict[str, type]:
+    """Every binarizer class exported by :mod:`bnn.ops`, by name."""
+    import torch.nn as nn
+
+    from .. import ops
+
+    names = {}
+    for name in dir(ops):
+        obj = getattr(ops, name)
+        if inspect.isclass(obj) and issubclass(obj, nn.Module) and not name.startswith("_"):
+            names[name] = obj
+    names.pop("Binarizer", None)
+    return names
+
+
+def _check_binarizer(value: Any, path: str, src: str) -> Optional[dict]:
+    if isinstance(value, str):
+        if value.lower() in ("none", "identity", "null", "float"):
+            return None
+        name, args = value, {}
+    elif isinstance(value, dict):
+        lowered = {str(k).lower(): k for k in value}
+        if "name" in lowered:
+            args = {k: v for k, v in value.items() if k != lowered["name"]}
+            name = value[lowered["name"]]
+            if isinstance(args.get("args"), dict) and len(args) == 1:
+                args = dict(args["args"])
+        elif len(value) == 1:
+            ((name, args),) = value.items()
+            args = {} if args is None else args
+            if not isinstance(args, dict):
+                raise _fail(src, f"{_join(path, name)} must be a mapping of keyword arguments, got {_got(args)}")
+        else:
+            raise _fail(
+                src, f"{path} must name one binarizer: {{name: Cls, arg: value}} or {{Cls: {{arg: value}}}}, got keys {list(value)}"
+            )
+        if not isinstance(name, str):
+            raise _fail(src, f"{path} name must be a class name string, got {_got(name)}")
+    else:
+        raise _fail(src, f"{path} must be {_type_name(BinarizerSpec)}, got {_got(value)}")
+    cls = _lookup_binarizer(name, path, src)
+    _check_args(cls, args, path, src)
+    return {"name": cls.__name__, "args": dict(args)}
+
+
+def _lookup_binarizer(name: str, path: str, src: str) -> type:
+    known = binarizer_names()
+    if name in known:
+        return known[name]
+    for known_name, cls in known.items():  # case-insensitive fallback
+        if known_name.lower() == name.lower():
+            return cls
+    near = _closest(name, known)
+    hint = f" (did you mean {near!r}?)" if near else f" (known: {', '.join(sorted(known))})"
+    raise _fail(src, f"{path}: unknown binarizer {name!r} in bnn.ops{hint}")
+
+
+def _check_args(cls: type, args: dict, path: str, src: str) -> None:
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    optional = [n for n in names if params[n].default is not inspect.Parameter.empty]
+    for arg in args:
+        if arg not in optional:
+            near = _closest(str(arg), optional, upper=False) if optional else None
+            hint = f" (did you mean {near!r}?)" if near else (f" (valid: {', '.join(optional)})" if optional else " (it takes none)")
+            raise _fail(src, f"{_join(path, cls.__name__)}: unknown argument {arg!r}{hint}")
+
+
+def resolve_binarizer(spec: Optional[dict]):
+    """The factory for a canonical binarizer spec (``None`` -> ``None``, identity)."""
+    if spec is None:
+        return None
+    cls = binarizer_names()[spec["name"]]
+    args = spec.get("args") or {}
+    if not args:
+        return cls
+    if hasattr(cls, "with_args"):
+        return cls.with_args(**args)
+    from ..config import Factory
+
+    return Factory(cls, **args)
+
+
+def build_bconfig(cfg: BConfigCfg, float_layers=()) -> dict:
+    """Keyword arguments of :func:`bnn.prepare_binary_model` for a validated ``BCONFIG`` section:
+    ``{"bconfig", "custom_config_layers_name", "ignore_layers_name"}``."""
+    from ..config import BConfig
+
+    def make(section) -> BConfig:
+        return BConfig(
+            activation_pre_process=resolve_binarizer(section.ACTIVATION_PRE_PROCESS),
+            activation_post_process=resolve_binarizer(section.ACTIVATION_POST_PROCESS),
+            weight_pre_process=resolve_binarizer(section.WEIGHT_PRE_PROCESS),
+        )
+
+    ignore = list(dict.fromkeys(list(cfg.IGNORE) + list(float_layers)))
+    custom = {name: make(over) for name, over in cfg.OVERRIDES.items()}
+    return {
+        "bconfig": make(cfg),
+        "custom_config_layers_name": custom or None,
+        "ignore_layers_name": ignore or None,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, merging, overrides
+# --------------------------------------------------------------------------------------------
+def load_yaml(path: str) -> dict:
+    """Read one YAML file; a missing file or a YAML syntax error is one line naming the file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (PROJECT, TRAINING, ...), got {type(data).__name__}")
+    return data
+
+
+def _merge(cls: type, base: dict, layer: dict) -> dict:
+    """Deep-merge canonical data: schema sections merge key by key, everything else is replaced."""
+    out = dict(base)
+    fields = _fields(cls)
+    for key, value in layer.items():
+        tp = fields[key]
+        if dataclasses.is_dataclass(tp) and isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge(tp, out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _construct(cls: type, data: dict, base=None):
+    """Build the dataclass from canonical data on top of ``base`` (the defaults when None)."""
+    base = cls() if base is None else base
+    fields = _fields(cls)
+    kwargs = {}
+    for name, value in data.items():
+        tp = fields[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            kwargs[name] = _construct(tp, value, getattr(base, name))
+        else:
+            kwargs[name] = _construct_value(tp, value)
+    return dataclasses.replace(base, **kwargs)
+
+
+def _construct_value(tp: Any, value: Any):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return _construct(tp, value)
+    if origin is Union:
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return _construct(arg, value)
+        return value
+    if origin in (list, List) and isinstance(value, list):
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_construct_value(item_tp, v) for v in value]
+    if origin in (dict, Dict) and isinstance(value, dict) and typing.get_args(tp):
+        val_tp = typing.get_args(tp)[1]
+        return {k: _construct_value(val_tp, v) for k, v in value.items()}
+    return value
+
+
+def _target_type(path: List[str], src: str):
+    """Walk the schema along a dotted override path; return (canonical path segments, leaf type)."""
+    tp: Any = Config
+    canon: List[Any] = []
+    shown = ""
+    for seg in path:
+        tp = _unwrap_optional(tp)
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            fields = _fields(tp)
+            by_upper = {n.upper(): n for n in fields}
+            name = by_upper.get(seg.upper())
+            if name is None:
+                near = _closest(seg, fields)
+                hint = f" (did you mean {_join(shown, near)!r}?)" if near else f" (valid keys: {', '.join(fields)})"
+                raise _fail(src, f"unknown key {_join(shown, seg)!r}{hint}")
+            canon.append(name)
+            shown = _join(shown, name)
+            tp = fields[name]
+        elif origin in (list, List):
+            if not seg.isdigit():
+                raise _fail(src, f"{shown} is a list: index it with a number ({shown}.0...), got {seg!r}")
+            canon.append(int(seg))
+            shown = _join(shown, int(seg))
+            (tp,) = typing.get_args(tp) or (Any,)
+        elif origin in (dict, Dict):
+            canon.append(seg)
+            shown = _join(shown, seg)
+            tp = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        else:  # inside a free value (binarizer spec, Any): keep the key as written
+            canon.append(seg)
+            shown = _join(shown, seg)
+            tp = Any
+    return canon, tp, shown
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) is Union:
+        args = [a for a in typing.get_args(tp) if a is not _NONE]
+        if len(args) == 1:
+            return args[0]
+        dcs = [a for a in args if dataclasses.is_dataclass(a)]
+        if len(dcs) == 1:
+            return dcs[0]
+    return tp
+
+
+def parse_override(text: str):
+    """``"TRAINING.EPOCHS=3"`` -> (canonical path, typed value); a bad key names the closest valid one."""
+    src = f"override {text!r}"
+    if "=" not in text:
+        raise ConfigError(f"{src}: expected KEY=VALUE with a dotted key, e.g. TRAINING.EPOCHS=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"{src}: empty key before '='")
+    segments = [s for s in key.split(".")]
+    if any(not s for s in segments):
+        raise ConfigError(f"{src}: malformed dotted key {key!r}")
+    canon, tp, shown = _target_type(segments, src)
+    plain = _unwrap_optional(tp)
+    if plain is str and raw.strip().lower() not in ("null", "~", "none"):
+        value: Any = raw
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str) and raw.strip().lower() == "none":
+            value = None
+    value = _check(tp, value, shown, src)
+    return canon, value, src
+
+
+def _set_path(data: dict, canon: List[Any], value: Any, src: str) -> None:
+    node: Any = data
+    for i, seg in enumerate(canon[:-1]):
+        nxt = canon[i + 1]
+        if isinstance(node, list):
+            if seg >= len(node):
+                raise _fail(src, f"index {seg} is out of range: the list has {len(node)} entries")
+            node = node[seg]
+            continue
+        if node.get(seg) is None:
+            node[seg] = [] if isinstance(nxt, int) else {}
+        node = node[seg]
+    last = canon[-1]
+    if isinstance(node, list):
+        if last >= len(node):
+            raise _fail(src, f"index {last} is out of range: the list has {len(node)} entries")
+        node[last] = value
+    else:
+        node[last] = value
+
+
+def apply_overrides(data: dict, overrides) -> dict:
+    """Apply ``KEY=VALUE`` strings to canonical config data (returns a new dict)."""
+    data = copy.deepcopy(data)
+    for text in overrides or ():
+        canon, value, src = parse_override(text)
+        # a step list addressed by index exists only once the file's STEPS are merged in
+        _set_path(data, canon, value, src)
+    return data
+
+
+def _inherit(data: dict, sub: dict, sections, defaults: Optional[dict] = None) -> dict:
+    merged = dict(sub)
+    for section in sections:
+        tp = _fields(Config)[section]
+        base = _merge(tp, data.get(section, {}), (defaults or {}).get(section, {}))
+        merged[section] = _merge(tp, base, sub.get(section, {}))
+    return merged
+
+
+def _finish_steps(data: dict) -> dict:
+    """Each step (and each two-stage stage) inherits, key by key, the top-level BCONFIG / OPTIMIZER /
+    LR_SCHEDULE / DISTILLATION; stage 2 of the two-stage schedule defaults to weight decay 0."""
+    data = dict(data)
+    if data.get("STEPS"):
+        data["STEPS"] = [_inherit(data, step, _STEP_INHERITED) for step in data["STEPS"]]
+    schedule = dict(data.get("SCHEDULE") or {})
+    two = dict(schedule.get("TWO_STAGE") or {})
+    sections = ("OPTIMIZER", "LR_SCHEDULE", "DISTILLATION")
+    two["STAGE1"] = _inherit(data, two.get("STAGE1") or {}, sections)
+    two["STAGE2"] = _inherit(data, two.get("STAGE2") or {}, sections, {"OPTIMIZER": {"WEIGHT_DECAY": 0.0}})
+    schedule["TWO_STAGE"] = two
+    data["SCHEDULE"] = schedule
+    return data
+
+
+def load_config(config_path: Optional[str] = None, env_path: Optional[str] = None, overrides=()) -> Config:
+    """Load and validate a run's config: defaults < ``config_path`` < ``env_path`` < ``overrides``.
+
+    Raises :class:`ConfigError` (one line: file, key path, closest valid key) on any bad input.
+    """
+    data: dict = {}
+    for path in (config_path, env_path):
+        if path is None:
+            continue
+        raw = load_yaml(path)
+        layer = _check(Config, raw, "", path)
+        if layer.get("NNCF_CONFIG") and not os.path.isabs(layer["NNCF_CONFIG"]):
+            # an NNCF JSON named in a file is relative to that file when it exists there
+            candidate = os.path.join(os.path.dirname(os.path.abspath(path)), layer["NNCF_CONFIG"])
+            if os.path.isfile(candidate):
+                layer["NNCF_CONFIG"] = candidate
+        data = _merge(Config, data, layer)
+    data = apply_overrides(data, overrides)
+    data = _finish_steps(data)
+    src = ", ".join(p for p in (config_path, env_path) if p) or "config"
+    data = _check(Config, data, "", src)  # re-check after merging (cross-key checks)
+    cfg = _construct(Config, data)
+    if cfg.NNCF_CONFIG:
+        load_nncf_json(cfg.resolve_path(cfg.NNCF_CONFIG) if not os.path.isfile(cfg.NNCF_CONFIG) else cfg.NNCF_CONFIG)
+    for i, step in enumerate(cfg.STEPS):
+        if step.EPOCHS < 1:
+            raise ConfigError(f"{src}: STEPS[{i}].EPOCHS must be >= 1, got {step.EPOCHS}")
+    if cfg.TRAINING.EPOCHS < 0:
+        raise ConfigError(f"{src}: TRAINING.EPOCHS must be >= 0, got {cfg.TRAINING.EPOCHS}")
+    if cfg.TRAINING.BATCH_SIZE < 1:
+        raise ConfigError(f"{src}: TRAINING.BATCH_SIZE must be >= 1, got {cfg.TRAINING.BATCH_SIZE}")
+    return cfg
+
+
+_COMMENT = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*')
+
+
+def load_nncf_json(path: str) -> dict:
+    """Read an NNCF algorithm config (JSON with ``//`` comments, as in the NNCF docs; seed 000)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: NNCF config file not found (NNCF_CONFIG)")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    text = _COMMENT.sub(lambda m: m.group(1) or "", text)
+    text = re.sub(r",(\s*[}\]])", r"\1", text)  # trailing commas
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid NNCF JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an NNCF config must be a JSON object")
+    return data
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict of a config (what is written to ``config.yaml`` in the experiment directory)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,148 @@
+"""``bnn-train`` / ``recipes/run_dev.py`` end to end at a reduced size: artefacts, accuracy above
+chance, ``-u USER`` env files, overrides, ``--resume``, one-line errors."""
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import yaml
+
+from bnn.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_DEV = os.path.join(ROOT, "recipes", "run_dev.py")
+
+# The quick start at a reduced size: 4 shape classes, 640 training images, a width-8 binary ResNet-18.
+SMALL = [
+    "HARDWARE.WORKERS=0", "HARDWARE.DEVICE=cpu",
+    "DATA.TRAIN_SIZE=640", "DATA.VAL_SIZE=200", "DATA.KWARGS={num_classes: 4}",
+    "MODEL.KWARGS.width=8", "TRAINING.BATCH_SIZE=32",
+    "EXPERIMENT.PROGRESS_BAR=false", "EXPERIMENT.TENSORBOARD=false",
+]
+
+
+def rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def top1_column(row):
+    for key in ("val_top1", "val/top1", "val_acc1"):
+        if key in row:
+            return float(row[key])
+    raise KeyError(f"no validation top-1 column in {sorted(row)}")
+
+
+def test_run_dev_end_to_end_trains_above_chance(tmp_path):
+    """The seed's script, as a user runs it, on the quick-start model at a reduced size (4 classes,
+    2000 training images, 6 epochs): checkpoint, metrics.csv and the plot land in
+    EXPERIMENT.DIR/<exp_name>, and validation accuracy is far above chance (25%)."""
+    cmd = [sys.executable, RUN_DEV, "--exp_name", "small", "--seed", "0", f"EXPERIMENT.DIR={tmp_path}", *SMALL,
+           "DATA.TRAIN_SIZE=2000", "DATA.VAL_SIZE=400", "MODEL.KWARGS.width=16", "TRAINING.EPOCHS=6",
+           "OPTIMIZER.LR=0.005"]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    exp = tmp_path / "small"
+    for name in ("last.pth", "best.pth", "metrics.csv", "curves.png", "config.yaml", "train.log"):
+        assert (exp / name).is_file(), name
+    assert (exp / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = rows(exp / "metrics.csv")
+    assert len(history) == 6
+    best = max(top1_column(r) for r in history)
+    assert best > 35.0, f"validation top-1 {best}% is not far above chance (25%)"  # measured: 45%
+    saved = yaml.safe_load((exp / "config.yaml").read_text())
+    assert saved["EXPERIMENT"]["NAME"] == "small" and saved["TRAINING"]["SEED"] == 0
+    ckpt = torch.load(exp / "last.pth", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 6
+    assert any(k.endswith("weight_pre_process._extra_state") for k in ckpt["model"])  # a binary model
+
+
+def test_bnn_train_console_script_prints_quickstart(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "bnn-train")
+    if not os.path.exists(exe):
+        pytest.skip("bnn-train is not installed in this environment (pip install -e .)")
+    proc = subprocess.run([exe, "--print-config", "TRAINING.EPOCHS=1"], cwd=str(tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["DATA"]["NAME"] == "synthetic" and cfg["EXPERIMENT"]["NAME"] == "quickstart"
+    assert cfg["TRAINING"]["EPOCHS"] == 1
+
+
+def test_user_env_file_and_shorthands(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "env_tester.yaml").write_text(textwrap.dedent("""
+        PROJECT: {ROOT: /data/me}
+        HARDWARE: {WORKERS: 5}
+        TRAINING: {EPOCHS: 7, BATCH_SIZE: 48}
+        EXPERIMENT: {DIR: logs}
+    """))
+    assert main(["-u", "tester", "--exp_name", "e1", "--seed", "9", "--gpu", "cpu", "--print-config",
+                 "TRAINING.EPOCHS=2"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["PROJECT"]["ROOT"] == "/data/me" and cfg["HARDWARE"]["WORKERS"] == 5
+    assert cfg["TRAINING"]["BATCH_SIZE"] == 48 and cfg["TRAINING"]["EPOCHS"] == 2  # override > env
+    assert cfg["TRAINING"]["SEED"] == 9 and cfg["EXPERIMENT"]["NAME"] == "e1" and cfg["HARDWARE"]["DEVICE"] == "cpu"
+    # with --config, the env file goes on top of the recipe
+    assert main(["-u", "tester", "--config", os.path.join(ROOT, "configs", "cifar10_xnor_resnet18.yaml"),
+                 "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["DATA"]["NAME"] == "cifar10" and cfg["TRAINING"]["EPOCHS"] == 7
+    # an unknown user: one line naming the file looked for and the closest known user
+    assert main(["-u", "testr", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "env_testr.yaml" in err and "did you mean -u tester?" in err
+
+
+def test_config_errors_exit_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("TRAINING:\n  EPOHCS: 3\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"bnn-train: error: {bad}: unknown key 'TRAINING.EPOHCS' (did you mean 'TRAINING.EPOCHS'?)"
+    assert main(["OPTIMIZER.LRR=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'OPTIMIZER.LRR'" in err and "did you mean 'OPTIMIZER.LR'" in err and "\n" not in err
+    assert main(["TRAINING.EPOCHS=1.5"]) == 2
+    assert "TRAINING.EPOCHS must be an int" in capsys.readouterr().err
+    assert main(["MODEL.NAME=resnet81", *SMALL, f"EXPERIMENT.DIR={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "MODEL" in err and "resnet18" in err and "\n" not in err
+
+
+def test_missing_data_root_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["DATA.NAME=cifar10", f"DATA.ROOT={tmp_path / 'nowhere'}", f"EXPERIMENT.DIR={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nowhere" in err
+    assert not (tmp_path / "quickstart" / "last.pth").exists()
+
+
+def test_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    """2 epochs in one go == 1 epoch, then ``--resume`` with 2 epochs (constant LR, fixed seed, CPU)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [*SMALL, "DATA.TRAIN_SIZE=128", "DATA.VAL_SIZE=32", "MODEL.KWARGS.width=4", "LR_SCHEDULE.NAME=constant",
+            "EXPERIMENT.PLOT=false", f"EXPERIMENT.DIR={tmp_path}"]
+    assert main(["--exp_name", "full", "TRAINING.EPOCHS=2", *tiny]) == 0
+    assert main(["--exp_name", "split", "TRAINING.EPOCHS=1", *tiny]) == 0
+    assert main(["--exp_name", "split", "--resume", "TRAINING.EPOCHS=2", *tiny]) == 0
+    full = torch.load(tmp_path / "full" / "last.pth", map_location="cpu", weights_only=False)
+    split = torch.load(tmp_path / "split" / "last.pth", map_location="cpu", weights_only=False)
+    assert split["epoch"] == 2 and len(rows(tmp_path / "split" / "metrics.csv")) == 2
+    for key, value in full["model"].items():
+        if torch.is_tensor(value):
+            torch.testing.assert_close(split["model"][key], value, rtol=0, atol=0, msg=key)
+    # a corrupted checkpoint: one line, the checkpoint left as it was
+    (tmp_path / "split" / "last.pth").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(["--exp_name", "split", "--resume", "TRAINING.EPOCHS=3", *tiny]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "last.pth" in err
+    assert (tmp_path / "split" / "last.pth").read_bytes() == b"not a checkpoint"
+    assert main(["--resume", str(tmp_path / "missing.pth"), *tiny]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err

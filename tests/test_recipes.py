@@ -1,0 +1,116 @@
+"""Shipped recipes and configs: every file validates and builds (model, BConfig, TrainConfigs,
+callbacks) without training; a multi-step recipe keeps learned binarizer parameters between steps."""
+import glob
+import os
+import textwrap
+
+import pytest
+import torch
+import yaml
+
+import bnn
+from bnn.cli import QUICKSTART, build_model, float_layers, plan_steps, prepare, run, train_config
+from bnn.engine.binarization_schedule import build_callbacks
+from bnn.engine.schema import load_config
+from bnn.layers import BinaryLayerMixin
+from bnn.ops import InputBiasBinarizer, XNORWeightBinarizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+
+
+def test_expected_configs_are_shipped():
+    names = {os.path.basename(p) for p in CONFIGS}
+    for name in ("quickstart.yaml", "env_example.yaml", "cifar10_xnor_resnet18.yaml", "cifar100_gradual_resnet18.yaml",
+                 "imagenet_resnet18_staged.yaml", "imagenet_resnet18_nncf.yaml", "cifar10_resnet18_two_stage.yaml",
+                 "imagenet_reactnet_a_two_step.yaml"):
+        assert name in names
+
+
+def test_embedded_quickstart_equals_the_file():
+    with open(os.path.join(ROOT, "configs", "quickstart.yaml")) as fh:
+        assert yaml.safe_load(fh) == QUICKSTART
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def test_shipped_config_validates_and_builds(path, tmp_path):
+    cfg = load_config(path)
+    steps = plan_steps(cfg, str(tmp_path))
+    assert steps and sum(s.epochs for s in steps) == cfg.total_epochs
+    for step in steps:
+        tcfg = train_config(cfg, epochs=step.epochs, exp_dir=step.exp_dir, optimizer=step.optimizer,
+                            lr_schedule=step.lr_schedule, distillation=step.distillation, callbacks=step.callbacks)
+        assert tcfg.epochs == step.epochs and tcfg.lr == step.optimizer.LR
+        build_callbacks(tcfg.callbacks)
+    if os.path.basename(path).startswith("env_"):
+        return
+    # the model and its binarization, at the recipe's size (no data, no training)
+    model = build_model(cfg)
+    if cfg.NNCF_CONFIG:
+        model, schedule = bnn.from_nncf_config(model, cfg.NNCF_CONFIG)
+        assert schedule.weights_bin_start_epoch == 30
+    else:
+        ignore = float_layers(cfg, model)
+        for step in steps:
+            if step.bconfig is not None:
+                model = prepare(model, step.bconfig, ignore)
+    binary = [n for n, m in model.named_modules() if isinstance(m, BinaryLayerMixin)]
+    assert binary, "nothing was binarized"
+    kept_float = {n for n, m in model.named_modules() if type(m) in (torch.nn.Conv2d, torch.nn.Linear)}
+    if "imagenet_resnet18" in path:  # seed 000: first conv, fc and downsample convs stay float
+        assert {"first_conv", "fc", "layer2.0.downsample.0", "layer4.0.downsample.0"} <= kept_float
+
+
+def test_staged_recipe_matches_seed_000():
+    cfg = load_config(os.path.join(ROOT, "configs", "imagenet_resnet18_staged.yaml"))
+    st = cfg.SCHEDULE.STAGED
+    assert (st.ACTIVATIONS_BIN_START_EPOCH, st.WEIGHTS_BIN_START_EPOCH, st.LR_POLY_DROP_START_EPOCH,
+            st.LR_POLY_DROP_DURATION_EPOCHS, st.DISABLE_WD_START_EPOCH) == (10, 30, 60, 30, 60)
+    assert cfg.OPTIMIZER.LR == pytest.approx(1e-3) and cfg.OPTIMIZER.WEIGHT_DECAY == pytest.approx(1e-5)
+    assert cfg.TRAINING.EPOCHS == 90 and cfg.TRAINING.BATCH_SIZE == 384 and cfg.DISTILLATION.ENABLED
+
+
+def test_multi_step_recipe_keeps_learned_binarizer_params(tmp_path):
+    """Step 1 learns the RSign biases (binary activations, float weights); step 2 re-prepares the same
+    model with XNOR weights added and a zero learning rate for binarizer parameters: the biases it
+    starts from, and ends with, are exactly step 1's learned ones."""
+    recipe = tmp_path / "steps.yaml"
+    recipe.write_text(textwrap.dedent(f"""
+        TRAINING: {{EPOCHS: 1, BATCH_SIZE: 32, SEED: 3}}
+        HARDWARE: {{WORKERS: 0, DEVICE: cpu}}
+        EXPERIMENT: {{DIR: {tmp_path}, NAME: steps, PROGRESS_BAR: false, TENSORBOARD: false, PLOT: false}}
+        DATA: {{NAME: synthetic, TRAIN_SIZE: 96, VAL_SIZE: 32, KWARGS: {{image_size: 16}}}}
+        MODEL: {{NAME: resnet18, KWARGS: {{stem: cifar, width: 4}}}}
+        OPTIMIZER: {{LR: 0.05}}
+        LR_SCHEDULE: {{NAME: constant}}
+        STEPS:
+          - NAME: acts
+            EPOCHS: 1
+            BCONFIG: {{ACTIVATION_PRE_PROCESS: InputBiasBinarizer}}
+          - NAME: weights
+            EPOCHS: 1
+            BCONFIG: {{ACTIVATION_PRE_PROCESS: InputBiasBinarizer, WEIGHT_PRE_PROCESS: XNORWeightBinarizer}}
+            OPTIMIZER: {{BINARIZER: {{LR_MULT: 0.0}}}}
+    """))
+    cfg = load_config(str(recipe))
+    run(cfg, log=lambda *a: None)
+    s1 = torch.load(tmp_path / "steps" / "step1_acts" / "last.pth", map_location="cpu", weights_only=False)["model"]
+    s2 = torch.load(tmp_path / "steps" / "step2_weights" / "last.pth", map_location="cpu", weights_only=False)["model"]
+    biases = [k for k in s1 if k.endswith("activation_pre_process.bias")]
+    assert biases, "step 1 has no RSign biases"
+    assert any(s1[k].abs().max() > 0 for k in biases), "step 1 learned nothing"
+    for k in biases:
+        torch.testing.assert_close(s2[k], s1[k], rtol=0, atol=0)
+    # step 2 did train (with binary weights): the latent weights moved
+    conv = "layer1.0.conv1.weight"
+    assert not torch.equal(s1[conv], s2[conv])
+
+    # and the same check through bnn.prepare_binary_model directly on the trained model
+    model = build_model(cfg, num_classes=10)
+    model = prepare(model, cfg.STEPS[0].BCONFIG, float_layers(cfg, model))
+    model.load_state_dict(s1)
+    model = prepare(model, cfg.STEPS[1].BCONFIG, float_layers(cfg, model))
+    layer = model.layer1[0].conv1
+    assert isinstance(layer.weight_pre_process, XNORWeightBinarizer)
+    assert isinstance(layer.activation_pre_process, InputBiasBinarizer)
+    torch.testing.assert_close(layer.activation_pre_process.bias, s1["layer1.0.conv1.activation_pre_process.bias"])
