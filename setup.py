@@ -69,7 +69,7 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "onnx>=1.14", "onnxscript>=0.1"],
+        "test": ["pytest>=7", "onnx>=1.14", "onnxscript>=0.1", "tensorboard>=2.10"],
         "tensorboard": ["tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["bnn-train=bnn.cli:main"]},

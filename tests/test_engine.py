@@ -1,5 +1,6 @@
 """Trainer, optimizer groups, distillation, checkpoints, resume and faults (bnn.engine)."""
 import copy
+import importlib.util
 import math
 import os
 
@@ -131,7 +132,10 @@ def test_outputs_and_learning(tmp_path):
     assert rows[0].startswith("epoch,train_loss,train_top1") and len(rows) == 4
     assert "epoch 3/3" in open(tmp_path / "train.log").read()
     assert open(tmp_path / "curves.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+    if importlib.util.find_spec("tensorboard") is not None:  # events are written when tensorboard is installed
+        assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+    else:
+        assert not (tmp_path / "tensorboard").exists()
     assert res.best_checkpoint and os.path.exists(res.best_checkpoint)
     best = load_checkpoint(res.best_checkpoint)
     assert best["best_top1"] == res.best_top1 and best["epoch"] == res.best_epoch
