@@ -363,28 +363,9 @@ def _schedule_callbacks(cfg: Config, nncf_schedule=None) -> List[Dict[str, Any]]
     s = cfg.SCHEDULE
     if nncf_schedule is not None:
         return [{"name": "staged", **dataclasses.asdict(nncf_schedule)}]
-    if s.NAME == "staged":
-        st = s.STAGED
-        return [{
-            "name": "staged",
-            "activations_bin_start_epoch": st.ACTIVATIONS_BIN_START_EPOCH,
-            "weights_bin_start_epoch": st.WEIGHTS_BIN_START_EPOCH,
-            "lr_poly_drop_start_epoch": st.LR_POLY_DROP_START_EPOCH,
-            "lr_poly_drop_duration_epochs": st.LR_POLY_DROP_DURATION_EPOCHS,
-            "disable_wd_start_epoch": st.DISABLE_WD_START_EPOCH,
-            "power": st.POWER,
-        }]
-    if s.NAME == "gradual":
-        g = s.GRADUAL
-        return [{
-            "name": "gradual",
-            "start_epoch": g.START_EPOCH,
-            "end_epoch": g.END_EPOCH,
-            "act_start_epoch": g.ACT_START_EPOCH,
-            "act_end_epoch": g.ACT_END_EPOCH,
-            "p_start_epoch": g.P_START_EPOCH,
-            "p_end_epoch": g.P_END_EPOCH,
-        }]
+    if s.NAME in ("staged", "gradual"):  # the schema's fields are the callback's arguments, upper-cased
+        section = s.STAGED if s.NAME == "staged" else s.GRADUAL
+        return [{"name": s.NAME, **{key.lower(): value for key, value in dataclasses.asdict(section).items()}}]
     return []
 
 
