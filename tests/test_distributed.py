@@ -29,14 +29,19 @@ WORKER = textwrap.dedent('''
     x = torch.randn(64, 8, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     tl = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
-    vl = DataLoader(TensorDataset(x, y), batch_size=16)
+    vl = DataLoader(TensorDataset(x[:61], y[:61]), batch_size=16)  # odd size: shards of 31 and 30
     cfg = TrainConfig(epochs=2, lr=1e-2, device="cpu", exp_dir=os.path.join(out, "exp"), progress_bar=False,
                       tensorboard=False, plot=False, seed=0,
                       callbacks=[{"name": "staged", "activations_bin_start_epoch": 1, "weights_bin_start_epoch": 1}])
     trainer = Trainer(model, tl, vl, cfg)
     assert get_world_size() == 2 and trainer.steps_per_epoch == 4, (get_world_size(), trainer.steps_per_epoch)
     result = trainer.fit()
-    torch.save({"state": model.state_dict(), "history": result.history,
+    model.eval()
+    with torch.no_grad():  # the whole validation set on one process, with the final weights
+        logits = model(x[:61])
+    local = {"val_loss": float(nn.functional.cross_entropy(logits, y[:61])),
+             "val_top1": 100.0 * float((logits.argmax(1) == y[:61]).double().mean())}
+    torch.save({"state": model.state_dict(), "history": result.history, "local": local,
                 "sampler": type(trainer.train_loader.sampler).__name__}, os.path.join(out, f"rank{rank}.pt"))
     cleanup_distributed()
 ''')
@@ -59,6 +64,9 @@ def test_two_process_gloo_ranks_stay_identical(tmp_path):
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     # metrics are averaged over both ranks, and only rank 0 wrote logs and checkpoints
     assert r0["history"][-1]["train_loss"] == r1["history"][-1]["train_loss"]
+    # validation counts every sample exactly once (no padding duplicates)
+    assert abs(r0["history"][-1]["val_top1"] - r0["local"]["val_top1"]) < 1e-9
+    assert abs(r0["history"][-1]["val_loss"] - r0["local"]["val_loss"]) < 1e-5
     exp = tmp_path / "exp"
     assert sorted(p for p in os.listdir(exp) if not p.startswith(".")) == ["best.pth", "last.pth", "metrics.csv", "train.log"]
     log = open(exp / "train.log").read()

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 __all__ = [
     "DistInfo",
@@ -124,18 +124,49 @@ def broadcast_object(obj, src: int = 0):
     return holder[0]
 
 
-def distributed_loader(loader: DataLoader, shuffle: Optional[bool] = None, seed: int = 0) -> DataLoader:
+class EvalShardSampler(Sampler):
+    """Every ``world_size``-th index from ``rank``: the ranks' shards cover the data set exactly once.
+
+    Unlike ``DistributedSampler`` it pads nothing, so validation metrics summed over the ranks count
+    each sample once (shards may differ in length by one: evaluate without DDP collectives).
+    """
+
+    def __init__(self, dataset, num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
+        self.num_samples_total = len(dataset)
+        self.num_replicas = get_world_size() if num_replicas is None else num_replicas
+        self.rank = get_rank() if rank is None else rank
+
+    def __iter__(self):
+        return iter(range(self.rank, self.num_samples_total, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples_total, self.num_replicas))
+
+
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank, as DDP does before a forward."""
+    if is_distributed():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src)
+
+
+def distributed_loader(loader: DataLoader, shuffle: Optional[bool] = None, seed: int = 0,
+                       evaluation: bool = False) -> DataLoader:
     """The same loader with a ``DistributedSampler`` (unchanged when it already has one or for 1 process).
 
     ``shuffle=None`` keeps the loader's own choice (a ``RandomSampler`` means shuffle).
+    ``evaluation=True`` shards with :class:`EvalShardSampler` instead (no padding, no shuffle).
     """
-    if not is_distributed() or isinstance(getattr(loader, "sampler", None), DistributedSampler):
+    if not is_distributed() or isinstance(getattr(loader, "sampler", None), (DistributedSampler, EvalShardSampler)):
         return loader
     if loader.batch_size is None:
         raise ValueError("distributed training needs DataLoaders built with batch_size (a custom batch_sampler cannot be sharded)")
     if shuffle is None:
         shuffle = isinstance(loader.sampler, RandomSampler)
-    sampler = DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed)
+    if evaluation:
+        sampler = EvalShardSampler(loader.dataset)
+    else:
+        sampler = DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed)
     return DataLoader(
         loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
         collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,

@@ -43,7 +43,7 @@ from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, get_rng_state, load
                          save_checkpoint, set_rng_state)
 from .config import TrainConfig
 from .distill import DistillationLoss, freeze_teacher
-from .distributed import (all_gather_object, all_reduce_sum, barrier, distributed_loader, get_rank, get_world_size, init_distributed,
+from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_buffers, distributed_loader, get_rank, get_world_size, init_distributed,
                           is_distributed, wrap_ddp)
 from .lr_schedule import build_lr_scheduler
 from .optim import build_optimizer, set_weight_decay_enabled
@@ -159,7 +159,7 @@ class Trainer:
                     self.batch_multiplier = bm
         seed = cfg.seed if cfg.seed is not None else 0
         self.train_loader = distributed_loader(train_loader, seed=seed)
-        self.val_loader = distributed_loader(val_loader, shuffle=False) if val_loader is not None else None
+        self.val_loader = distributed_loader(val_loader, evaluation=True) if val_loader is not None else None
         self.ddp_model = wrap_ddp(self.model, self.device)
 
         if cfg.distill and teacher is None:
@@ -502,13 +502,14 @@ class Trainer:
     def validate(self, loader=None) -> Dict[str, float]:
         """Loss (cross-entropy), top-1 and top-5 (percent) on ``loader`` (default the val loader), over all ranks."""
         loader = loader if loader is not None else self.val_loader
-        self.ddp_model.eval()
+        self.ddp_model.eval()  # the plain module runs the forward: ranks may hold shards of unequal length
+        broadcast_buffers(self.model)  # so every rank evaluates (and keeps) rank 0's BatchNorm statistics
         sums = torch.zeros(2 + len(self.cfg.topk), dtype=torch.float64)
         for batch in loader:
             inputs = batch[0].to(self.device, non_blocking=True)
             targets = batch[1].to(self.device, non_blocking=True)
             with self._autocast():
-                out = self.ddp_model(inputs)
+                out = self.model(inputs)
             loss = F.cross_entropy(out.float(), targets)
             n = targets.shape[0]
             sums[0] += float(loss.item()) * n
