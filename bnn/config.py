@@ -52,7 +52,7 @@ class Factory:
         return isinstance(other, Factory) and self.cls is other.cls and self.kwargs == other.kwargs
 
     def __hash__(self) -> int:
-        return hash((self.cls, tuple(sorted(self.kwargs.items(), key=lambda kv: kv[0]))))
+        return hash((self.cls, repr(sorted(self.kwargs.items(), key=lambda kv: kv[0]))))  # values may be lists
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
