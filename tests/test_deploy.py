@@ -262,3 +262,41 @@ def test_incompatible_format_version_is_a_clear_error():
     buf.seek(0)
     with pytest.raises(PackedFormatError, match="re-pack"):
         torch.load(buf, weights_only=False)
+
+
+@pytest.mark.skipif(not kernel_available(), reason="native kernel not built")
+def test_reused_output_buffer_never_overwrites_a_result_still_alive():
+    """The native path reuses its output buffer only when no earlier result (or view of one) is alive."""
+    import threading
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 3, padding=1)
+    bconfig = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
+    packed = bnn.pack_binary_model(bnn.prepare_binary_model(conv, bconfig).eval())
+    xs = [torch.randn(1, 16, 12, 12) for _ in range(4)]
+    with torch.no_grad():
+        expected = [packed(x).clone() for x in xs]
+        kept = packed(xs[0])  # alive while the next calls run
+        view = packed(xs[1])[0, :4]  # only a view of the second result stays alive
+        third = packed(xs[2])
+        assert torch.equal(kept, expected[0]) and torch.equal(view, expected[1][0, :4])
+        assert torch.equal(third, expected[2])
+        as_numpy = packed(xs[3]).numpy()  # a numpy array shares the storage too
+        packed(xs[0])
+        assert torch.equal(torch.from_numpy(as_numpy), expected[3])
+        for _ in range(3):  # results dropped at once: the buffer is reused, values stay right
+            assert torch.equal(packed(xs[1]), expected[1])
+
+        errors = []
+
+        def worker(i):
+            for _ in range(20):
+                if not torch.equal(packed(xs[i]), expected[i]):
+                    errors.append(i)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors

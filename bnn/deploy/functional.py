@@ -77,7 +77,7 @@ def sign_input(x: torch.Tensor, threshold: Optional[torch.Tensor], channel_dim: 
 
 
 def _conv(x, w, stride, padding, dilation, groups):
-    nd = x.dim() - 2
+    nd = w.dim() - 2  # the weight, not the input, tells a linear layer ([*, C] input of any rank) from a conv
     if nd == 0:
         return F.linear(x, w)
     fn = F.conv1d if nd == 1 else F.conv2d

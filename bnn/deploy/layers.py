@@ -27,11 +27,41 @@ import torch
 import torch.nn as nn
 
 from . import functional as BF
+from .kernel import _state as _ISA  # _ISA["isa"]: the code path chosen by bnn.deploy.set_isa (-1: best)
 
 __all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "PackedLinear", "PackedFormatError"]
 
 FORMAT_VERSION = 1
 _FORMAT_KEY = "bnn_packed_format"
+
+
+def _exporting_slow() -> bool:
+    return torch.onnx.is_in_onnx_export()
+
+
+def _exporting() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, read from its flags directly (it runs on every forward)."""
+    global _exporting
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+        def fast() -> bool:
+            return GLOBALS.in_onnx_export or _flags._is_onnx_exporting
+
+        fast()
+        _exporting = fast
+    except Exception:  # another torch version: the public function
+        _exporting = _exporting_slow
+    return _exporting()
+
+
+def _storage_uses(t: torch.Tensor) -> int:
+    """Tensors sharing the storage of ``t`` (``t`` included), plus 1 for the storage object made here."""
+    try:
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+    except Exception:  # no such private API: never reuse
+        return 1 << 30
 
 
 class PackedFormatError(RuntimeError):
@@ -53,6 +83,12 @@ class PackedLayer(nn.Module):
     weight, layout ``[G, CB, T, Wg, 32]``), ``scale`` and ``shift`` (float32 per
     output channel; ``shift`` may be None), ``input_threshold`` (float32 per
     input channel, -bias of RSign; None for the plain sign). Inference only.
+
+    On the native (C kernel) path the layer caches, for the last input shape, the
+    kernel arguments and one output and one scratch buffer (not saved): the output
+    buffer is reused when no tensor returned earlier (nor a view of one) is still
+    alive, since a fresh large allocation costs page faults at batch 1; the
+    returned tensor is always a new alias of it.
     """
 
     _kernel_dims = 0
@@ -135,38 +171,92 @@ class PackedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             raise RuntimeError(f"{type(self).__name__} is inference only: call .eval() (it cannot be trained)")
-        x_in = x
-        if self.binary_input and self._fast_ok(x):
-            # cached kernel arguments for this input shape: the per-call Python work stays small
-            plan = self.__dict__.get("_native_plan")
-            if plan is None or plan[0] != x.shape:
-                words = self.packed_weight
-                plan = (x.shape, BF.native_plan(x.shape if self.kernel_size else x.reshape(-1, self.in_channels).shape,
-                                                words.shape[3], self.out_channels, self.kernel_size, self.stride,
-                                                self.padding, self.dilation, self.groups, self.in_channels))
-                self.__dict__["_native_plan"] = plan
-            if self.kernel_size:
-                y = BF.run_native(plan[1], x, self.packed_weight, self.scale, self.shift, self.input_threshold)
-            else:
-                y = BF.run_native(plan[1], x.reshape(-1, self.in_channels).contiguous(), self.packed_weight,
-                                  self.scale, self.shift, self.input_threshold)
-                y = y.reshape(*x.shape[:-1], self.out_channels)
-        elif self.binary_input:
-            y = BF.binary_conv(x, self.packed_weight, self.scale, self.shift, self.input_threshold, self.out_channels,
-                               self.kernel_size, self.stride, self.padding, self.dilation, self.groups,
-                               self.in_channels, use_native=self._native(x))
+        # fast path: the kernel arguments cached for this input shape still hold (same buffers, float32 CPU
+        # plain tensor, not tracing or exporting), so the per-call Python work stays a few microseconds
+        st = self.__dict__.get("_native_plan")
+        if st is not None and st[0] == x.shape and type(x) is torch.Tensor and x.dtype == torch.float32 and x.is_cpu:
+            b = self._buffers
+            w = b["packed_weight"]
+            if not (w is st[2] and b["scale"] is st[3] and b["shift"] is st[4] and b["input_threshold"] is st[5]
+                    and w.data_ptr() == st[6][3] and self.use_native is not False and self.binary_input
+                    and not torch.jit.is_tracing()
+                    and not _exporting()):
+                st = None
         else:
-            xq = self.input_quantizer(x)
-            w = self.weight_signs(xq.dtype).to(xq.device)
-            y = BF._conv(xq, w, self.stride, self.padding, self.dilation, self.groups)
-            y = BF._epilogue(y, self.scale, self.shift, 1 if self.kernel_size else y.dim() - 1)
+            st = None
+        y = self._run_fast(st, x) if st is not None else self._forward_slow(x)
         if not isinstance(self.post_process, nn.Identity):
-            y = self.post_process(y, x_in)
+            y = self.post_process(y, x)
         return y
+
+    def _run_fast(self, st, x: torch.Tensor) -> torch.Tensor:
+        """Call the C kernel with the cached arguments; output and scratch buffers are reused when free."""
+        plan = st[1]
+        nd = plan[0]
+        if nd == 2:
+            if not x.is_contiguous(memory_format=torch.channels_last):
+                x = x.contiguous(memory_format=torch.channels_last)
+        elif nd == 1:
+            x = x.transpose(1, 2).contiguous()
+        elif not x.is_contiguous():
+            x = x.contiguous()
+        # Reused buffers (fresh large allocations cost page faults): taken out of the cache while in use, so
+        # that another Python thread allocates its own; the output is reused only when no alias handed out
+        # earlier (nor any view of it) is alive, i.e. when its storage has no user but the cached tensor.
+        bufs = st[7]
+        out, a = bufs
+        bufs[0] = bufs[1] = None
+        if out is None or _storage_uses(out) > 2:
+            out = st[8]()
+        if a is None:
+            a = torch.empty(plan[5], dtype=torch.int64)
+        p = st[6]
+        st[9].bconv(x.data_ptr(), p[0], a.data_ptr(), p[3], p[4], p[5], out.data_ptr(), *plan[6], _ISA["isa"],
+                    torch.get_num_threads())
+        # hand out an alias (never the cached tensor itself), made before the buffers go back to the cache
+        if nd == 1:
+            y = out.transpose(1, 2)
+        elif nd == 0:
+            y = out.view(*st[0][:-1], self.out_channels)
+        else:
+            y = out.detach()
+        bufs[0], bufs[1] = out, a
+        return y
+
+    def _forward_slow(self, x: torch.Tensor) -> torch.Tensor:
+        if self.binary_input and self._fast_ok(x):
+            # cache the kernel arguments for this input shape: the per-call Python work stays small
+            w, s, b, t = self.packed_weight, self.scale, self.shift, self.input_threshold
+            shape2 = x.shape if self.kernel_size else x.reshape(-1, self.in_channels).shape
+            plan = BF.native_plan(shape2, w.shape[3], self.out_channels, self.kernel_size, self.stride,
+                                  self.padding, self.dilation, self.groups, self.in_channels)
+            nd, n, oh, ow, cout = plan[:5]
+            if nd == 2:
+                make = lambda: torch.empty((n, cout, oh, ow), dtype=torch.float32,  # noqa: E731
+                                           memory_format=torch.channels_last)
+            elif nd == 1:
+                make = lambda: torch.empty((n, ow, cout), dtype=torch.float32)  # noqa: E731
+            else:
+                make = lambda: torch.empty((ow, cout), dtype=torch.float32)  # noqa: E731
+            ptrs = (0 if t is None else t.data_ptr(), 0, 0, w.data_ptr(), s.data_ptr(),
+                    0 if b is None else b.data_ptr())
+            st = (x.shape, plan, w, s, b, t, ptrs, [None, None], make, BF._kernel.native())
+            self.__dict__["_native_plan"] = st
+            return self._run_fast(st, x)
+        if self.binary_input:
+            return BF.binary_conv(x, self.packed_weight, self.scale, self.shift, self.input_threshold,
+                                  self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+                                  self.groups, self.in_channels, use_native=self._native(x))
+        xq = self.input_quantizer(x)
+        w = self.weight_signs(xq.dtype).to(xq.device)
+        y = BF._conv(xq, w, self.stride, self.padding, self.dilation, self.groups)
+        return BF._epilogue(y, self.scale, self.shift, 1 if self.kernel_size else y.dim() - 1)
 
     def _fast_ok(self, x: torch.Tensor) -> bool:
         """The native kernel applies directly: float32 CPU input and buffers, not tracing/exporting, non-empty."""
         if self.use_native is False or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
+            return False
+        if type(x) is not torch.Tensor:  # FakeTensor, FunctionalTensor, ... (export, torch.compile): no data
             return False
         if BF._kernel.native() is None or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return False

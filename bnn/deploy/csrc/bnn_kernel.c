@@ -22,6 +22,12 @@
 #define BNN_X86 0
 #endif
 
+/* Python's build flags include -fwrapv, which keeps GCC from simplifying the index arithmetic of the
+ * inner loops (10-20% slower tiles); this code has no signed overflow, so turn it back off. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-wrapv")
+#endif
+
 #define NR 32 /* output channels per weight panel (format version 1) */
 
 typedef struct {
