@@ -1,8 +1,9 @@
 """Autograd functions behind the binarizers.
 
-Each saves the least it needs for its backward: a boolean mask (1 byte per
-element) where the surrogate gradient is a clipped identity, the input itself
-only where the surrogate depends on its value. ``sign`` maps 0 to +1, as Larq
+Each saves the least it needs for its backward and makes no needless copy:
+the input itself where the layer keeps it alive anyway, a boolean mask (1 byte
+per element) where the input is a temporary, the sign mask and the scales of a
+weight. ``sign`` maps 0 to +1, as Larq
 and Brevitas do, so every binarized value is exactly +1 or -1.
 """
 from __future__ import annotations
@@ -40,18 +41,35 @@ class _SignSTE(Function):
         return grad
 
 
+_OPEN_BOUNDS: dict = {}
+
+
+def _open_bounds(dtype: torch.dtype):
+    """The neighbours of -1 and +1 in ``dtype``: lo < x < hi holds exactly when |x| <= 1."""
+    if dtype not in _OPEN_BOUNDS:
+        one = torch.tensor(1.0, dtype=dtype)
+        _OPEN_BOUNDS[dtype] = (torch.nextafter(-one, -2 * one).item(), torch.nextafter(one, 2 * one).item())
+    return _OPEN_BOUNDS[dtype]
+
+
 class _SignSTEClipped(Function):
-    """sign(x); backward: g * 1[|x| <= 1] (Courbariaux et al. 2016)."""
+    """sign(x); backward: g * 1[|x| <= 1] (Courbariaux et al. 2016).
+
+    Saves the input itself (its producer usually keeps it alive anyway) and
+    computes the masked gradient in one fused pass (``hardtanh_backward`` with
+    the open interval just wider than [-1, 1]).
+    """
 
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(torch.le(x.abs(), 1.0))
+        ctx.save_for_backward(x)
         return sign(x)
 
     @staticmethod
     def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return grad * mask
+        (x,) = ctx.saved_tensors
+        lo, hi = _open_bounds(x.dtype)
+        return torch.ops.aten.hardtanh_backward(grad, x, lo, hi)
 
 
 class _SignApprox(Function):
