@@ -38,9 +38,12 @@ import dataclasses
 import difflib
 import inspect
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch.nn as nn
+
+from ..ops import GradualWeightBinarizer, KBitActivationQuantizer
+from ..switches import set_binarization
 
 __all__ = [
     "Callback",
@@ -50,7 +53,6 @@ __all__ = [
     "CALLBACKS",
     "build_callback",
     "build_callbacks",
-    "set_binarization",
     "two_stage_configs",
     "train_two_stage",
 ]
@@ -91,23 +93,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (else ``model``)."""
     inner = getattr(model, "module", None)
     return inner if isinstance(inner, nn.Module) else model
-
-
-def set_binarization(model: nn.Module, activations: Optional[bool] = None, weights: Optional[bool] = None) -> None:
-    """``bnn.set_binarization`` (switches ``enabled`` of activation / weight binarizers); None leaves as is."""
-    model = _unwrap(model)
-    try:
-        from bnn import set_binarization as core_set  # noqa: WPS433
-    except Exception:  # core not there: same thing by duck typing
-        core_set = None
-    if core_set is not None:
-        core_set(model, activations=activations, weights=weights)
-        return
-    for module in model.modules():
-        for attr, value in (("activation_pre_process", activations), ("weight_pre_process", weights)):
-            sub = getattr(module, attr, None)
-            if value is not None and sub is not None and hasattr(sub, "enabled"):
-                sub.enabled = bool(value)
 
 
 def _binarizers_enabled(model: nn.Module, attr: str) -> List[bool]:
@@ -246,15 +231,6 @@ def _ramp(t: float, start: float, end: float) -> float:
     return min(max((t - start) / (end - start), 0.0), 1.0)
 
 
-def _gradual_types() -> Tuple[tuple, tuple]:
-    try:
-        from bnn.ops import GradualWeightBinarizer, KBitActivationQuantizer  # noqa: WPS433
-
-        return (GradualWeightBinarizer,), (KBitActivationQuantizer,)
-    except Exception:
-        return (), ()
-
-
 class GradualBinarizationSchedule(Callback):
     """Seed 004 gradual binarization.
 
@@ -291,16 +267,13 @@ class GradualBinarizationSchedule(Callback):
 
     def apply(self, model: nn.Module, values: Dict[str, float]) -> int:
         """Write ``values`` into the model's gradual binarizers; returns how many modules were set."""
-        wtypes, atypes = _gradual_types()
         n = 0
         for module in _unwrap(model).modules():
-            is_w = isinstance(module, wtypes) if wtypes else type(module).__name__ == "GradualWeightBinarizer"
-            is_a = isinstance(module, atypes) if atypes else type(module).__name__ == "KBitActivationQuantizer"
-            if is_w:
+            if isinstance(module, GradualWeightBinarizer):
                 module.bin_ratio = float(values["bin_ratio"])
                 module.p = float(values["p"])
                 n += 1
-            elif is_a:
+            elif isinstance(module, KBitActivationQuantizer):
                 module.ratio = float(values["ratio"])
                 n += 1
         self.values = dict(values)

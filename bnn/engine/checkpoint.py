@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 from iopath.common.file_io import PathManager
 
+from ..ops import Binarizer
+
 __all__ = [
     "CheckpointError",
     "CHECKPOINT_FORMAT",
@@ -154,10 +156,6 @@ def check_model_state(model: nn.Module, model_state: Dict[str, Any], path: str =
 def _really_missing(model: nn.Module, missing, model_state: Dict[str, Any]):
     """The keys load_state_dict would report missing: a binarizer with no entry at all in the
     checkpoint keeps its initial state on purpose (a float checkpoint loads into a prepared model)."""
-    try:
-        from bnn.ops import Binarizer  # noqa: WPS433
-    except Exception:  # noqa: BLE001
-        return list(missing)
     out = []
     for key in missing:
         parts = key.split(".")

@@ -29,6 +29,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..layers import BinaryLayerMixin
+from ..ops import Binarizer
+
 __all__ = [
     "GROUP_NAMES",
     "OPTIMIZERS",
@@ -50,30 +53,6 @@ _NORM_TYPES = (
 _PROCESS_ATTRS = ("activation_pre_process", "weight_pre_process", "activation_post_process")
 
 
-def _binary_layer_types():
-    try:
-        from bnn.layers import BinaryLayerMixin  # noqa: WPS433
-
-        return (BinaryLayerMixin,)
-    except Exception:  # the core not importable (yet): fall back to duck typing
-        return ()
-
-
-def _binarizer_types():
-    try:
-        from bnn.ops import Binarizer  # noqa: WPS433
-
-        return (Binarizer,)
-    except Exception:
-        return ()
-
-
-def _is_binary_layer(module: nn.Module, types) -> bool:
-    if types and isinstance(module, types):
-        return True
-    return hasattr(module, "weight_pre_process") and hasattr(module, "activation_pre_process")
-
-
 def classify_parameters(model: nn.Module) -> "OrderedDict[str, List[Tuple[str, nn.Parameter]]]":
     """Split the trainable parameters of ``model`` into the four kinds of :data:`GROUP_NAMES`.
 
@@ -81,14 +60,12 @@ def classify_parameters(model: nn.Module) -> "OrderedDict[str, List[Tuple[str, n
     parameter with ``requires_grad`` appears exactly once (shared parameters are
     counted at their first name).
     """
-    layer_types = _binary_layer_types()
-    binarizer_types = _binarizer_types()
     kind_of: Dict[int, str] = {}
 
     # 1. binarizer parameters: everything under the pre/post processes of binary
     #    layers, plus any Binarizer instance elsewhere in the model.
     for _, module in model.named_modules():
-        if _is_binary_layer(module, layer_types):
+        if isinstance(module, BinaryLayerMixin):
             for attr in _PROCESS_ATTRS:
                 sub = getattr(module, attr, None)
                 if isinstance(sub, nn.Module):
@@ -98,7 +75,7 @@ def classify_parameters(model: nn.Module) -> "OrderedDict[str, List[Tuple[str, n
             weight = getattr(module, "weight", None)
             if isinstance(weight, nn.Parameter) and wpre is not None and not isinstance(wpre, nn.Identity):
                 kind_of.setdefault(id(weight), "latent_weights")
-        elif binarizer_types and isinstance(module, binarizer_types):
+        elif isinstance(module, Binarizer):
             for p in module.parameters():
                 kind_of.setdefault(id(p), "binarizer")
     # 2. normalization layers and biases.
