@@ -11,6 +11,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tiny tensors gain nothing from threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_tiny_net() -> nn.Module:
     """stem (Conv2d 3->4) / body.{a,b,c} (Conv2d 4->4) / pool / head (Linear 4->3), in that definition order."""
     return nn.Sequential(

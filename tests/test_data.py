@@ -11,13 +11,7 @@ import bnn.data as D
 from bnn.data import DatasetNotFoundError, SyntheticShapes, build_datasets, build_loaders, set_epoch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors gain nothing from threads, and OpenMP threads spin badly on a loaded machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors gain nothing from threads
 
 
 def test_import_does_not_pull_torchvision():
@@ -112,7 +106,7 @@ def test_loaders_epoch_order_and_distributed_split():
         set_epoch(loader, epoch)
         return torch.cat([y for _, y in loader]).tolist(), list(iter(loader.sampler))
 
-    (y0, i0), (y1, i1), (y0b, i0b) = order(tl, 0), order(tl, 1), order(tl, 0)
+    (y0, i0), (_, i1), (y0b, i0b) = order(tl, 0), order(tl, 1), order(tl, 0)
     assert i0 == i0b and y0 == y0b and i0 != i1 and sorted(i0) == list(range(40))
     assert len(vl) == 2 and list(iter(vl.sampler)) == list(range(10))  # val: sequential
     r0, _ = build_loaders(train, val, 8, distributed=True, num_replicas=2, rank=0, seed=1)

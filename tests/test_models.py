@@ -8,13 +8,7 @@ from bnn.models.common import RPReLU
 from bnn.models.resnet import DoubleSkipBlock
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors gain nothing from threads, and OpenMP threads spin badly on a loaded machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors gain nothing from threads
 
 
 def _n_params(model):
