@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch.nn as nn
 
-from ..ops import GradualWeightBinarizer, KBitActivationQuantizer
+from ..ops import Binarizer, GradualWeightBinarizer, KBitActivationQuantizer
 from ..switches import set_binarization
 
 __all__ = [
@@ -99,7 +99,7 @@ def _binarizers_enabled(model: nn.Module, attr: str) -> List[bool]:
     out = []
     for module in _unwrap(model).modules():
         sub = getattr(module, attr, None)
-        if isinstance(sub, nn.Module) and hasattr(sub, "enabled"):
+        if isinstance(sub, Binarizer):
             out.append(bool(sub.enabled))
     return out
 

@@ -21,6 +21,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
+from ..ops import Binarizer
+
 __all__ = [
     "DistInfo",
     "init_distributed",
@@ -179,7 +181,7 @@ def _has_switchable_parameters(model: nn.Module) -> bool:
     """True when some parameter can drop out of the graph: a binarizer with parameters (switched off by a
     staged schedule, its parameters get no gradient)."""
     for module in model.modules():
-        if hasattr(module, "enabled") and any(True for _ in module.parameters(recurse=False)):
+        if isinstance(module, Binarizer) and any(True for _ in module.parameters(recurse=False)):
             return True
     return False
 
