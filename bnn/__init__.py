@@ -4,7 +4,7 @@ Prepare a float model with :func:`prepare_binary_model` (or set ``bconfig``
 attributes and call :func:`convert`), train it with the recipes of
 :mod:`bnn.engine`, and ship it packed to 1-bit weights.
 """
-from . import data, layers, models, ops
+from . import data, layers, models, ops, presets
 from .config import BConfig
 from .deploy import pack_binary_model
 from .nncf_config import NNCFSchedule, from_nncf_config
@@ -25,6 +25,7 @@ __all__ = [
     "pack_binary_model",
     "layers",
     "ops",
+    "presets",
     "models",
     "data",
 ]

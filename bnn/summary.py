@@ -85,7 +85,7 @@ def _binary_input(module: nn.Module) -> bool:
     if getattr(module, "binary_input", False) is True:
         return True
     pre = getattr(module, "activation_pre_process", None)
-    return isinstance(pre, Binarizer) and pre.enabled and type(pre).__name__ != "KBitActivationQuantizer"
+    return isinstance(pre, Binarizer) and pre.sign_threshold() is not None
 
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from . import functional as BF
+from ..ops.base import in_channels
 from .layers import PackedConv1d, PackedConv2d, PackedLayer, PackedLinear
 
 __all__ = ["pack_binary_model", "pack_layer", "UnsupportedLayerError"]
@@ -16,12 +17,6 @@ __all__ = ["pack_binary_model", "pack_layer", "UnsupportedLayerError"]
 
 class UnsupportedLayerError(ValueError):
     """A layer the packer cannot represent exactly."""
-
-
-def _sign_classes():
-    from .. import ops
-
-    return (ops.BasicInputBinarizer, ops.ApproxSignBinarizer, ops.SwishSignBinarizer, ops.StochasticInputBinarizer)
 
 
 def _is_off(mod: nn.Module) -> bool:
@@ -77,14 +72,12 @@ def pack_layer(layer: nn.Module, name: str = "") -> PackedLayer:
     negative = wb < 0
 
     # input: +-1 (packed on the fly) or real (kept quantizer, binary weights only)
-    threshold = None
-    if not _is_off(pre) and type(pre) in _sign_classes():
-        binary_input = True
-    elif not _is_off(pre) and type(pre) is ops.InputBiasBinarizer:
-        binary_input = True
-        threshold = (-pre.bias.detach().float()).reshape(-1)
-    else:
-        binary_input = False
+    threshold = pre.sign_threshold() if isinstance(pre, ops.Binarizer) else None
+    binary_input = threshold is not None
+    if binary_input:  # sign(x - t): one threshold per input channel, or none at all for t = 0
+        threshold = threshold.detach().float().reshape(-1).expand(in_channels(layer)).clone()
+        if not bool(threshold.any()):
+            threshold = None
 
     # output: fold per-channel scale / bias into y = dot * scale + shift
     scale = alpha.clone()

@@ -569,18 +569,10 @@ def _cross_check(cls: type, data: dict, path: str, src: str) -> None:
 
 # ---- binarizers ------------------------------------------------------------------------------
 def binarizer_names() -> Dict[str, type]:
-    """Every binarizer class exported by :mod:`bnn.ops`, by name."""
-    import torch.nn as nn
+    """Every registered binarizer (:func:`bnn.ops.register_binarizer`), by name."""
+    from ..ops import registered_binarizers
 
-    from .. import ops
-
-    names = {}
-    for name in dir(ops):
-        obj = getattr(ops, name)
-        if inspect.isclass(obj) and issubclass(obj, nn.Module) and not name.startswith("_"):
-            names[name] = obj
-    names.pop("Binarizer", None)
-    return names
+    return registered_binarizers()
 
 
 def _check_binarizer(value: Any, path: str, src: str) -> Optional[dict]:

@@ -9,15 +9,18 @@ from .activation import (
     InputBiasBinarizer,
     KBitActivationQuantizer,
     ScaleThresholdBinarizer,
+    SignBinarizer,
     StochasticInputBinarizer,
     SwishSignBinarizer,
 )
 from .base import Binarizer
+from .registry import get_binarizer, register_binarizer, registered_binarizers
 from .scale import BasicScaleBinarizer, BiasScaleBinarizer, XNORScaleBinarizer
 from .weight import DoReFaWeightBinarizer, GradualWeightBinarizer, MagnitudeAwareWeightBinarizer, XNORWeightBinarizer
 
 __all__ = [
     "Binarizer",
+    "SignBinarizer",
     "BasicInputBinarizer",
     "ApproxSignBinarizer",
     "SwishSignBinarizer",
@@ -33,3 +36,9 @@ __all__ = [
     "BiasScaleBinarizer",
     "XNORScaleBinarizer",
 ]
+
+for _name in __all__[2:]:
+    register_binarizer(globals()[_name])
+del _name
+
+__all__ += ["register_binarizer", "get_binarizer", "registered_binarizers"]

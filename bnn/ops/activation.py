@@ -5,6 +5,8 @@ All emit exactly +1 or -1 (sign(0) = +1) except :class:`ScaleThresholdBinarizer`
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -12,6 +14,7 @@ from . import functional as F
 from .base import Binarizer, channel_shape, in_channels
 
 __all__ = [
+    "SignBinarizer",
     "BasicInputBinarizer",
     "ApproxSignBinarizer",
     "SwishSignBinarizer",
@@ -22,7 +25,18 @@ __all__ = [
 ]
 
 
-class BasicInputBinarizer(Binarizer):
+class SignBinarizer(Binarizer):
+    """Base of the binarizers whose eval output is sign(x) in {-1, +1} (threshold 0).
+
+    Subclasses differ in their training-time forward or backward only; the
+    packer runs them with the xnor-popcount kernel.
+    """
+
+    def sign_threshold(self) -> Optional[torch.Tensor]:
+        return torch.zeros(()) if self.enabled else None
+
+
+class BasicInputBinarizer(SignBinarizer):
     """sign with the clipped straight-through estimator (BNN, Courbariaux et al. 2016).
 
     forward: y = sign(x) in {-1, +1}, sign(0) = +1
@@ -33,7 +47,7 @@ class BasicInputBinarizer(Binarizer):
         return F.sign_ste_clipped(x) if self.enabled else x
 
 
-class ApproxSignBinarizer(Binarizer):
+class ApproxSignBinarizer(SignBinarizer):
     """sign with Bi-Real Net's piecewise-polynomial surrogate (Liu et al. 2018).
 
     forward: y = sign(x)
@@ -44,7 +58,7 @@ class ApproxSignBinarizer(Binarizer):
         return F.sign_approx(x) if self.enabled else x
 
 
-class SwishSignBinarizer(Binarizer):
+class SwishSignBinarizer(SignBinarizer):
     """sign with the SignSwish surrogate of BNN+ (Darabi et al. 2018).
 
     forward: y = sign(x)
@@ -82,8 +96,11 @@ class InputBiasBinarizer(Binarizer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.sign_approx(x + self.bias) if self.enabled else x
 
+    def sign_threshold(self) -> Optional[torch.Tensor]:
+        return (-self.bias.detach()).reshape(-1) if self.enabled else None
 
-class StochasticInputBinarizer(Binarizer):
+
+class StochasticInputBinarizer(SignBinarizer):
     """Stochastic binarization (Courbariaux et al. 2016).
 
     training: y = +1 with probability clip((x + 1) / 2, 0, 1), else -1

@@ -1,8 +1,9 @@
 """The base class of every binarizer: an ``enabled`` switch and ``with_args``."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
+import torch
 import torch.nn as nn
 
 from ..config import Factory
@@ -21,6 +22,11 @@ class Binarizer(nn.Module):
     ``weight_bits`` is the bit width of the values a weight binarizer emits
     (``None`` for activation and output processes); :func:`bnn.summary` reads it.
 
+    :meth:`sign_threshold` is how an input binarizer declares that it emits
+    exactly ``sign(x - t)`` in {-1, +1} in eval mode; the packer (xnor-popcount
+    kernel) and :func:`bnn.summary` (1-bit input) ask it, so a user's subclass
+    is treated like its parent.
+
     Loading a state dict that has no entry at all for a binarizer (a checkpoint
     of the float model) keeps the binarizer's own initial values, so a float
     ``state_dict`` loads into a prepared model.
@@ -31,6 +37,15 @@ class Binarizer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.enabled = True
+
+    def sign_threshold(self) -> Optional[torch.Tensor]:
+        """``t`` when this binarizer's eval-mode output is exactly ``+1 if x >= t else -1``.
+
+        A 0-dim tensor (one threshold) or one value per input channel; ``None``
+        when the output is not +-1 (real, k-bit, ``{0, s}``). Output processes and
+        weight binarizers return ``None``.
+        """
+        return None
 
     @classmethod
     def with_args(cls, **kwargs: Any) -> Factory:

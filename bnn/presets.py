@@ -1,0 +1,74 @@
+"""Named binarization presets for the published methods, like ``torch.ao``'s named qconfigs.
+
+Each preset is a function that returns a :class:`bnn.BConfig`; keyword arguments
+tune it. Look one up by name with :func:`get_preset` (what a YAML recipe does).
+
+=============  ================================================  ==========================================
+name           input / weight / output                           paper
+=============  ================================================  ==========================================
+``xnor_net``   sign (clipped STE) / sign(W)·mean|W| per output   Rastegari et al. 2016, XNOR-Net
+               channel / K·out (mean |x| under the kernel)
+``bireal``     sign (ApproxSign) / sign(W)·mean|W| (scale        Liu et al. 2018, Bi-Real Net
+               detached) / none
+``reactnet``   sign(x + b_c) (RSign, ApproxSign) / as Bi-Real    Liu et al. 2020, ReActNet
+               / none
+``nncf``       s·H(x − s·t) (learned scale, threshold) /         NNCF binarization (Kozlov et al. 2020,
+               XNOR or DoReFa weights / none                     "Neural Network Compression Framework")
+=============  ================================================  ==========================================
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+from .config import BConfig
+from .hints import did_you_mean
+from . import ops
+
+__all__ = ["xnor_net", "bireal", "reactnet", "nncf", "get_preset", "preset_names"]
+
+
+def xnor_net(activation_scale: bool = True) -> BConfig:
+    """XNOR-Net (Rastegari et al. 2016): sign inputs, per-output-channel scaled sign weights.
+
+    With ``activation_scale`` the output is multiplied by K, the mean of |x| under
+    each receptive field (:class:`bnn.ops.XNORScaleBinarizer`).
+    """
+    return BConfig(activation_pre_process=ops.BasicInputBinarizer,
+                   activation_post_process=ops.XNORScaleBinarizer if activation_scale else None,
+                   weight_pre_process=ops.XNORWeightBinarizer)
+
+
+def bireal() -> BConfig:
+    """Bi-Real Net (Liu et al. 2018): ApproxSign inputs, magnitude-aware sign weights (scale not trained through)."""
+    return BConfig(activation_pre_process=ops.ApproxSignBinarizer,
+                   weight_pre_process=ops.MagnitudeAwareWeightBinarizer)
+
+
+def reactnet() -> BConfig:
+    """ReActNet (Liu et al. 2020): RSign inputs sign(x + b_c) with a learnable shift, Bi-Real weights."""
+    return BConfig(activation_pre_process=ops.InputBiasBinarizer,
+                   weight_pre_process=ops.MagnitudeAwareWeightBinarizer)
+
+
+def nncf(mode: str = "xnor") -> BConfig:
+    """NNCF's binarization: s·H(x − s·t) inputs and XNOR (``mode="xnor"``) or DoReFa (``"dorefa"``) weights."""
+    weights = {"xnor": ops.XNORWeightBinarizer, "dorefa": ops.DoReFaWeightBinarizer}
+    if mode not in weights:
+        raise ValueError(f"bnn.presets.nncf: unknown mode {mode!r}" + did_you_mean(mode, weights))
+    return BConfig(activation_pre_process=ops.ScaleThresholdBinarizer, weight_pre_process=weights[mode])
+
+
+_PRESETS: Dict[str, Callable[..., BConfig]] = {"xnor_net": xnor_net, "bireal": bireal, "reactnet": reactnet, "nncf": nncf}
+
+
+def get_preset(name: str, **kwargs) -> BConfig:
+    """The preset ``name`` (see the module docstring) built with ``kwargs``; a ``KeyError`` names the closest preset."""
+    key = str(name).lower().replace("-", "_")
+    if key not in _PRESETS:
+        raise KeyError(f"unknown binarization preset {name!r}" + did_you_mean(name, _PRESETS))
+    return _PRESETS[key](**kwargs)
+
+
+def preset_names() -> List[str]:
+    """The names :func:`get_preset` accepts."""
+    return sorted(_PRESETS)
