@@ -72,7 +72,8 @@ setup(
         "test": ["pytest>=7", "onnx>=1.14", "onnxscript>=0.1", "tensorboard>=2.10"],
         "tensorboard": ["tensorboard>=2.10"],
     },
-    entry_points={"console_scripts": ["bnn-train=bnn.cli:main"]},
+    entry_points={"console_scripts": ["bnn-train=bnn.cli:main", "bnn-eval=bnn.engine.evaluate:main",
+                                      "bnn-pack=bnn.deploy.ship:main"]},
     ext_modules=[_kernel_extension()],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -2,7 +2,8 @@
 
 Prepare a float model with :func:`prepare_binary_model` (or set ``bconfig``
 attributes and call :func:`convert`), train it with the recipes of
-:mod:`bnn.engine`, and ship it packed to 1-bit weights.
+:mod:`bnn.engine`, rebuild a trained run with :func:`load_trained`, and ship it
+packed to 1-bit weights.
 """
 from . import data, layers, models, ops, presets
 from .config import BConfig
@@ -23,9 +24,20 @@ __all__ = [
     "NNCFSchedule",
     "summary",
     "pack_binary_model",
+    "load_trained",
     "layers",
     "ops",
     "presets",
     "models",
     "data",
 ]
+
+
+def __getattr__(name: str):
+    # ``bnn.load_trained`` lives in the engine, imported on first use: a process that only loads a
+    # packed model imports neither the engine nor its dependencies (pyyaml, iopath)
+    if name == "load_trained":
+        from .engine.run_dir import load_trained
+
+        return load_trained
+    raise AttributeError(f"module 'bnn' has no attribute {name!r}")

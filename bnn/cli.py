@@ -425,6 +425,7 @@ def run(cfg: Config, resume: Optional[str] = None, log=print):
     from .data import build_loaders
     from .engine.checkpoint import load_model_state
     from .engine.distributed import init_distributed, is_distributed
+    from .engine.run_dir import run_record
     from .engine.trainer import Trainer, seed_everything
 
     exp_dir = cfg.resolve_path(os.path.join(cfg.EXPERIMENT.DIR, cfg.EXPERIMENT.NAME or "default"))
@@ -482,7 +483,8 @@ def run(cfg: Config, resume: Optional[str] = None, log=print):
                 load_model_state(model, best)
         tcfg = train_config(cfg, epochs=step.epochs, exp_dir=step.exp_dir, optimizer=step.optimizer,
                             lr_schedule=step.lr_schedule, distillation=step.distillation, callbacks=step.callbacks)
-        trainer = Trainer(model, train_loader, val_loader, tcfg, teacher=teacher if step.distillation.ENABLED else None)
+        trainer = Trainer(model, train_loader, val_loader, tcfg, teacher=teacher if step.distillation.ENABLED else None,
+                          run_info=run_record(cfg, i, num_classes, in_channels, nncf_json))
         if len(steps) > 1:
             log(f"bnn-train: {step.name} ({i + 1}/{len(steps)}): {step.epochs} epochs in {step.exp_dir}")
         if resume and len(steps) > 1 and i < len(steps) - 1 and _finished(last, step.epochs):

@@ -5,7 +5,13 @@ A checkpoint is a dict saved with ``torch.save``::
     {"format": "bnn.engine/1", "epoch": <epochs completed>, "global_step": int,
      "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
      "callbacks": [state_dict, ...], "rng": get_rng_state(), "sampler_epoch": int,
-     "best_top1": float, "best_epoch": int, "history": [metrics rows], "config": dict}
+     "best_top1": float, "best_epoch": int, "history": [metrics rows], "config": dict,
+     "meta": {"versions": {"bnn", "torch", "python"}, "git_commit": str | None, "seed": int | None,
+              "argv": [str], ...what the run adds: model name and arguments, binarizer config}}
+
+``meta`` makes a checkpoint stand alone: :func:`bnn.load_trained` rebuilds the
+prepared model from it without the run's ``config.yaml`` (see
+:mod:`bnn.engine.run_dir`); :func:`environment_info` is its common part.
 
 :func:`save_checkpoint` writes to a temporary file in the destination directory,
 flushes and fsyncs it, then renames it over the destination (``os.replace``,
@@ -16,9 +22,13 @@ model mismatch, the first differing key and shapes).
 """
 from __future__ import annotations
 
+import functools
 import os
 import pickle
+import platform
 import random
+import subprocess
+import sys
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -38,6 +48,9 @@ __all__ = [
     "check_model_state",
     "get_rng_state",
     "set_rng_state",
+    "environment_info",
+    "git_commit",
+    "save_atomic",
 ]
 
 CHECKPOINT_FORMAT = "bnn.engine/1"
@@ -56,15 +69,49 @@ def _local(path: str) -> str:
     return str(path)[len("file://"):] if str(path).startswith("file://") else str(path)
 
 
+@functools.lru_cache(maxsize=None)
+def git_commit(directory: Optional[str] = None) -> Optional[str]:
+    """The commit checked out where ``bnn`` (or ``directory``) lives, with ``+dirty`` for local changes;
+    None outside a git checkout or without git."""
+    directory = directory or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", directory, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        commit = head.stdout.strip()
+        dirty = subprocess.run(["git", "-C", directory, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return commit + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info() -> Dict[str, Any]:
+    """What produced a checkpoint: ``{"versions": {bnn, torch, python}, "git_commit", "argv"}``."""
+    from .. import __version__
+
+    return {
+        "versions": {"bnn": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "git_commit": git_commit(),
+        "argv": list(sys.argv),
+    }
+
+
 def save_checkpoint(state: Dict[str, Any], path: str) -> str:
     """Write ``state`` to ``path`` atomically (temporary file in the same directory, then rename)."""
+    return save_atomic(state, path)
+
+
+def save_atomic(obj: Any, path: str) -> str:
+    """``torch.save(obj)`` to ``path`` atomically: a temporary file in the same directory, flushed,
+    fsynced and renamed over ``path`` (nothing half-written, even on a crash)."""
     path = str(path)
     directory = os.path.dirname(path) or "."
     path_manager.mkdirs(directory)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
         with path_manager.open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            torch.save(obj, fh)
             fh.flush()
             if hasattr(fh, "fileno"):
                 try:

@@ -30,24 +30,24 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..data import set_epoch
 from .binarization_schedule import Callback, build_callbacks
-from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, get_rng_state, load_checkpoint, load_model_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, environment_info, get_rng_state, load_checkpoint,
+                         load_model_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig
 from .distill import DistillationLoss, freeze_teacher
+from .evaluate import accumulate, metrics_from_sums, topk_correct
 from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_buffers, distributed_loader, get_rank, get_world_size, init_distributed,
                           is_distributed, wrap_ddp)
 from .lr_schedule import build_lr_scheduler
 from .optim import build_optimizer, set_weight_decay_enabled
-from .reporting import Reporter
+from .reporting import Reporter, Throughput, run_banner
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "seed_everything", "topk_correct"]
 
@@ -93,15 +93,6 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def topk_correct(output: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> List[int]:
-    """Number of samples whose target is among the top-k logits, for each k (k capped at the class count)."""
-    num_classes = output.shape[-1]
-    maxk = min(max(ks), num_classes)
-    pred = output.topk(maxk, dim=-1).indices
-    hit = pred.eq(target.view(-1, 1))
-    return [int(hit[:, : min(k, num_classes)].any(dim=1).sum().item()) for k in ks]
-
-
 def _resolve_device(device: Union[None, str, torch.device], cfg: TrainConfig, local_rank: int) -> torch.device:
     if device is None:
         device = cfg.device
@@ -130,12 +121,14 @@ class Trainer:
         device: overrides ``cfg.device``.
         criterion: loss on ``(logits, targets)`` (default cross-entropy with ``cfg.label_smoothing``).
         exp_dir: overrides ``cfg.exp_dir``.
+        run_info: what the checkpoints record besides the versions, git commit and seed (``bnn-train``
+            records its recipe there, see :mod:`bnn.engine.run_dir`), stored as ``state["meta"]``.
     """
 
     def __init__(self, model: nn.Module, train_loader, val_loader=None, cfg: Union[TrainConfig, Dict[str, Any], None] = None,
                  callbacks: Iterable[Any] = (), teacher: Optional[nn.Module] = None,
                  device: Union[None, str, torch.device] = None, criterion: Optional[nn.Module] = None,
-                 exp_dir: Optional[str] = None) -> None:
+                 exp_dir: Optional[str] = None, run_info: Optional[Dict[str, Any]] = None) -> None:
         if cfg is None:
             cfg = TrainConfig()
         elif isinstance(cfg, dict):
@@ -192,6 +185,9 @@ class Trainer:
         self.history: List[Dict[str, float]] = []
         self.reporter: Optional[Reporter] = None
         self._epoch_lr = float(self.optimizer.param_groups[0]["lr"])
+        self.run_info: Dict[str, Any] = {**environment_info(), "seed": cfg.seed, **(run_info or {})}
+        self.num_classes: Optional[int] = None
+        self.epoch_speed: Dict[str, float] = {"img_s": 0.0, "data_s": 0.0, "data_share": 0.0}
 
     # ------------------------------------------------------------------ helpers
     def info(self, msg: str) -> None:
@@ -245,6 +241,7 @@ class Trainer:
             "history": list(self.history),
             "config": self.cfg.to_dict(),
             "world_size": self.world_size,
+            "meta": self.run_info,
         }
 
     def load_state_dict(self, state: Dict[str, Any], path: str = "<state>") -> None:
@@ -330,6 +327,10 @@ class Trainer:
             if ckpt is not None:
                 self.reporter.truncate_metrics(self.start_epoch)
                 self.info(f"resumed from {path} at epoch {self.start_epoch}/{cfg.epochs} (step {self.global_step})")
+            if self.is_main:
+                for line in run_banner(self.exp_dir, self.model, self.train_loader, self.val_loader, self.run_info,
+                                       self.device):
+                    self.info(line)
             self._log_header()
             self._call("on_train_begin")
             if ckpt is not None:  # RNG last: nothing after this point draws random numbers before the epoch
@@ -341,10 +342,8 @@ class Trainer:
             for epoch in range(self.start_epoch, cfg.epochs):
                 self._run_epoch(epoch)
             result = self._result()
-            if self.is_main and cfg.plot:
-                png = self.reporter.plot()
-                if png:
-                    self.info(f"curves: {png}")
+            if self.is_main and cfg.plot and os.path.exists(self.reporter.png_path):
+                self.info(f"curves: {self.reporter.png_path}")
             self.info(f"done: best top-1 {self.best_top1:.2f}% at epoch {self.best_epoch}; checkpoints in {os.path.dirname(self.last_path) or '.'}")
             self._call("on_train_end", result)
             return result
@@ -390,10 +389,13 @@ class Trainer:
         self._save(is_best)
         if self.reporter is not None:
             self.reporter.log_epoch(row)
+            if cfg.plot:  # every epoch: a killed run keeps its plot
+                self.reporter.plot(self.num_classes)
         val_txt = (f"  val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}"
                    if "val_top1" in row else "")
         self.info(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} top1 {row['train_top1']:.2f}"
                   f"{val_txt}  lr {row['lr']:.3g}  wd {'on' if wd_on else 'off'}  {row['time_s']:.1f}s"
+                  f"  {self.epoch_speed['img_s']:.0f} img/s, data {self.epoch_speed['data_s']:.1f}s"
                   f"{'  *best*' if is_best else ''}")
         barrier()
 
@@ -434,10 +436,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         step_in_epoch = 0
         group_size = bm
+        interval, whole = Throughput(), Throughput()
         try:
             for i, batch in enumerate(self.train_loader):
                 if i >= n_batches:
                     break
+                interval.data_ready()
+                whole.data_ready()
                 inputs, targets = batch[0], batch[1]
                 micro = i % bm
                 if micro == 0:
@@ -471,20 +476,27 @@ class Trainer:
                 sums[1] += n
                 for j, c in enumerate(correct):
                     sums[2 + j] += c
+                self.num_classes = out.shape[-1]
+                interval.step_done(n)
+                whole.step_done(n)
                 if bar is not None:
                     bar.update(1)
                 if (i + 1) % max(1, cfg.log_interval) == 0 or i + 1 == n_batches:
                     lr = self.optimizer.param_groups[0]["lr"]
                     avg = sums[0].item() / max(sums[1].item(), 1)
                     acc = 100.0 * sums[2].item() / max(sums[1].item(), 1)
+                    speed = interval.take()
                     if bar is not None:
-                        bar.set_postfix(loss=f"{avg:.4f}", acc=f"{acc:.2f}", lr=f"{lr:.3g}", refresh=False)
+                        bar.set_postfix(loss=f"{avg:.4f}", acc=f"{acc:.2f}", lr=f"{lr:.3g}", img_s=f"{speed['img_s']:.0f}",
+                                        data=f"{100 * speed['data_share']:.0f}%", refresh=False)
                     if self.reporter is not None:
-                        self.reporter.logger.debug(f"epoch {epoch + 1} batch {i + 1}/{n_batches} loss {avg:.4f} top1 {acc:.2f} lr {lr:.4g}")
+                        self.reporter.logger.debug(f"epoch {epoch + 1} batch {i + 1}/{n_batches} loss {avg:.4f} top1 {acc:.2f} lr {lr:.4g}"
+                                                   f" {speed['img_s']:.1f} img/s data {speed['data_s']:.3f}s ({100 * speed['data_share']:.0f}%)")
                         self.reporter.log_step(self.global_step, {"loss": float(loss.detach().float().item()), "lr": lr})
         finally:
             if bar is not None:
                 bar.close()
+        self.epoch_speed = whole.take()  # images/s and data-loading time of the epoch (console and train.log)
         return self._reduce(sums, "train")
 
     def _reduce(self, sums: torch.Tensor, prefix: str) -> Dict[str, float]:
@@ -492,11 +504,7 @@ class Trainer:
             t = sums.to(self.device)
             all_reduce_sum(t)
             sums = t.cpu()
-        n = max(sums[1].item(), 1.0)
-        out = {f"{prefix}_loss": sums[0].item() / n}
-        for j, k in enumerate(self.cfg.topk):
-            out[f"{prefix}_top{k}"] = 100.0 * sums[2 + j].item() / n
-        return out
+        return metrics_from_sums(sums, self.cfg.topk, prefix)
 
     @torch.no_grad()
     def validate(self, loader=None) -> Dict[str, float]:
@@ -504,16 +512,6 @@ class Trainer:
         loader = loader if loader is not None else self.val_loader
         self.ddp_model.eval()  # the plain module runs the forward: ranks may hold shards of unequal length
         broadcast_buffers(self.model)  # so every rank evaluates (and keeps) rank 0's BatchNorm statistics
-        sums = torch.zeros(2 + len(self.cfg.topk), dtype=torch.float64)
-        for batch in loader:
-            inputs = batch[0].to(self.device, non_blocking=True)
-            targets = batch[1].to(self.device, non_blocking=True)
-            with self._autocast():
-                out = self.model(inputs)
-            loss = F.cross_entropy(out.float(), targets)
-            n = targets.shape[0]
-            sums[0] += float(loss.item()) * n
-            sums[1] += n
-            for j, c in enumerate(topk_correct(out.float(), targets, self.cfg.topk)):
-                sums[2 + j] += c
+        progress = f"validate {self.epoch + 1}/{self.cfg.epochs}" if self.is_main and self.cfg.progress_bar else None
+        sums = accumulate(self.model, loader, self.device, self.cfg.topk, self._autocast, progress)
         return self._reduce(sums, "val")
