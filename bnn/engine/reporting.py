@@ -180,31 +180,34 @@ class Throughput:
     """Images per second and time spent waiting for the data loader, since the last :meth:`take`.
 
     In the training loop: :meth:`data_ready` right after a batch arrives (the time since the previous
-    :meth:`step_done` was spent waiting for data), :meth:`step_done` after the step.
+    :meth:`step_done` was spent waiting for data), :meth:`step_done` after the step. ``clock``:
+    seconds as a float (default ``time.perf_counter``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock=time.perf_counter) -> None:
+        self.clock = clock
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, now: Optional[float] = None) -> None:
         self.images = 0
         self.data_s = 0.0
-        self.start = self._mark = time.perf_counter()
+        self.start = self._mark = self.clock() if now is None else now
 
     def data_ready(self) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         self.data_s += now - self._mark
         self._mark = now
 
     def step_done(self, images: int) -> None:
         self.images += int(images)
-        self._mark = time.perf_counter()
+        self._mark = self.clock()
 
     def take(self) -> Dict[str, float]:
         """``{"img_s", "data_s", "data_share"}`` since the last reset, then reset."""
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        now = self.clock()
+        elapsed = max(now - self.start, 1e-9)
         out = {"img_s": self.images / elapsed, "data_s": self.data_s, "data_share": self.data_s / elapsed}
-        self.reset()
+        self.reset(now)
         return out
 
 
