@@ -58,7 +58,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["bnn", "bnn.*"]),
-    package_data={"bnn": ["deploy/csrc/*.c", "deploy/csrc/*.h"]},
+    package_data={"bnn": ["deploy/csrc/*.c", "deploy/csrc/*.h", "configs/*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -95,7 +95,7 @@ def test_user_env_file_and_shorthands(tmp_path, monkeypatch, capsys):
     # an unknown user: one line naming the file looked for and the closest known user
     assert main(["-u", "testr", "--print-config"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "env_testr.yaml" in err and "did you mean -u tester?" in err
+    assert "\n" not in err and "env_testr.yaml" in err and "did you mean '-u tester'?" in err
 
 
 def test_config_errors_exit_with_one_line(tmp_path, monkeypatch, capsys):

@@ -6,7 +6,8 @@ import textwrap
 
 import torch
 
-from bnn.engine import find_free_port, load_checkpoint
+from bnn.engine import load_checkpoint
+from bnn.engine.distributed import find_free_port
 
 WORKER = textwrap.dedent('''
     import os, sys

@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import bnn
 from bnn.engine import (Callback, CheckpointError, DistillationLoss, NonFiniteLossError, TrainConfig, Trainer,
-                        build_optimizer, classify_parameters, kl_div_logits, load_checkpoint, load_model_state,
-                        save_checkpoint)
+                        load_checkpoint, load_model_state, save_checkpoint)
+from bnn.engine.distill import kl_div_logits
+from bnn.engine.optim import build_optimizer, classify_parameters
 from bnn.engine.optim import set_weight_decay_enabled
 
 torch.set_num_threads(1)

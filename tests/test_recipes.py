@@ -9,14 +9,15 @@ import torch
 import yaml
 
 import bnn
-from bnn.cli import QUICKSTART, build_model, float_layers, plan_steps, prepare, run, train_config
+from bnn.cli import QUICKSTART
+from bnn.engine import build_model, load_config, train
 from bnn.engine.binarization_schedule import build_callbacks
-from bnn.engine.schema import load_config
+from bnn.engine.steps import build_float_model, float_layers, plan_steps, prepare, step_config
 from bnn.layers import BinaryLayerMixin
 from bnn.ops import InputBiasBinarizer, XNORWeightBinarizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))) + [QUICKSTART]
 
 
 def test_expected_configs_are_shipped():
@@ -27,9 +28,12 @@ def test_expected_configs_are_shipped():
         assert name in names
 
 
-def test_embedded_quickstart_equals_the_file():
-    with open(os.path.join(ROOT, "configs", "quickstart.yaml")) as fh:
-        assert yaml.safe_load(fh) == QUICKSTART
+def test_quickstart_is_package_data_and_the_only_copy():
+    """The quick start ships inside the package (setup.py package_data) and exists nowhere else."""
+    assert QUICKSTART.startswith(os.path.dirname(bnn.__file__)) and os.path.isfile(QUICKSTART)
+    assert not os.path.exists(os.path.join(ROOT, "configs", "quickstart.yaml"))
+    with open(os.path.join(ROOT, "setup.py")) as fh:
+        assert "configs/*.yaml" in fh.read()
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
@@ -38,14 +42,15 @@ def test_shipped_config_validates_and_builds(path, tmp_path):
     steps = plan_steps(cfg, str(tmp_path))
     assert steps and sum(s.epochs for s in steps) == cfg.total_epochs
     for step in steps:
-        tcfg = train_config(cfg, epochs=step.epochs, exp_dir=step.exp_dir, optimizer=step.optimizer,
-                            lr_schedule=step.lr_schedule, distillation=step.distillation, callbacks=step.callbacks)
+        tcfg = step_config(cfg, step)
         assert tcfg.epochs == step.epochs and tcfg.lr == step.optimizer.LR
         build_callbacks(tcfg.callbacks)
     if os.path.basename(path).startswith("env_"):
         return
     # the model and its binarization, at the recipe's size (no data, no training)
-    model = build_model(cfg)
+    prepared = build_model(cfg)
+    assert any(isinstance(m, BinaryLayerMixin) for m in prepared.modules())
+    model = build_float_model(cfg, load_checkpoint=False)
     if cfg.NNCF_CONFIG:
         model, schedule = bnn.from_nncf_config(model, cfg.NNCF_CONFIG)
         assert schedule.weights_bin_start_epoch == 30
@@ -57,15 +62,15 @@ def test_shipped_config_validates_and_builds(path, tmp_path):
     binary = [n for n, m in model.named_modules() if isinstance(m, BinaryLayerMixin)]
     assert binary, "nothing was binarized"
     kept_float = {n for n, m in model.named_modules() if type(m) in (torch.nn.Conv2d, torch.nn.Linear)}
-    if "imagenet_resnet18" in path:  # seed 000: first conv, fc and downsample convs stay float
+    if "imagenet_resnet18" in path:  # NNCF: first conv, fc and downsample convs stay float
         assert {"first_conv", "fc", "layer2.0.downsample.0", "layer4.0.downsample.0"} <= kept_float
 
 
-def test_staged_recipe_matches_seed_000():
+def test_staged_recipe_matches_nncf():
     cfg = load_config(os.path.join(ROOT, "configs", "imagenet_resnet18_staged.yaml"))
-    st = cfg.SCHEDULE.STAGED
-    assert (st.ACTIVATIONS_BIN_START_EPOCH, st.WEIGHTS_BIN_START_EPOCH, st.LR_POLY_DROP_START_EPOCH,
-            st.LR_POLY_DROP_DURATION_EPOCHS, st.DISABLE_WD_START_EPOCH) == (10, 30, 60, 30, 60)
+    st, lrs = cfg.SCHEDULE.STAGED, cfg.LR_SCHEDULE
+    assert (st.ACTIVATIONS_BIN_START_EPOCH, st.WEIGHTS_BIN_START_EPOCH, lrs.NAME, lrs.START_EPOCH,
+            lrs.DURATION_EPOCHS, cfg.OPTIMIZER.DISABLE_WD_EPOCH) == (10, 30, "poly", 60, 30, 60)
     assert cfg.OPTIMIZER.LR == pytest.approx(1e-3) and cfg.OPTIMIZER.WEIGHT_DECAY == pytest.approx(1e-5)
     assert cfg.TRAINING.EPOCHS == 90 and cfg.TRAINING.BATCH_SIZE == 384 and cfg.DISTILLATION.ENABLED
 
@@ -93,7 +98,7 @@ def test_multi_step_recipe_keeps_learned_binarizer_params(tmp_path):
             OPTIMIZER: {{BINARIZER: {{LR_MULT: 0.0}}}}
     """))
     cfg = load_config(str(recipe))
-    run(cfg, log=lambda *a: None)
+    train(cfg, log=lambda *a: None)
     s1 = torch.load(tmp_path / "steps" / "step1_acts" / "last.pth", map_location="cpu", weights_only=False)["model"]
     s2 = torch.load(tmp_path / "steps" / "step2_weights" / "last.pth", map_location="cpu", weights_only=False)["model"]
     biases = [k for k in s1 if k.endswith("activation_pre_process.bias")]
@@ -106,7 +111,7 @@ def test_multi_step_recipe_keeps_learned_binarizer_params(tmp_path):
     assert not torch.equal(s1[conv], s2[conv])
 
     # and the same check through bnn.prepare_binary_model directly on the trained model
-    model = build_model(cfg, num_classes=10)
+    model = build_float_model(cfg, num_classes=10)
     model = prepare(model, cfg.STEPS[0].BCONFIG, float_layers(cfg, model))
     model.load_state_dict(s1)
     model = prepare(model, cfg.STEPS[1].BCONFIG, float_layers(cfg, model))

@@ -74,6 +74,21 @@ def test_load_trained_rebuilds_the_model_from_the_checkpoint_alone(run_dir, tmp_
         torch.testing.assert_close(bnn.load_trained(str(alone))(x), model(x), rtol=0, atol=0)
 
 
+def test_a_checkpoint_without_a_record_is_rebuilt_from_its_config_yaml(run_dir, tmp_path, one_thread):
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(run_dir / "config.yaml", old / "config.yaml")
+    state = load_checkpoint(str(run_dir / "best.pth"))
+    del state["meta"]  # as written before checkpoints recorded their recipe
+    torch.save(state, old / "best.pth")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(bnn.load_trained(str(old))(x), bnn.load_trained(str(run_dir))(x), rtol=0, atol=0)
+    (old / "config.yaml").unlink()
+    with pytest.raises(CheckpointError, match="records no recipe and has no config.yaml"):
+        bnn.load_trained(str(old))
+
+
 def test_checkpoint_errors_are_one_line(run_dir, tmp_path):
     with pytest.raises(CheckpointError, match="no such run folder"):
         find_checkpoint(str(tmp_path / "missing"))

@@ -8,7 +8,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import bnn
 from bnn.engine import (Callback, GradualBinarizationSchedule, StagedBinarizationSchedule, TrainConfig, Trainer,
-                        build_callbacks, load_checkpoint, make_lr_factor, train_two_stage, two_stage_configs)
+                        load_checkpoint, load_config, train)
+from bnn.engine.binarization_schedule import build_callbacks
+from bnn.engine.lr_schedule import make_lr_factor
 from bnn.engine.lr_schedule import cosine_factor, linear_factor, multistep_factor, poly_drop_factor, warmup_factor
 
 torch.set_num_threads(1)
@@ -31,7 +33,8 @@ XNOR = bnn.BConfig(activation_pre_process=bnn.ops.BasicInputBinarizer, weight_pr
 
 
 def cfg_for(tmp_path, **kw):
-    base = dict(epochs=4, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=False, seed=0, device="cpu")
+    base = dict(epochs=4, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=False, seed=0, device="cpu",
+                lr_schedule="constant")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -86,7 +89,8 @@ def test_multistep_with_warmup_per_step_in_training(tmp_path):
     Trainer(mlp(XNOR), tl, vl, cfg, callbacks=[rec]).fit()
     expected = [0.0, 0.05, 0.1, 0.1] + [0.05] * 4 + [0.005] * 4
     assert [r["lr"] for r in rec.rows] == pytest.approx(expected)
-    assert all(w == 1e-4 for r in rec.rows[:8] for w in r["wd"])
+    # latent weights and BN/bias never decay by default (as in YAML); the rest decays until epoch 2
+    assert all(r["wd"] == [0.0, 0.0, 1e-4] for r in rec.rows[:8])
     assert all(w == 0.0 for r in rec.rows[8:] for w in r["wd"])
 
 
@@ -96,7 +100,7 @@ def test_staged_schedule(tmp_path):
     staged = StagedBinarizationSchedule(activations_bin_start_epoch=1, weights_bin_start_epoch=2,
                                         lr_poly_drop_start_epoch=2, lr_poly_drop_duration_epochs=2,
                                         disable_wd_start_epoch=3)
-    cfg = cfg_for(tmp_path, lr=0.01, weight_decay=1e-4, wd_latent_weights=1e-5)
+    cfg = cfg_for(tmp_path, lr=0.01, weight_decay=1e-4, wd_latent_weights=1e-5, wd_bn_bias=None)
     Trainer(mlp(XNOR), tl, vl, cfg, callbacks=[staged, rec]).fit()
     by_epoch = {e: [r for r in rec.rows if r["epoch"] == e] for e in range(4)}
     assert all(r["acts"] == [False] and r["weights"] == [False] for r in by_epoch[0])
@@ -107,7 +111,7 @@ def test_staged_schedule(tmp_path):
     assert lrs == pytest.approx([0.01 * f for f in poly])
     assert lrs[9] == pytest.approx(0.01 * (1.75 / 2) ** 2.1)
     for e in range(3):
-        assert all(r["wd"] == [1e-5, 1e-4, 1e-4] for r in by_epoch[e])  # latent, bn_bias (inherits), rest
+        assert all(r["wd"] == [1e-5, 1e-4, 1e-4] for r in by_epoch[e])  # latent, bn_bias (None: inherits), rest
     assert all(r["wd"] == [0.0, 0.0, 0.0] for r in by_epoch[3])
     assert load_checkpoint(str(tmp_path / "last.pth"))["history"][3]["weight_decay_on"] == 0
 
@@ -157,8 +161,11 @@ def test_gradual_schedule(tmp_path):
 
 
 def test_two_stage(tmp_path):
+    """ReActNet's two stages through the one recipe driver with a Python model and loaders: stage 1 binary
+    activations / float weights at weight decay 1e-5, stage 2 all binary at weight decay 0 from stage 1's
+    final weights; running it again resumes (stage 1 not retrained)."""
     tl, vl = data()
-    model = mlp(XNOR)
+    float_model = lambda: mlp(bnn.BConfig())  # noqa: E731 - a float MLP (an identity BConfig)
 
     class Snapshot(Callback):
         def __init__(self):
@@ -167,27 +174,42 @@ def test_two_stage(tmp_path):
         def on_train_begin(self, trainer):
             self.states.append({k: v.clone() for k, v in trainer.model.state_dict().items() if torch.is_tensor(v)})
 
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(f"""
+HARDWARE: {{DEVICE: cpu, WORKERS: 0}}
+EXPERIMENT: {{DIR: {tmp_path}, NAME: two, PROGRESS_BAR: false, TENSORBOARD: false, PLOT: false}}
+MODEL: {{FLOAT_LAYERS: [_first_, _last_]}}
+BCONFIG: {{ACTIVATION_PRE_PROCESS: BasicInputBinarizer, WEIGHT_PRE_PROCESS: XNORWeightBinarizer}}
+LR_SCHEDULE: {{NAME: multistep}}
+SCHEDULE:
+  NAME: two_stage
+  TWO_STAGE:
+    STAGE1: {{EPOCHS: 2, OPTIMIZER: {{LR: 0.001, WEIGHT_DECAY: 0.00001}}, LR_SCHEDULE: {{MILESTONES: [1], GAMMAS: [0.1]}}}}
+    STAGE2: {{EPOCHS: 1, OPTIMIZER: {{LR: 0.0002}}, LR_SCHEDULE: {{MILESTONES: [5], GAMMAS: [0.2]}}}}
+""")
+    cfg = load_config(str(recipe))
     snap = Snapshot()
-    base = cfg_for(tmp_path, lr_schedule="constant")
-    cfg1, cfg2 = two_stage_configs(base, stage1={"epochs": 2, "lr_schedule_args": {"milestones": [1], "gammas": [0.1]}},
-                                   stage2={"epochs": 1, "lr_schedule_args": {"milestones": [5], "gammas": [0.2]}})
-    assert cfg1.weight_decay == 1e-5 and cfg2.weight_decay == 0.0 and cfg1.lr == 1e-3 and cfg2.lr == 2e-4
-    r1, r2 = train_two_stage(model, tl, vl, cfg1, cfg2, callbacks=[snap])
-    s1 = load_checkpoint(str(tmp_path / "stage1" / "last.pth"))
-    s2 = load_checkpoint(str(tmp_path / "stage2" / "last.pth"))
+    r2 = train(cfg, model=float_model(), train_loader=tl, val_loader=vl, callbacks=[snap], log=lambda *a: None)
+    out = tmp_path / "two"
+    s1 = load_checkpoint(str(out / "stage1" / "last.pth"))
+    s2 = load_checkpoint(str(out / "stage2" / "last.pth"))
     extra = lambda sd, k: sd[f"2.{k}._extra_state"]["enabled"]  # noqa: E731
     assert extra(s1["model"], "activation_pre_process") is True and extra(s1["model"], "weight_pre_process") is False
     assert extra(s2["model"], "activation_pre_process") is True and extra(s2["model"], "weight_pre_process") is True
-    assert all(g["weight_decay"] == 1e-5 for g in s1["optimizer"]["param_groups"])
+    # the configured decay where a group decays (latent weights, BN and biases have none by default)
+    rest1 = [g for g in s1["optimizer"]["param_groups"] if g["name"] == "rest"]
+    assert rest1 and all(g["weight_decay"] == 1e-5 for g in rest1)
     assert all(g["weight_decay"] == 0.0 for g in s2["optimizer"]["param_groups"])
     assert s1["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # x0.1 from epoch 1
+    assert s2["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
     # stage 2 starts from stage 1's final weights
     for k, v in snap.states[1].items():
         assert torch.equal(v, s1["model"][k]), k
-    assert len(r1.history) == 2 and len(r2.history) == 1
+    assert len(s1["history"]) == 2 and len(r2.history) == 1
     # running the pair again resumes: stage 1 is not retrained, stage 2 is complete
-    r1b, r2b = train_two_stage(mlp(XNOR), tl, vl, cfg1, cfg2)
-    assert r1b.history == r1.history and r2b.epochs_completed == 1
+    r2b = train(cfg, model=float_model(), train_loader=tl, val_loader=vl, resume="auto", log=lambda *a: None)
+    assert load_checkpoint(str(out / "stage1" / "last.pth"))["history"] == s1["history"]
+    assert r2b.epochs_completed == 1 and r2b.history == r2.history
 
 
 def test_build_callbacks_errors():

@@ -106,7 +106,7 @@ def pack_run(run: str, output: str, which: str = "best", batch_size: int = 64, r
 
     trained = load_run(run, which)
     fake = trained.model
-    inputs = next(iter(validation_loader(trained.config, batch_size=batch_size)))[0]
+    inputs = next(iter(validation_loader(trained.config, batch_size=batch_size, workers=0)))[0]
     packed = pack_binary_model(fake)
     diff = check_packed(fake, packed, inputs, where=trained.checkpoint)
     sizes = summary(packed, tuple(inputs.shape[1:]), print_fn=None)

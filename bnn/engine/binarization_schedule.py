@@ -1,7 +1,7 @@
 """Binarization schedules: callbacks that switch binarizers, the LR drop and weight decay over training.
 
-A callback is any object with (some of) the hooks of :class:`Callback`; the
-:class:`~bnn.engine.Trainer` calls them in this order::
+A callback is a :class:`Callback` (subclass it and override the hooks you need); the
+:class:`~bnn.engine.Trainer` calls every hook of every callback in this order::
 
     on_train_begin(trainer)
     for epoch:  on_epoch_begin(trainer, epoch)
@@ -10,22 +10,22 @@ A callback is any object with (some of) the hooks of :class:`Callback`; the
     on_train_end(trainer, result)
 
 and multiplies the learning rate by ``callback.lr_factor(t)`` and keeps weight
-decay on only while every ``callback.weight_decay_enabled(epoch)`` is true.
+decay on only while every ``callback.weight_decay_enabled(epoch)`` is true; a callback's
+``batch_multiplier`` (None by default) asks for gradient accumulation when the config leaves it at 1.
 ``state_dict`` / ``load_state_dict`` go into the checkpoint, so a resumed run
 continues exactly (the schedules below are pure functions of the epoch, so the
 state is a record of what was applied).
 
 Schedules:
 
-1. :class:`StagedBinarizationSchedule` (seed 000, NNCF): activations binarized
+1. :class:`StagedBinarizationSchedule` (NNCF binarization, Kozlov et al. 2020): activations binarized
    from epoch A, weights from epoch W, ``lr = base * ((P + D - t) / D) ** 2.1``
    from epoch P, weight decay 0 from epoch E. Accepts the ``bnn.NNCFSchedule``
    returned by ``bnn.from_nncf_config`` directly.
-2. :class:`TwoStageSchedule` (seed 003; ReActNet, Liu et al. 2020): stage 1
+2. :class:`TwoStageSchedule` (ReActNet's two-step training, Liu et al. 2020): stage 1
    binary activations and float weights, stage 2 both binary, started from the
-   stage-1 checkpoint; :func:`two_stage_configs` and :func:`train_two_stage`
-   run both.
-3. :class:`GradualBinarizationSchedule` (seed 004): ``bin_ratio`` and ``p`` of
+   stage-1 checkpoint; :func:`bnn.engine.train` runs both (``SCHEDULE.NAME: two_stage``).
+3. :class:`GradualBinarizationSchedule` (gradual binarization): ``bin_ratio`` and ``p`` of
    every ``GradualWeightBinarizer`` and ``ratio`` of every
    ``KBitActivationQuantizer`` ramped linearly from 0 to 1 per step.
 
@@ -35,13 +35,12 @@ Schedules:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
-import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch.nn as nn
 
+from ..hints import did_you_mean
 from ..ops import Binarizer, GradualWeightBinarizer, KBitActivationQuantizer
 from ..switches import set_binarization
 
@@ -53,13 +52,16 @@ __all__ = [
     "CALLBACKS",
     "build_callback",
     "build_callbacks",
-    "two_stage_configs",
-    "train_two_stage",
 ]
 
 
 class Callback:
-    """Base class of trainer callbacks; every hook is optional and does nothing here."""
+    """Base class of trainer callbacks: the Trainer calls every method below; each does nothing here.
+
+    ``batch_multiplier``: gradient accumulation this callback asks for (None: no opinion).
+    """
+
+    batch_multiplier: Optional[int] = None
 
     def on_train_begin(self, trainer) -> None:
         pass
@@ -105,7 +107,7 @@ def _binarizers_enabled(model: nn.Module, attr: str) -> List[bool]:
 
 
 class StagedBinarizationSchedule(Callback):
-    """Seed 000 (NNCF binarization) schedule.
+    """The staged schedule of NNCF's binarization (Kozlov et al. 2020, "Neural Network Compression Framework").
 
     At the start of epoch ``e`` (0-based): activation binarizers enabled iff
     ``e >= activations_bin_start_epoch``, weight binarizers iff
@@ -145,9 +147,7 @@ class StagedBinarizationSchedule(Callback):
                 src = {k: getattr(schedule, k) for k in self.FIELDS if hasattr(schedule, k)}
             for key in src:
                 if key not in self.FIELDS:
-                    close = difflib.get_close_matches(key, self.FIELDS, n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    raise ValueError(f"staged schedule: unknown field '{key}'{hint}")
+                    raise ValueError(f"staged schedule: unknown field {key!r}" + did_you_mean(key, self.FIELDS))
             values.update(src)
         given = dict(activations_bin_start_epoch=activations_bin_start_epoch,
                      weights_bin_start_epoch=weights_bin_start_epoch,
@@ -195,12 +195,12 @@ class StagedBinarizationSchedule(Callback):
 
 
 class TwoStageSchedule(Callback):
-    """Seed 003 / ReActNet two-step training, one stage per run.
+    """ReActNet's two-step training (Liu et al. 2020), one stage per run.
 
     ``stage=1``: activation binarizers on, weight binarizers off (float weights);
     ``stage=2``: both on. Applied at the start of training and of every epoch.
-    Use :func:`train_two_stage` to run stage 1, then stage 2 initialised from the
-    stage-1 checkpoint (weight decay 1e-5, then 0, via :func:`two_stage_configs`).
+    :func:`bnn.engine.train` with ``SCHEDULE.NAME: two_stage`` runs stage 1, then stage 2
+    initialised from the stage-1 checkpoint (weight decay 1e-5, then 0 unless set).
     """
 
     def __init__(self, stage: int = 1) -> None:
@@ -232,7 +232,7 @@ def _ramp(t: float, start: float, end: float) -> float:
 
 
 class GradualBinarizationSchedule(Callback):
-    """Seed 004 gradual binarization.
+    """Gradual binarization: weights (and int8 inputs) move from float to binary over training.
 
     Per optimizer step at fractional epoch ``t``:
     ``r_w = clip((t - start_epoch) / (end_epoch - start_epoch), 0, 1)`` is set as
@@ -305,23 +305,21 @@ def build_callback(spec: Any) -> Callback:
 
     Names: ``staged``, ``two_stage``, ``gradual``. Errors name the culprit and the closest valid choice.
     """
+    if isinstance(spec, Callback):
+        return spec
     if not isinstance(spec, (str, dict)):
-        return spec  # already a callback
+        raise TypeError(f"a callback must be a bnn.engine.Callback or a {{'name': ...}} spec, got {type(spec).__name__}")
     if isinstance(spec, str):
         spec = {"name": spec}
     kwargs = dict(spec)
     name = str(kwargs.pop("name", "")).lower()
     if name not in CALLBACKS:
-        close = difflib.get_close_matches(name, list(CALLBACKS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown callback '{name}'{hint}; valid: {', '.join(CALLBACKS)}")
+        raise ValueError(f"unknown callback {name!r}" + did_you_mean(name, CALLBACKS))
     cls = CALLBACKS[name]
     params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "schedule")]
     for key in kwargs:
         if key not in params:
-            close = difflib.get_close_matches(key, params, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"callback '{name}': unknown argument '{key}'{hint}")
+            raise ValueError(f"callback {name!r}: unknown argument {key!r}" + did_you_mean(key, params))
     return cls(**kwargs)
 
 
@@ -332,59 +330,3 @@ def build_callbacks(specs: Optional[Iterable[Any]]) -> List[Callback]:
     if isinstance(specs, (str, dict)):
         specs = [specs]
     return [build_callback(s) for s in specs]
-
-
-def two_stage_configs(base, stage1: Optional[Dict[str, Any]] = None, stage2: Optional[Dict[str, Any]] = None):
-    """``(cfg_stage1, cfg_stage2)`` from a base ``TrainConfig`` with seed 003's defaults.
-
-    Stage 1: Adam, lr 1e-3, weight decay 1e-5, multistep x0.1 at epochs 40, 60, 70, 75 epochs.
-    Stage 2: Adam, lr 2e-4, weight decay 0, multistep x0.2 at 150, 250, 320, 350 epochs.
-    ``exp_dir`` becomes ``<base.exp_dir>/stage1`` and ``/stage2``; ``stage1`` / ``stage2`` dicts
-    override any field.
-    """
-    s1 = dict(optimizer="adam", lr=1e-3, weight_decay=1e-5, epochs=75, lr_schedule="multistep",
-              lr_schedule_args={"milestones": [40, 60, 70], "gammas": [0.1, 0.1, 0.1]},
-              exp_dir=os.path.join(base.exp_dir, "stage1"))
-    s2 = dict(optimizer="adam", lr=2e-4, weight_decay=0.0, epochs=350, lr_schedule="multistep",
-              lr_schedule_args={"milestones": [150, 250, 320], "gammas": [0.2, 0.2, 0.2]},
-              exp_dir=os.path.join(base.exp_dir, "stage2"))
-    s1.update(stage1 or {})
-    s2.update(stage2 or {})
-    base_cb = [c for c in base.callbacks if not (isinstance(c, dict) and c.get("name") == "two_stage")]
-    cfg1 = base.replace(**s1, callbacks=base_cb + [{"name": "two_stage", "stage": 1}])
-    cfg2 = base.replace(**s2, callbacks=base_cb + [{"name": "two_stage", "stage": 2}])
-    return cfg1, cfg2
-
-
-def train_two_stage(model: nn.Module, train_loader, val_loader, cfg_stage1, cfg_stage2, teacher: Optional[nn.Module] = None,
-                    callbacks: Sequence[Any] = (), init_from: str = "last", **trainer_kwargs):
-    """Run seed 003's two stages: stage 1 (binary activations, float weights), then stage 2 (all
-    binary) starting from stage 1's ``last.pth`` (or ``best.pth`` with ``init_from="best"``).
-
-    Each config must hold its ``two_stage`` callback (see :func:`two_stage_configs`) or one is added.
-    A finished stage 1 (its ``last.pth`` at the final epoch) is not trained again, so the pair resumes.
-    Returns ``(result_stage1, result_stage2)``.
-    """
-    from .checkpoint import load_checkpoint, load_model_state
-    from .trainer import Trainer
-
-    def with_stage(cfg, stage):
-        if any(isinstance(c, dict) and c.get("name") == "two_stage" for c in cfg.callbacks):
-            return cfg
-        return cfg.replace(callbacks=list(cfg.callbacks) + [{"name": "two_stage", "stage": stage}])
-
-    cfg1, cfg2 = with_stage(cfg_stage1, 1), with_stage(cfg_stage2, 2)
-    t1 = Trainer(model, train_loader, val_loader, cfg1, callbacks=callbacks, teacher=teacher, **trainer_kwargs)
-    done1 = False
-    if os.path.exists(t1.last_path):
-        done1 = int(load_checkpoint(t1.last_path, map_location="cpu").get("epoch", -1)) >= cfg1.epochs
-    result1 = t1.fit(resume="auto") if not done1 else t1.load_result()
-    t1.close()
-    init_path = t1.best_path if init_from == "best" and os.path.exists(t1.best_path) else t1.last_path
-    stage2_resuming = os.path.exists(os.path.join(cfg2.checkpoint_dir or cfg2.exp_dir, "last.pth"))
-    if not stage2_resuming:
-        load_model_state(_unwrap(model), init_path)
-    t2 = Trainer(model, train_loader, val_loader, cfg2, callbacks=callbacks, teacher=teacher, **trainer_kwargs)
-    result2 = t2.fit(resume="auto")
-    t2.close()
-    return result1, result2

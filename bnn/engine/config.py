@@ -1,26 +1,52 @@
-"""``TrainConfig``: the plain, typed settings of :class:`bnn.engine.Trainer`.
+"""``TrainConfig``: the flat settings of one :class:`bnn.engine.Trainer` run, a view of the recipe schema.
 
-Every field has a default, so ``TrainConfig()`` is a valid (short, CPU-friendly)
-run; recipes override what they need, e.g.::
+There is one set of defaults, the schema's (:mod:`bnn.engine.schema`): every default here is read from
+``Config()``, so ``TrainConfig(weight_decay=1e-5)`` and ``OPTIMIZER: {WEIGHT_DECAY: 1e-5}`` train the same
+(no weight decay on latent binary weights, binarizer parameters, BN and biases unless set). A recipe
+becomes the TrainConfig of each of its steps with :meth:`TrainConfig.from_recipe`; the Trainer also
+takes a schema :class:`~bnn.engine.schema.Config` directly::
 
-    TrainConfig(epochs=90, optimizer="adam", lr=1e-3, weight_decay=1e-5,
-                wd_latent_weights=0.0, lr_schedule="constant",
-                callbacks=[{"name": "staged", "activations_bin_start_epoch": 10,
-                            "weights_bin_start_epoch": 30,
-                            "lr_poly_drop_start_epoch": 60,
-                            "lr_poly_drop_duration_epochs": 30,
-                            "disable_wd_start_epoch": 60}])
+    TrainConfig(epochs=90, lr=1e-3, weight_decay=1e-5, lr_schedule="poly",
+                lr_schedule_args={"start_epoch": 60, "duration_epochs": 30}, disable_wd_epoch=60,
+                callbacks=[{"name": "staged", "activations_bin_start_epoch": 10, "weights_bin_start_epoch": 30}])
 
 ``TrainConfig.from_dict`` rejects unknown keys with the closest valid one.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["TrainConfig"]
+from ..hints import did_you_mean
+from .schema import Config, DistillationCfg, LRScheduleCfg, OptimizerCfg
+
+__all__ = ["TrainConfig", "lr_schedule_args"]
+
+_D = Config()  # the schema's defaults: the one set
+
+
+def lr_schedule_args(lrs: LRScheduleCfg) -> Dict[str, Any]:
+    """The keyword arguments of :func:`bnn.engine.lr_schedule.make_lr_factor` for an ``LR_SCHEDULE`` section."""
+    name = lrs.NAME
+    if name == "multistep":
+        args: Dict[str, Any] = {"milestones": list(lrs.MILESTONES)}
+        if lrs.GAMMAS:
+            args["gammas"] = list(lrs.GAMMAS)
+        else:
+            args["gamma"] = lrs.GAMMA
+        return args
+    if name == "poly":
+        return {"start_epoch": lrs.START_EPOCH or 0.0, "duration_epochs": lrs.DURATION_EPOCHS, "power": lrs.POWER}
+    if name == "cosine":
+        args = {"eta_min_factor": lrs.ETA_MIN_FACTOR}
+    elif name == "linear":
+        args = {"end_factor": lrs.END_FACTOR}
+    else:
+        return {}
+    if lrs.TOTAL_EPOCHS is not None:
+        args["total_epochs"] = lrs.TOTAL_EPOCHS
+    return args
 
 
 @dataclass
@@ -30,7 +56,7 @@ class TrainConfig:
     Optimization
         ``epochs``: number of epochs. ``batch_multiplier``: gradients of this many
         loader batches are accumulated (each loss divided by it) before one
-        optimizer step (seed 000's ``batch_multiplier``).
+        optimizer step (NNCF's ``batch_multiplier``).
         ``optimizer``: ``"adam"``, ``"adamw"`` or ``"sgd"``; ``lr``; ``momentum``
         and ``nesterov`` (SGD); ``betas`` and ``eps`` (Adam/AdamW).
         ``grad_clip``: max global grad norm, ``None`` for none.
@@ -38,7 +64,7 @@ class TrainConfig:
     Weight decay per parameter group (see :mod:`bnn.engine.optim`)
         ``weight_decay`` is the default; ``wd_latent_weights``, ``wd_binarizer``,
         ``wd_bn_bias``, ``wd_rest`` override it for a group (``None``: use
-        ``weight_decay``). ``lr_mult_*``: learning-rate factor per group.
+        ``weight_decay``; by default the first three are 0). ``lr_mult_*``: learning-rate factor per group.
         ``disable_wd_epoch``: weight decay is 0 in every group from this epoch on.
     Learning rate schedule (see :mod:`bnn.engine.lr_schedule`)
         ``lr_schedule``: ``"constant"``, ``"multistep"`` (args ``milestones``,
@@ -74,53 +100,53 @@ class TrainConfig:
         short (debugging). ``topk``: accuracies reported.
     """
 
-    epochs: int = 10
-    batch_multiplier: int = 1
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = False
-    betas: Tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: Optional[float] = None
-    label_smoothing: float = 0.0
+    epochs: int = _D.TRAINING.EPOCHS
+    batch_multiplier: int = _D.TRAINING.BATCH_MULTIPLIER
+    optimizer: str = _D.OPTIMIZER.NAME
+    lr: float = _D.OPTIMIZER.LR
+    momentum: float = _D.OPTIMIZER.MOMENTUM
+    nesterov: bool = _D.OPTIMIZER.NESTEROV
+    betas: Tuple[float, float] = tuple(_D.OPTIMIZER.BETAS)
+    eps: float = _D.OPTIMIZER.EPS
+    grad_clip: Optional[float] = _D.TRAINING.GRAD_CLIP
+    label_smoothing: float = _D.TRAINING.LABEL_SMOOTHING
 
-    weight_decay: float = 0.0
-    wd_latent_weights: Optional[float] = None
-    wd_binarizer: Optional[float] = None
-    wd_bn_bias: Optional[float] = None
-    wd_rest: Optional[float] = None
-    lr_mult_latent_weights: float = 1.0
-    lr_mult_binarizer: float = 1.0
-    lr_mult_bn_bias: float = 1.0
-    lr_mult_rest: float = 1.0
-    disable_wd_epoch: Optional[int] = None
+    weight_decay: float = _D.OPTIMIZER.WEIGHT_DECAY
+    wd_latent_weights: Optional[float] = _D.OPTIMIZER.LATENT_WEIGHTS.WEIGHT_DECAY
+    wd_binarizer: Optional[float] = _D.OPTIMIZER.BINARIZER.WEIGHT_DECAY
+    wd_bn_bias: Optional[float] = _D.OPTIMIZER.BN_BIAS.WEIGHT_DECAY
+    wd_rest: Optional[float] = _D.OPTIMIZER.REST.WEIGHT_DECAY
+    lr_mult_latent_weights: float = _D.OPTIMIZER.LATENT_WEIGHTS.LR_MULT
+    lr_mult_binarizer: float = _D.OPTIMIZER.BINARIZER.LR_MULT
+    lr_mult_bn_bias: float = _D.OPTIMIZER.BN_BIAS.LR_MULT
+    lr_mult_rest: float = _D.OPTIMIZER.REST.LR_MULT
+    disable_wd_epoch: Optional[int] = _D.OPTIMIZER.DISABLE_WD_EPOCH
 
-    lr_schedule: str = "constant"
-    lr_schedule_args: Dict[str, Any] = field(default_factory=dict)
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.0
+    lr_schedule: str = _D.LR_SCHEDULE.NAME
+    lr_schedule_args: Dict[str, Any] = field(default_factory=dict)  # the schedule function's defaults
+    warmup_epochs: float = _D.LR_SCHEDULE.WARMUP_EPOCHS
+    warmup_start_factor: float = _D.LR_SCHEDULE.WARMUP_START_FACTOR
 
     callbacks: List[Dict[str, Any]] = field(default_factory=list)
 
-    distill: bool = False
-    distill_alpha: float = 1.0
-    distill_temperature: float = 1.0
+    distill: bool = _D.DISTILLATION.ENABLED
+    distill_alpha: float = _D.DISTILLATION.ALPHA
+    distill_temperature: float = _D.DISTILLATION.TEMPERATURE
 
-    device: str = "auto"
-    amp: bool = True
-    amp_dtype: str = "float16"
-    distributed_backend: Optional[str] = None
+    device: str = _D.HARDWARE.DEVICE
+    amp: bool = _D.TRAINING.AMP
+    amp_dtype: str = _D.TRAINING.AMP_DTYPE
+    distributed_backend: Optional[str] = _D.HARDWARE.DIST_BACKEND
 
     exp_dir: str = "experiments/default"
     checkpoint_dir: Optional[str] = None
     resume: Optional[str] = None
-    log_interval: int = 20
-    progress_bar: bool = True
-    tensorboard: bool = True
-    plot: bool = True
-    seed: Optional[int] = 0
-    max_steps_per_epoch: Optional[int] = None
+    log_interval: int = _D.TRAINING.LOG_INTERVAL
+    progress_bar: bool = _D.EXPERIMENT.PROGRESS_BAR
+    tensorboard: bool = _D.EXPERIMENT.TENSORBOARD
+    plot: bool = _D.EXPERIMENT.PLOT
+    seed: Optional[int] = _D.TRAINING.SEED
+    max_steps_per_epoch: Optional[int] = _D.TRAINING.MAX_STEPS_PER_EPOCH
     topk: Tuple[int, ...] = (1, 5)
 
     def __post_init__(self) -> None:
@@ -143,10 +169,38 @@ class TrainConfig:
         names = cls.field_names()
         for key in values:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ValueError(f"unknown TrainConfig key '{key}'{hint}")
+                raise ValueError(f"unknown TrainConfig key {key!r}" + did_you_mean(key, names, list_all=False))
         return cls(**dict(values))
+
+    @classmethod
+    def from_recipe(cls, cfg: Config, *, optimizer: Optional[OptimizerCfg] = None,
+                    lr_schedule: Optional[LRScheduleCfg] = None, distillation: Optional[DistillationCfg] = None,
+                    epochs: Optional[int] = None, exp_dir: Optional[str] = None,
+                    callbacks: Optional[List[Dict[str, Any]]] = None) -> "TrainConfig":
+        """The settings of one step of the recipe ``cfg`` (the step's own ``OPTIMIZER`` / ``LR_SCHEDULE`` /
+        ``DISTILLATION`` sections and epochs where given, else the recipe's top-level ones)."""
+        t, o = cfg.TRAINING, optimizer or cfg.OPTIMIZER
+        lrs, dist = lr_schedule or cfg.LR_SCHEDULE, distillation or cfg.DISTILLATION
+        if exp_dir is None:
+            import os
+
+            exp_dir = cfg.resolve_path(os.path.join(cfg.EXPERIMENT.DIR, cfg.EXPERIMENT.NAME or "default"))
+        return cls(
+            epochs=t.EPOCHS if epochs is None else epochs, batch_multiplier=t.BATCH_MULTIPLIER,
+            optimizer=o.NAME, lr=o.LR, momentum=o.MOMENTUM, nesterov=o.NESTEROV, betas=tuple(o.BETAS), eps=o.EPS,
+            grad_clip=t.GRAD_CLIP, label_smoothing=t.LABEL_SMOOTHING,
+            weight_decay=o.WEIGHT_DECAY, wd_latent_weights=o.LATENT_WEIGHTS.WEIGHT_DECAY,
+            wd_binarizer=o.BINARIZER.WEIGHT_DECAY, wd_bn_bias=o.BN_BIAS.WEIGHT_DECAY, wd_rest=o.REST.WEIGHT_DECAY,
+            lr_mult_latent_weights=o.LATENT_WEIGHTS.LR_MULT, lr_mult_binarizer=o.BINARIZER.LR_MULT,
+            lr_mult_bn_bias=o.BN_BIAS.LR_MULT, lr_mult_rest=o.REST.LR_MULT, disable_wd_epoch=o.DISABLE_WD_EPOCH,
+            lr_schedule=lrs.NAME, lr_schedule_args=lr_schedule_args(lrs), warmup_epochs=lrs.WARMUP_EPOCHS,
+            warmup_start_factor=lrs.WARMUP_START_FACTOR, callbacks=list(callbacks or []),
+            distill=dist.ENABLED, distill_alpha=dist.ALPHA, distill_temperature=dist.TEMPERATURE,
+            device=cfg.HARDWARE.DEVICE, amp=t.AMP, amp_dtype=t.AMP_DTYPE, distributed_backend=cfg.HARDWARE.DIST_BACKEND,
+            exp_dir=exp_dir, log_interval=t.LOG_INTERVAL, progress_bar=cfg.EXPERIMENT.PROGRESS_BAR,
+            tensorboard=cfg.EXPERIMENT.TENSORBOARD, plot=cfg.EXPERIMENT.PLOT, seed=t.SEED,
+            max_steps_per_epoch=t.MAX_STEPS_PER_EPOCH,
+        )
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes`` applied (unknown keys rejected as in :meth:`from_dict`)."""

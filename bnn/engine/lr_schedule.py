@@ -10,12 +10,12 @@ half-way through the third epoch). :func:`build_lr_scheduler` wraps
 Schedules (``TrainConfig.lr_schedule`` and ``lr_schedule_args``):
 
 * ``constant``: ``f = 1``.
-* ``multistep`` (seed 003): ``f = prod(gamma_i for milestone_i <= t)``, args
+* ``multistep`` (the ReActNet/Bi-Real CIFAR recipes): ``f = prod(gamma_i for milestone_i <= t)``, args
   ``milestones`` and either ``gammas`` (one per milestone) or ``gamma``.
 * ``cosine`` (Loshchilov & Hutter 2017): ``f = m + (1 - m) * (1 + cos(pi * t / T)) / 2``,
   ``T`` = ``total_epochs`` (default: the run's epochs), ``m`` = ``eta_min_factor``.
 * ``linear`` (ReActNet): ``f = 1 - (1 - e) * t / T``, ``e`` = ``end_factor`` (default 0).
-* ``poly`` (seed 000, NNCF): ``f = 1`` before ``start_epoch`` P, then
+* ``poly`` (NNCF's binarization schedule, Kozlov et al. 2020): ``f = 1`` before ``start_epoch`` P, then
   ``((P + D - t) / D) ** power`` with ``D`` = ``duration_epochs``, ``power`` = 2.1,
   and 0 after ``P + D``.
 
@@ -24,11 +24,12 @@ Warmup (Goyal et al. 2017): for ``t < W`` the factor is multiplied by
 """
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import torch
+
+from ..hints import did_you_mean
 
 __all__ = [
     "LR_SCHEDULES",
@@ -48,7 +49,7 @@ def constant_factor(t: float) -> float:
 
 
 def multistep_factor(t: float, milestones: Sequence[float], gammas: Optional[Sequence[float]] = None, gamma: float = 0.1) -> float:
-    """``prod(gammas[i] for milestones[i] <= t)`` (seed 003's ``adjust_learning_rate``)."""
+    """``prod(gammas[i] for milestones[i] <= t)`` (a step decay with one factor per milestone)."""
     milestones = list(milestones)
     if gammas is None:
         gammas = [gamma] * len(milestones)
@@ -72,7 +73,7 @@ def linear_factor(t: float, total_epochs: float, end_factor: float = 0.0) -> flo
 
 
 def poly_drop_factor(t: float, start_epoch: float, duration_epochs: float, power: float = 2.1) -> float:
-    """Seed 000: ``((start + duration - t) / duration) ** power`` from ``start`` on, 1 before, 0 after."""
+    """NNCF's drop: ``((start + duration - t) / duration) ** power`` from ``start`` on, 1 before, 0 after."""
     if t < start_epoch:
         return 1.0
     end = float(start_epoch) + float(duration_epochs)
@@ -101,9 +102,7 @@ def make_lr_factor(name: str, args: Optional[dict] = None, total_epochs: Optiona
     """``t -> warmup(t) * schedule(t)`` for the schedule called ``name`` with keyword ``args``."""
     key = str(name).lower()
     if key not in LR_SCHEDULES:
-        close = difflib.get_close_matches(key, list(LR_SCHEDULES), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown lr_schedule '{name}'{hint}; valid: {', '.join(LR_SCHEDULES)}")
+        raise ValueError(f"unknown lr_schedule {name!r}" + did_you_mean(name, LR_SCHEDULES))
     kwargs = dict(args or {})
     if key in ("cosine", "linear") and "total_epochs" not in kwargs:
         if total_epochs is None:

@@ -22,13 +22,13 @@ weight decay off and back on, see :func:`set_weight_decay_enabled`).
 """
 from __future__ import annotations
 
-import difflib
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..hints import did_you_mean
 from ..layers import BinaryLayerMixin
 from ..ops import Binarizer
 
@@ -114,9 +114,7 @@ def param_groups(
     lr_multipliers = dict(lr_multipliers or {})
     for key in list(weight_decays) + list(lr_multipliers):
         if key not in GROUP_NAMES:
-            close = difflib.get_close_matches(key, GROUP_NAMES, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown parameter group '{key}'{hint}; valid: {', '.join(GROUP_NAMES)}")
+            raise ValueError(f"unknown parameter group {key!r}" + did_you_mean(key, GROUP_NAMES))
     out = []
     for kind, named in classify_parameters(model).items():
         if not named:
@@ -146,9 +144,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     """
     name = str(cfg.optimizer).lower()
     if name not in OPTIMIZERS:
-        close = difflib.get_close_matches(name, OPTIMIZERS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}'{hint}; valid: {', '.join(OPTIMIZERS)}")
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}" + did_you_mean(name, OPTIMIZERS))
     groups = param_groups(
         model,
         lr=cfg.lr,
@@ -163,7 +159,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
             "latent_weights": cfg.lr_mult_latent_weights,
             "binarizer": cfg.lr_mult_binarizer,
             "bn_bias": cfg.lr_mult_bn_bias,
-            "rest": getattr(cfg, "lr_mult_rest", 1.0),
+            "rest": cfg.lr_mult_rest,
         },
     )
     if not groups:

@@ -90,40 +90,42 @@ def _config_from_dict(data: dict, src: str) -> Config:
 
 
 def _record_without_meta(path: str) -> Dict[str, Any]:
-    """The record of a checkpoint written before checkpoints held one: from the config.yaml beside it."""
-    from .. import data as bdata
-    from .schema import load_yaml
+    """The record of a checkpoint written before checkpoints held one: from the config.yaml beside it
+    (or, for a step of a multi-step run, in the run folder above it)."""
+    from .schema import load_run_config
 
     folder = os.path.dirname(os.path.abspath(path))
-    for candidate in (folder, os.path.dirname(folder)):
-        config_yaml = os.path.join(candidate, "config.yaml")
-        if os.path.isfile(config_yaml):
-            cfg = _config_from_dict(load_yaml(config_yaml), config_yaml)
-            info = bdata.dataset_info(cfg.DATA.NAME)
-            steps = sorted(glob.glob(os.path.join(candidate, "*", os.path.basename(path))), key=_natural)
-            step = steps.index(path) if candidate != folder and path in steps else 0
-            num_classes = cfg.DATA.KWARGS.get("num_classes") or info.get("num_classes")
-            return run_record(cfg, step, num_classes, info.get("in_channels"))
-    raise CheckpointError(f"checkpoint {path} records no recipe and has no config.yaml beside it")
+    run = folder if os.path.isfile(os.path.join(folder, "config.yaml")) else os.path.dirname(folder)
+    if not os.path.isfile(os.path.join(run, "config.yaml")):
+        raise CheckpointError(f"checkpoint {path} records no recipe and has no config.yaml beside it")
+    cfg = load_run_config(run)
+    steps = sorted(glob.glob(os.path.join(run, "*", os.path.basename(path))), key=_natural)
+    step = steps.index(os.path.abspath(path)) if run != folder and os.path.abspath(path) in steps else 0
+    return run_record(cfg, step, None, None)
 
 
 def rebuild_model(cfg: Config, record: Dict[str, Any]) -> nn.Module:
     """The prepared (not yet trained) model of step ``record["step"]`` of the recipe ``cfg``, built by
-    the same functions as ``bnn-train``; initial weights (``MODEL.CHECKPOINT``) are not read."""
-    from .. import cli
+    the functions ``bnn-train`` builds it with (:mod:`bnn.engine.steps`); the float starting weights
+    (``MODEL.CHECKPOINT``) are not read."""
+    from . import steps
 
-    cfg = dataclasses.replace(cfg, MODEL=dataclasses.replace(cfg.MODEL, CHECKPOINT=None))
     data = record.get("data", {})
-    model = cli.build_model(cfg, data.get("num_classes"), data.get("in_channels"))
-    layers_float = cli.float_layers(cfg, model)
+    num_classes, in_channels = data.get("num_classes"), data.get("in_channels")
+    plan = steps.plan_steps(cfg, "")
     if record.get("nncf"):
         from ..nncf_config import from_nncf_config
 
-        model, _ = from_nncf_config(model, record["nncf"])
-        return model
-    for step in cli.plan_steps(cfg, ".")[: int(record.get("step", 0)) + 1]:
-        if step.bconfig is not None:
-            model = cli.prepare(model, step.bconfig, layers_float)
+        model = steps.build_float_model(cfg, num_classes, in_channels, load_checkpoint=False)
+        return from_nncf_config(model, record["nncf"])[0]
+    step = int(record.get("step", len(plan) - 1))
+    if step >= len(plan) - 1:
+        return steps.build_model(cfg, num_classes, in_channels)
+    model = steps.build_float_model(cfg, num_classes, in_channels, load_checkpoint=False)  # an earlier step's model
+    layers_float = steps.float_layers(cfg, model)
+    for planned in plan[: step + 1]:
+        if planned.bconfig is not None:
+            model = steps.prepare(model, planned.bconfig, layers_float)
     return model
 
 
@@ -173,12 +175,13 @@ def load_trained(run_dir: str, which: str = "best", map_location: Any = "cpu") -
     return load_run(run_dir, which, map_location).model
 
 
-def validation_loader(cfg: Config, batch_size: Optional[int] = None, workers: int = 0):
-    """A loader over the validation set of the recipe ``cfg`` (in order, not shuffled)."""
-    from torch.utils.data import DataLoader
+def validation_loader(cfg: Config, batch_size: Optional[int] = None, workers: Optional[int] = None):
+    """The validation loader of the recipe ``cfg`` as training builds it, with another batch size or
+    number of worker processes when given."""
+    from .steps import build_val_loader
 
-    from .. import cli
-
-    _, val_set, _, _ = cli.build_data(cfg)
-    size = batch_size or cfg.TRAINING.EVAL_BATCH_SIZE or cfg.TRAINING.BATCH_SIZE
-    return DataLoader(val_set, batch_size=int(size), shuffle=False, num_workers=int(workers))
+    if batch_size is not None:
+        cfg = dataclasses.replace(cfg, TRAINING=dataclasses.replace(cfg.TRAINING, EVAL_BATCH_SIZE=int(batch_size)))
+    if workers is not None:
+        cfg = dataclasses.replace(cfg, HARDWARE=dataclasses.replace(cfg.HARDWARE, WORKERS=int(workers)))
+    return build_val_loader(cfg)

@@ -9,7 +9,7 @@ A config is layered, later layers winning::
 
 Every layer is validated on its own when it is read, so an unknown key or a
 wrong type is reported as ONE line naming the file, the dotted key path and the
-closest valid key (``difflib.get_close_matches``)::
+closest valid key (:func:`bnn.hints.closest`)::
 
     configs/env_dima.yaml: unknown key 'TRAINING.EPOCH' (did you mean 'TRAINING.EPOCHS'?)
     configs/env_dima.yaml: TRAINING.EPOCHS must be an int, got str 'ten'
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import inspect
 import json
 import os
@@ -42,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Union
 
 import yaml
+
+from ..hints import closest, did_you_mean
 
 __all__ = [
     "ConfigError",
@@ -64,16 +65,13 @@ __all__ = [
     "GradualCfg",
     "StepCfg",
     "DistillationCfg",
-    "BinarizerSpec",
     "load_config",
-    "load_yaml",
-    "parse_override",
-    "apply_overrides",
+    "load_run_config",
     "build_bconfig",
-    "resolve_binarizer",
-    "binarizer_names",
+    "preset_specs",
     "load_nncf_json",
     "config_to_dict",
+    "config_diff",
 ]
 
 
@@ -91,7 +89,7 @@ BinarizerSpec = Optional[Union[str, Dict[str, Any]]]
 
 @dataclass
 class ProjectCfg:
-    """``PROJECT.ROOT``: the base of relative ``DATA.ROOT`` / ``EXPERIMENT.DIR`` / checkpoint paths (seed 002)."""
+    """``PROJECT.ROOT``: the base of relative ``DATA.ROOT`` / ``EXPERIMENT.DIR`` / checkpoint paths."""
 
     ROOT: str = "."
 
@@ -111,7 +109,7 @@ class TrainingCfg:
     """Epochs, batch sizes and the knobs of the training loop.
 
     ``BATCH_MULTIPLIER``: gradients accumulated over this many batches per optimizer
-    step (NNCF ``batch_multiplier``, seed 000). ``AMP``: mixed precision, used on CUDA only.
+    step (NNCF's ``batch_multiplier``). ``AMP``: mixed precision, used on CUDA only.
     """
 
     EPOCHS: int = 3
@@ -189,11 +187,14 @@ class LayerBConfigCfg:
 class BConfigCfg:
     """The :class:`bnn.BConfig` by binarizer names, plus the ignore list and per-layer overrides.
 
+    ``PRESET``: a named preset of :mod:`bnn.presets` (``xnor_net``, ``bireal``, ``reactnet``, ``nncf``)
+    filling the three binarizers; binarizer keys given next to it override it.
     ``IGNORE``: layer names, ``"$regex$"``, ``"_first_"``, ``"_last_"`` kept float.
     ``OVERRIDES``: layer name or ``"$regex$"`` -> a BConfig of its own (fields not given are identity;
     ``{}`` keeps the layer float).
     """
 
+    PRESET: Optional[str] = None
     ACTIVATION_PRE_PROCESS: BinarizerSpec = None
     ACTIVATION_POST_PROCESS: BinarizerSpec = None
     WEIGHT_PRE_PROCESS: BinarizerSpec = None
@@ -216,7 +217,7 @@ class OptimizerCfg:
     Groups: ``LATENT_WEIGHTS`` (float weights behind a weight binarizer), ``BINARIZER`` (the
     binarizers' own parameters), ``BN_BIAS`` (normalization affine and biases), ``REST``.
     Latent binary weights, binarizer parameters, BN and biases get no weight decay by default
-    (REFERENCE section 3). ``DISABLE_WD_EPOCH``: weight decay is 0 for every group from this epoch on.
+    (as in ReActNet and NNCF's binarization recipes). ``DISABLE_WD_EPOCH``: weight decay is 0 for every group from this epoch on.
     """
 
     NAME: Literal["adam", "adamw", "sgd"] = "adam"
@@ -238,9 +239,9 @@ class LRScheduleCfg:
     """Learning-rate schedule, a factor on the base LR evaluated per optimizer step at the fractional epoch t
     (:mod:`bnn.engine.lr_schedule`).
 
-    ``constant``; ``multistep`` (seed 003): ``prod(GAMMAS[i] for MILESTONES[i] <= t)`` (or ``GAMMA`` for all);
+    ``constant``; ``multistep``: ``prod(GAMMAS[i] for MILESTONES[i] <= t)`` (or ``GAMMA`` for all);
     ``cosine``: ``m + (1 - m) * (1 + cos(pi t / T)) / 2`` with ``m = ETA_MIN_FACTOR``;
-    ``linear`` (ReActNet): ``1 - (1 - END_FACTOR) t / T``; ``poly`` (seed 000):
+    ``linear`` (ReActNet): ``1 - (1 - END_FACTOR) t / T``; ``poly`` (NNCF's drop):
     ``((START_EPOCH + DURATION_EPOCHS - t) / DURATION_EPOCHS) ** POWER`` from ``START_EPOCH``.
     ``T``: ``TOTAL_EPOCHS`` or the run's epochs. ``WARMUP_EPOCHS``: linear warmup from ``WARMUP_START_FACTOR``.
     """
@@ -261,7 +262,7 @@ class LRScheduleCfg:
 
 @dataclass
 class DistillationCfg:
-    """Knowledge distillation from a frozen float teacher (ReActNet's KL on logits; seed 000).
+    """Knowledge distillation from a frozen float teacher (ReActNet's KL on logits, also used by NNCF's binarization recipe).
 
     ``TEACHER``: ``null`` / ``same`` = a copy of the float model before binarization (with
     ``MODEL.CHECKPOINT`` loaded), or a model name of :mod:`bnn.models` with ``TEACHER_KWARGS``.
@@ -278,16 +279,15 @@ class DistillationCfg:
 
 @dataclass
 class StagedCfg:
-    """Seed 000 / NNCF (epochs counted from 0): float, then binary activations from epoch A, binary
-    weights from epoch W, ``lr = base * ((P + D - t) / D) ** POWER`` from epoch P over D epochs, weight
-    decay 0 from epoch E. With ``NNCF_CONFIG`` these come from the NNCF JSON's ``params`` instead."""
+    """NNCF's staged binarization (Kozlov et al. 2020; epochs counted from 0): float, then binary
+    activations from epoch ``ACTIVATIONS_BIN_START_EPOCH``, binary weights from ``WEIGHTS_BIN_START_EPOCH``.
+    NNCF's LR drop is ``LR_SCHEDULE: {NAME: poly, START_EPOCH, DURATION_EPOCHS}`` and its weight-decay stop
+    ``OPTIMIZER.DISABLE_WD_EPOCH``; the old spellings ``STAGED.LR_POLY_DROP_START_EPOCH`` /
+    ``LR_POLY_DROP_DURATION_EPOCHS`` / ``POWER`` / ``DISABLE_WD_START_EPOCH`` are read as those keys.
+    With ``NNCF_CONFIG`` all of these come from the NNCF JSON's ``params`` instead."""
 
     ACTIVATIONS_BIN_START_EPOCH: Optional[int] = 1
     WEIGHTS_BIN_START_EPOCH: Optional[int] = 2
-    LR_POLY_DROP_START_EPOCH: Optional[float] = None
-    LR_POLY_DROP_DURATION_EPOCHS: float = 30
-    DISABLE_WD_START_EPOCH: Optional[int] = None
-    POWER: float = 2.1
 
 
 @dataclass
@@ -303,7 +303,7 @@ class StageCfg:
 
 @dataclass
 class TwoStageCfg:
-    """Seed 003 / ReActNet: stage 1 binary activations with float weights (weight decay 1e-5 unless
+    """ReActNet's two-step training (Liu et al. 2020): stage 1 binary activations with float weights (weight decay 1e-5 unless
     set), then stage 2 all binary, started from stage 1's checkpoint (weight decay 0 unless set).
     The model is prepared once with ``BCONFIG``; stage 1 switches the weight binarizers off.
     ``INIT_FROM``: stage 2 starts from stage 1's ``last`` or ``best`` checkpoint.
@@ -316,7 +316,7 @@ class TwoStageCfg:
 
 @dataclass
 class GradualCfg:
-    """Seed 004: ``bin_ratio`` and ``p`` of every GradualWeightBinarizer ramp linearly from 0 at
+    """Gradual binarization: ``bin_ratio`` and ``p`` of every GradualWeightBinarizer ramp linearly from 0 at
     ``START_EPOCH`` to 1 at ``END_EPOCH`` (null: the end of the run), per optimizer step; the
     ``ratio`` of every KBitActivationQuantizer (int8 inputs) ramps over ``ACT_START_EPOCH`` ..
     ``ACT_END_EPOCH`` and ``p`` over ``P_START_EPOCH`` .. ``P_END_EPOCH`` (null: the weights' ramp)."""
@@ -415,14 +415,6 @@ def _fields(cls: type) -> Dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _closest(word: str, choices, upper: bool = True) -> Optional[str]:
-    choices = list(choices)
-    key = {c.upper(): c for c in choices} if upper else {c: c for c in choices}
-    probe = word.upper() if upper else word
-    match = difflib.get_close_matches(probe, list(key), n=1, cutoff=0.5)
-    return key[match[0]] if match else None
-
-
 def _join(path: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -496,8 +488,7 @@ def _check(tp: Any, value: Any, path: str, src: str) -> Any:
             for choice in choices:
                 if value.lower() == str(choice).lower():
                     return choice
-        near = _closest(str(value), [str(c) for c in choices])
-        hint = f" (did you mean {near!r}?)" if near else ""
+        hint = did_you_mean(str(value), [str(c) for c in choices], list_all=False)
         raise _fail(src, f"{path} must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
     if origin in (list, List):
         if isinstance(value, tuple):
@@ -546,7 +537,7 @@ def _check_section(cls: type, raw: dict, path: str, src: str) -> dict:
     for key, value in raw.items():
         name = by_upper.get(str(key).upper())
         if name is None:
-            near = _closest(str(key), fields)
+            near = closest(str(key), fields)
             hint = f" (did you mean {_join(path, near)!r}?)" if near else f" (valid keys: {', '.join(fields)})"
             raise _fail(src, f"unknown key {_join(path, key)!r}{hint}")
         out[name] = _check(fields[name], value, _join(path, name), src)
@@ -600,21 +591,21 @@ def _check_binarizer(value: Any, path: str, src: str) -> Optional[dict]:
             raise _fail(src, f"{path} name must be a class name string, got {_got(name)}")
     else:
         raise _fail(src, f"{path} must be {_type_name(BinarizerSpec)}, got {_got(value)}")
-    cls = _lookup_binarizer(name, path, src)
+    name, cls = _lookup_binarizer(name, path, src)
     _check_args(cls, args, path, src)
-    return {"name": cls.__name__, "args": dict(args)}
+    return {"name": name, "args": dict(args)}
 
 
-def _lookup_binarizer(name: str, path: str, src: str) -> type:
+def _lookup_binarizer(name: str, path: str, src: str):
+    """``(registered name, class)`` of a binarizer name (case-insensitive), through :func:`bnn.ops.get_binarizer`'s registry."""
     known = binarizer_names()
     if name in known:
-        return known[name]
+        return name, known[name]
     for known_name, cls in known.items():  # case-insensitive fallback
         if known_name.lower() == name.lower():
-            return cls
-    near = _closest(name, known)
-    hint = f" (did you mean {near!r}?)" if near else f" (known: {', '.join(sorted(known))})"
-    raise _fail(src, f"{path}: unknown binarizer {name!r} in bnn.ops{hint}")
+            return known_name, cls
+    raise _fail(src, f"{path}: unknown binarizer {name!r} (register your own with bnn.ops.register_binarizer)"
+                + did_you_mean(name, known))
 
 
 def _check_args(cls: type, args: dict, path: str, src: str) -> None:
@@ -628,8 +619,7 @@ def _check_args(cls: type, args: dict, path: str, src: str) -> None:
     optional = [n for n in names if params[n].default is not inspect.Parameter.empty]
     for arg in args:
         if arg not in optional:
-            near = _closest(str(arg), optional, upper=False) if optional else None
-            hint = f" (did you mean {near!r}?)" if near else (f" (valid: {', '.join(optional)})" if optional else " (it takes none)")
+            hint = did_you_mean(str(arg), optional) if optional else " (it takes none)"
             raise _fail(src, f"{_join(path, cls.__name__)}: unknown argument {arg!r}{hint}")
 
 
@@ -637,7 +627,7 @@ def resolve_binarizer(spec: Optional[dict]):
     """The factory for a canonical binarizer spec (``None`` -> ``None``, identity)."""
     if spec is None:
         return None
-    cls = binarizer_names()[spec["name"]]
+    cls = _lookup_binarizer(spec["name"], "binarizer", "config")[1]
     args = spec.get("args") or {}
     if not args:
         return cls
@@ -749,7 +739,7 @@ def _target_type(path: List[str], src: str):
             by_upper = {n.upper(): n for n in fields}
             name = by_upper.get(seg.upper())
             if name is None:
-                near = _closest(seg, fields)
+                near = closest(seg, fields)
                 hint = f" (did you mean {_join(shown, near)!r}?)" if near else f" (valid keys: {', '.join(fields)})"
                 raise _fail(src, f"unknown key {_join(shown, seg)!r}{hint}")
             canon.append(name)
@@ -834,10 +824,15 @@ def _set_path(data: dict, canon: List[Any], value: Any, src: str) -> None:
 def apply_overrides(data: dict, overrides) -> dict:
     """Apply ``KEY=VALUE`` strings to canonical config data (returns a new dict)."""
     data = copy.deepcopy(data)
-    for text in overrides or ():
+    for text in _alias_overrides(overrides):
         canon, value, src = parse_override(text)
         # a step list addressed by index exists only once the file's STEPS are merged in
         _set_path(data, canon, value, src)
+        if canon[-1] == "PRESET" and value:  # the preset's binarizers replace the section's
+            parent = data
+            for seg in canon[:-1]:
+                parent = parent[seg]
+            parent.update(preset_specs(value, src))
     return data
 
 
@@ -866,6 +861,109 @@ def _finish_steps(data: dict) -> dict:
     return data
 
 
+#: old key -> (the one key that holds the setting, other keys it implies)
+_ALIASES: Dict[str, tuple] = {
+    "SCHEDULE.STAGED.LR_POLY_DROP_START_EPOCH": ("LR_SCHEDULE.START_EPOCH", {"LR_SCHEDULE.NAME": "poly"}),
+    "SCHEDULE.STAGED.LR_POLY_DROP_DURATION_EPOCHS": ("LR_SCHEDULE.DURATION_EPOCHS", {}),
+    "SCHEDULE.STAGED.POWER": ("LR_SCHEDULE.POWER", {}),
+    "SCHEDULE.STAGED.DISABLE_WD_START_EPOCH": ("OPTIMIZER.DISABLE_WD_EPOCH", {}),
+}
+
+
+def _pop_path(node: dict, path: List[str]):
+    """Pop ``path`` from nested raw data, matching keys case-insensitively; ``(found, value)``."""
+    for i, seg in enumerate(path):
+        if not isinstance(node, dict):
+            return False, None
+        key = next((k for k in node if str(k).upper() == seg), None)
+        if key is None:
+            return False, None
+        if i == len(path) - 1:
+            return True, node.pop(key)
+        node = node[key]
+    return False, None  # pragma: no cover
+
+
+def _put_path(node: dict, path: List[str], value: Any) -> None:
+    for seg in path[:-1]:
+        key = next((k for k in node if str(k).upper() == seg), seg)
+        node = node.setdefault(key, {})
+    key = next((k for k in node if str(k).upper() == path[-1]), path[-1])
+    node[key] = value
+
+
+def _move_aliases(raw: dict) -> dict:
+    """Raw file data with the old spellings of :data:`_ALIASES` moved to the one key of each setting."""
+    raw = copy.deepcopy(raw)
+    for old, (new, implied) in _ALIASES.items():
+        found, value = _pop_path(raw, old.split("."))
+        if found and value is not None:
+            _put_path(raw, new.split("."), value)
+            for key, val in implied.items():
+                _put_path(raw, key.split("."), val)
+    return raw
+
+
+def _alias_overrides(texts) -> List[str]:
+    out = []
+    for text in texts or ():
+        key, sep, value = str(text).partition("=")
+        alias = _ALIASES.get(key.strip().upper()) if sep else None
+        if alias is None:
+            out.append(text)
+        elif value.strip().lower() not in ("null", "none", "~", ""):
+            out += [f"{k}={v}" for k, v in alias[1].items()] + [f"{alias[0]}={value}"]
+    return out
+
+
+def _expand_presets(data: dict, src: str) -> dict:
+    """Fill the binarizers a ``BCONFIG.PRESET`` (and each step's) names, where the same layer gives none."""
+    def expand(section: Optional[dict], path: str) -> None:
+        if not section or not section.get("PRESET"):
+            return
+        for key, spec in preset_specs(section["PRESET"], f"{src}: {path}.PRESET").items():
+            section.setdefault(key, spec)
+
+    expand(data.get("BCONFIG"), "BCONFIG")
+    for i, step in enumerate(data.get("STEPS") or []):
+        expand(step.get("BCONFIG"), f"STEPS[{i}].BCONFIG")
+    return data
+
+
+def preset_specs(name: str, where: str = "BCONFIG.PRESET") -> Dict[str, Optional[dict]]:
+    """The canonical binarizer specs of the :mod:`bnn.presets` preset ``name`` (``{FIELD: spec}``)."""
+    from .. import presets
+
+    try:
+        bconfig = presets.get_preset(name)
+    except KeyError as exc:
+        raise ConfigError(f"{where}: {exc.args[0]}") from None
+    out = {}
+    for key in _BCONFIG_FIELDS:
+        factory = getattr(bconfig, key.lower())
+        out[key] = None if factory is None else _factory_spec(factory)
+    return out
+
+
+def _factory_spec(factory) -> dict:
+    """``{"name", "args"}`` of a binarizer class or a ``with_args`` factory."""
+    if isinstance(factory, type):
+        return {"name": factory.__name__, "args": {}}
+    cls = getattr(factory, "p", None) or getattr(factory, "cls", None)
+    args = dict(getattr(factory, "keywords", None) or getattr(factory, "kwargs", None) or {})
+    if not isinstance(cls, type):  # pragma: no cover - a preset of an unknown factory kind
+        raise ConfigError(f"preset binarizer {factory!r} cannot be written as a name")
+    return {"name": cls.__name__, "args": args}
+
+
+def load_run_config(run_dir: str) -> Config:
+    """The validated config of a finished or interrupted run: ``run_dir/config.yaml`` as training saved it."""
+    path = os.path.join(str(run_dir), "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    return load_config(path)
+
+
 def load_config(config_path: Optional[str] = None, env_path: Optional[str] = None, overrides=()) -> Config:
     """Load and validate a run's config: defaults < ``config_path`` < ``env_path`` < ``overrides``.
 
@@ -875,8 +973,8 @@ def load_config(config_path: Optional[str] = None, env_path: Optional[str] = Non
     for path in (config_path, env_path):
         if path is None:
             continue
-        raw = load_yaml(path)
-        layer = _check(Config, raw, "", path)
+        raw = _move_aliases(load_yaml(path))
+        layer = _expand_presets(_check(Config, raw, "", path), path)
         if layer.get("NNCF_CONFIG") and not os.path.isabs(layer["NNCF_CONFIG"]):
             # an NNCF JSON named in a file is relative to that file when it exists there
             candidate = os.path.join(os.path.dirname(os.path.abspath(path)), layer["NNCF_CONFIG"])
@@ -897,6 +995,8 @@ def load_config(config_path: Optional[str] = None, env_path: Optional[str] = Non
         raise ConfigError(f"{src}: TRAINING.EPOCHS must be >= 0, got {cfg.TRAINING.EPOCHS}")
     if cfg.TRAINING.BATCH_SIZE < 1:
         raise ConfigError(f"{src}: TRAINING.BATCH_SIZE must be >= 1, got {cfg.TRAINING.BATCH_SIZE}")
+    if cfg.LR_SCHEDULE.NAME == "poly" and cfg.LR_SCHEDULE.DURATION_EPOCHS is None:
+        raise ConfigError(f"{src}: LR_SCHEDULE.NAME is poly: set LR_SCHEDULE.DURATION_EPOCHS (and START_EPOCH)")
     return cfg
 
 
@@ -904,7 +1004,7 @@ _COMMENT = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*')
 
 
 def load_nncf_json(path: str) -> dict:
-    """Read an NNCF algorithm config (JSON with ``//`` comments, as in the NNCF docs; seed 000)."""
+    """Read an NNCF algorithm config (JSON with ``//`` comments, as in the NNCF docs)."""
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: NNCF config file not found (NNCF_CONFIG)")
     with open(path, encoding="utf-8") as fh:
@@ -918,6 +1018,21 @@ def load_nncf_json(path: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an NNCF config must be a JSON object")
     return data
+
+
+def config_diff(old: Config, new: Config) -> List[tuple]:
+    """``[(dotted key, old value, new value), ...]`` of the settings that differ between two configs."""
+    out: List[tuple] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in dict.fromkeys(list(a) + list(b)):
+                walk(a.get(key), b.get(key), _join(path, key))
+        elif a != b:
+            out.append((path, a, b))
+
+    walk(config_to_dict(old), config_to_dict(new), "")
+    return out
 
 
 def config_to_dict(cfg: Config) -> dict:

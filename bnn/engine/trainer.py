@@ -41,6 +41,7 @@ from .binarization_schedule import Callback, build_callbacks
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, environment_info, get_rng_state, load_checkpoint,
                          load_model_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig
+from .schema import Config
 from .distill import DistillationLoss, freeze_teacher
 from .evaluate import accumulate, metrics_from_sums, topk_correct
 from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_buffers, distributed_loader, get_rank, get_world_size, init_distributed,
@@ -114,8 +115,10 @@ class Trainer:
             ``trainer.ddp_model`` what runs the forward (DDP-wrapped when distributed).
         train_loader, val_loader: ``DataLoader`` s yielding ``(inputs, targets)``; ``val_loader`` may be None.
             Under ``torchrun`` both get a ``DistributedSampler``.
-        cfg: :class:`TrainConfig` or a dict of its fields (default ``TrainConfig()``).
-        callbacks: callback objects or ``{"name": ..., **args}`` specs, added after ``cfg.callbacks``.
+        cfg: :class:`TrainConfig`, a dict of its fields, or a recipe :class:`~bnn.engine.schema.Config`
+            (one step: its top-level sections; :func:`bnn.engine.train` runs a recipe's steps). Default ``TrainConfig()``.
+        callbacks: :class:`~bnn.engine.binarization_schedule.Callback` objects or ``{"name": ..., **args}``
+            specs, added after ``cfg.callbacks``.
         teacher: a float model; when given, the loss is :class:`DistillationLoss`
             (``cfg.distill_alpha``, ``cfg.distill_temperature``); ``cfg.distill=True`` requires it.
         device: overrides ``cfg.device``.
@@ -133,6 +136,8 @@ class Trainer:
             cfg = TrainConfig()
         elif isinstance(cfg, dict):
             cfg = TrainConfig.from_dict(cfg)
+        elif isinstance(cfg, Config):
+            cfg = TrainConfig.from_recipe(cfg)
         if exp_dir is not None:
             cfg = cfg.replace(exp_dir=str(exp_dir))
         self.cfg = cfg
@@ -145,11 +150,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.callbacks: List[Callback] = build_callbacks(cfg.callbacks) + build_callbacks(list(callbacks))
         self.batch_multiplier = int(cfg.batch_multiplier)
-        if self.batch_multiplier == 1:
-            for cb in self.callbacks:
-                bm = getattr(cb, "batch_multiplier", None)
-                if isinstance(bm, int) and bm > 1:
-                    self.batch_multiplier = bm
+        if self.batch_multiplier == 1:  # a schedule may ask for gradient accumulation (NNCF's batch_multiplier)
+            self.batch_multiplier = max([1] + [int(cb.batch_multiplier or 1) for cb in self.callbacks])
         seed = cfg.seed if cfg.seed is not None else 0
         self.train_loader = distributed_loader(train_loader, seed=seed)
         self.val_loader = distributed_loader(val_loader, evaluation=True) if val_loader is not None else None
@@ -168,7 +170,7 @@ class Trainer:
         self.batches_per_epoch = n_batches
         self.steps_per_epoch = max(1, math.ceil(n_batches / self.batch_multiplier))
         self.scheduler = build_lr_scheduler(self.optimizer, cfg, self.steps_per_epoch,
-                                            [cb.lr_factor for cb in self.callbacks if hasattr(cb, "lr_factor")])
+                                            [cb.lr_factor for cb in self.callbacks])
         self.use_amp = bool(cfg.amp) and self.device.type == "cuda"
         self.amp_dtype = torch.float16 if cfg.amp_dtype == "float16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -208,13 +210,7 @@ class Trainer:
         """False from ``cfg.disable_wd_epoch`` on, or when any callback switches weight decay off."""
         if self.cfg.disable_wd_epoch is not None and epoch >= self.cfg.disable_wd_epoch:
             return False
-        return all(cb.weight_decay_enabled(epoch) for cb in self.callbacks if hasattr(cb, "weight_decay_enabled"))
-
-    def _call(self, hook: str, *args) -> None:
-        for cb in self.callbacks:
-            fn = getattr(cb, hook, None)
-            if fn is not None:
-                fn(self, *args)
+        return all(cb.weight_decay_enabled(epoch) for cb in self.callbacks)
 
     def _loader_generators(self) -> List[Optional[torch.Generator]]:
         loader = self.train_loader
@@ -231,7 +227,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict() if hasattr(cb, "state_dict") else {}}
+            "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
                           for cb in self.callbacks],
             "rng": get_rng_state(),
             "loader_generators": [g.get_state() if isinstance(g, torch.Generator) else None for g in self._loader_generators()],
@@ -263,7 +259,7 @@ class Trainer:
             pending.setdefault(entry.get("type", ""), []).append(entry.get("state", {}))
         for cb in self.callbacks:
             states = pending.get(type(cb).__name__)
-            if states and hasattr(cb, "load_state_dict"):
+            if states:
                 cb.load_state_dict(states.pop(0))
         self.start_epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
@@ -332,7 +328,8 @@ class Trainer:
                                        self.device):
                     self.info(line)
             self._log_header()
-            self._call("on_train_begin")
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
             if ckpt is not None:  # RNG last: nothing after this point draws random numbers before the epoch
                 rng_all = ckpt.get("rng_all")
                 set_rng_state(rng_all[self.rank] if rng_all and len(rng_all) == self.world_size else ckpt["rng"])
@@ -345,7 +342,8 @@ class Trainer:
             if self.is_main and cfg.plot and os.path.exists(self.reporter.png_path):
                 self.info(f"curves: {self.reporter.png_path}")
             self.info(f"done: best top-1 {self.best_top1:.2f}% at epoch {self.best_epoch}; checkpoints in {os.path.dirname(self.last_path) or '.'}")
-            self._call("on_train_end", result)
+            for cb in self.callbacks:
+                cb.on_train_end(self, result)
             return result
         except NonFiniteLossError as exc:
             self.reporter.error(f"{exc}")
@@ -372,7 +370,8 @@ class Trainer:
                 set_epoch(loader, epoch)  # sampler order and worker seeds depend on the epoch only
         wd_on = self.weight_decay_on(epoch)
         set_weight_decay_enabled(self.optimizer, wd_on)
-        self._call("on_epoch_begin", epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self, epoch)
         start = time.time()
         train = self.train_one_epoch(epoch)
         val = self.validate() if self.val_loader is not None else {}
@@ -385,7 +384,8 @@ class Trainer:
             self.best_top1, self.best_epoch = float(score), epoch + 1
         self.history.append(row)
         self.start_epoch = epoch + 1
-        self._call("on_epoch_end", epoch, row)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, row)
         self._save(is_best)
         if self.reporter is not None:
             self.reporter.log_epoch(row)
@@ -447,7 +447,9 @@ class Trainer:
                 micro = i % bm
                 if micro == 0:
                     group_size = min(bm, n_batches - i)
-                    self._call("on_step_begin", self.scheduler.last_epoch / self.steps_per_epoch)
+                    t = self.scheduler.last_epoch / self.steps_per_epoch
+                    for cb in self.callbacks:
+                        cb.on_step_begin(self, t)
                 inputs = inputs.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
                 last_micro = micro == group_size - 1
