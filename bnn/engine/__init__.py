@@ -13,8 +13,10 @@
 * :mod:`bnn.engine.binarization_schedule` - the :class:`Callback` contract and the staged (NNCF),
   two-stage (ReActNet) and gradual binarization schedules.
 * :mod:`bnn.engine.distill` - KL distillation loss (ReActNet).
-* :mod:`bnn.engine.checkpoint` - atomic save through iopath, one-line errors.
-* :mod:`bnn.engine.reporting` - log file, ``metrics.csv``, TensorBoard, ``curves.png``.
+* :mod:`bnn.engine.checkpoint` - atomic save through iopath, one-line errors, what a checkpoint records.
+* :mod:`bnn.engine.run_dir` - a run's checkpoints standing alone: :func:`bnn.load_trained`.
+* :mod:`bnn.engine.evaluate` - top-k accuracy over a loader (validation and ``bnn-eval``).
+* :mod:`bnn.engine.reporting` - the start banner, throughput, log file, ``metrics.csv``, TensorBoard, ``curves.png``.
 * :mod:`bnn.engine.distributed` - torchrun + DDP helpers.
 """
 from .binarization_schedule import Callback, GradualBinarizationSchedule, StagedBinarizationSchedule, TwoStageSchedule

@@ -151,7 +151,8 @@ def run_banner(exp_dir: str, model: nn.Module, train_loader, val_loader, info: D
 
     lines = [f"output folder: {os.path.abspath(exp_dir)}"]
     if info.get("argv"):
-        lines.append("command: " + " ".join(shlex.quote(str(a)) for a in info["argv"]))
+        argv = [os.path.basename(str(info["argv"][0]))] + [str(a) for a in info["argv"][1:]]
+        lines.append("command: " + " ".join(shlex.quote(a) for a in argv))
     n_train = _dataset_size(train_loader) if train_loader is not None else None
     n_val = _dataset_size(val_loader) if val_loader is not None else None
     shape = _sample_shape(val_loader if val_loader is not None else train_loader)
