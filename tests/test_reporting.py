@@ -105,7 +105,11 @@ def test_curves_are_redrawn_every_epoch_so_a_killed_run_has_its_plot(tmp_path, m
 def test_run_banner_says_what_the_run_is(tmp_path):
     tl, vl = loaders(n_train=64, n_val=32)
     info = {**environment_info(), "seed": 7, "argv": ["bnn-train", "--exp_name", "a b"]}
-    lines = run_banner(str(tmp_path / "exp"), binary_mlp(), tl, vl, info)
+    model = binary_mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    lines = run_banner(str(tmp_path / "exp"), model, tl, vl, info)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the summary changed nothing
+    assert model.training  # and left the model in training mode
     text = "\n".join(lines)
     assert f"output folder: {tmp_path / 'exp'}" in text
     assert "command: bnn-train --exp_name 'a b'" in text

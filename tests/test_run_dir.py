@@ -180,3 +180,20 @@ def test_check_packed_tolerates_rounding_only():
         same.weight[1, 2] += 1e-2
     with pytest.raises(ship.PackCheckError, match=r"max \|diff\| [0-9.e-]+ > "):
         ship.check_packed(fake, same, x, where="m.pth")
+
+
+def test_multi_step_run_loads_each_steps_model(tmp_path, one_thread):
+    """Step 1 binarizes activations only, step 2 weights too: each checkpoint rebuilds its own step's model."""
+    steps = "STEPS=[{NAME: act, EPOCHS: 1, BCONFIG: {WEIGHT_PRE_PROCESS: null}}, {NAME: all, EPOCHS: 1}]"
+    tiny = [t for t in TINY if not t.startswith("TRAINING.EPOCHS")] + ["DATA.TRAIN_SIZE=64", "DATA.VAL_SIZE=32"]
+    assert train_main(["--exp_name", "m", f"EXPERIMENT.DIR={tmp_path}", *tiny, steps]) == 0
+    run = tmp_path / "m"
+    assert find_checkpoint(str(run)) == str(run / "step2_all" / "best.pth")  # the last step's
+    for path, step, weights in ((run, 1, "XNORWeightBinarizer"), (run / "step1_act" / "best.pth", 0, "Identity")):
+        loaded = load_run(str(path))
+        assert loaded.meta["step"] == step
+        assert type(loaded.model.layer1[0].conv1.weight_pre_process).__name__ == weights
+        state = load_checkpoint(loaded.checkpoint)["model"]
+        for key, value in loaded.model.state_dict().items():
+            if torch.is_tensor(value):
+                assert torch.equal(value, state[key]), key
