@@ -37,7 +37,7 @@ def top1_column(row):
 
 
 def test_run_dev_end_to_end_trains_above_chance(tmp_path):
-    """The seed's script, as a user runs it, on the quick-start model at a reduced size (4 classes,
+    """``recipes/run_dev.py``, as a user runs it, on the quick-start model at a reduced size (4 classes,
     2000 training images, 6 epochs): checkpoint, metrics.csv and the plot land in
     EXPERIMENT.DIR/<exp_name>, and validation accuracy is far above chance (25%)."""
     cmd = [sys.executable, RUN_DEV, "--exp_name", "small", "--seed", "0", f"EXPERIMENT.DIR={tmp_path}", *SMALL,
