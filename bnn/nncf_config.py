@@ -1,4 +1,4 @@
-"""Seed 000 compatibility: read NNCF's binarization algorithm config.
+"""NNCF compatibility (Kozlov et al. 2020, "Neural Network Compression Framework"): read NNCF's binarization algorithm config.
 
 ``from_nncf_config(model, config)`` binarizes the ``Conv2d`` layers of ``model``
 (only those, as NNCF does) with ``ScaleThresholdBinarizer`` inputs and XNOR
@@ -13,7 +13,6 @@ each further ``Type[name]`` element one attribute; a scope covers its subtree.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 import torch.nn as nn
 
 from .config import BConfig
+from .hints import did_you_mean
 from .layers import Conv2d
 from .ops import DoReFaWeightBinarizer, ScaleThresholdBinarizer, XNORWeightBinarizer
 from .prepare import propagate_bconfig, swap_modules
@@ -31,7 +31,7 @@ __all__ = ["NNCFSchedule", "from_nncf_config", "load_nncf_config", "scope_to_mod
 
 @dataclasses.dataclass
 class NNCFSchedule:
-    """The staged schedule of seed 000 (epochs counted from 0).
+    """The staged schedule of NNCF's binarization (Kozlov et al. 2020; epochs counted from 0).
 
     Activations are binarized from ``activations_bin_start_epoch``, weights from
     ``weights_bin_start_epoch``; from ``lr_poly_drop_start_epoch`` the learning
@@ -122,9 +122,8 @@ def _scope_names(model: nn.Module, scopes: List[str], key: str) -> List[str]:
     for scope in scopes:
         name = scope_to_module_name(scope)
         if name not in modules:
-            close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.5)
-            hint = f"; closest modules: {', '.join(close)}" if close else ""
-            raise ValueError(f"NNCF config {key}: scope {scope!r} (module {name!r}) is not in the model{hint}")
+            raise ValueError(f"NNCF config {key}: scope {scope!r} (module {name!r}) is not in the model"
+                             + did_you_mean(name, [n for n in modules if n], list_all=False))
         names.append(name)
     return names
 
@@ -141,21 +140,19 @@ def from_nncf_config(model: nn.Module, config: Union[str, os.PathLike, Mapping[s
     unknown = set(cfg) - _TOP_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        close = difflib.get_close_matches(key, sorted(_TOP_KEYS), n=1)
-        raise ValueError(f"NNCF config: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        raise ValueError(f"NNCF config: unknown key {key!r}" + did_you_mean(key, _TOP_KEYS))
     if cfg.get("algorithm", "binarization") != "binarization":
         raise ValueError(f"NNCF config: algorithm must be 'binarization', got {cfg['algorithm']!r}")
     mode = str(cfg.get("mode", "xnor")).lower()
     if mode not in _MODES:
-        raise ValueError(f"NNCF config: mode must be one of {sorted(_MODES)}, got {cfg.get('mode')!r}")
+        raise ValueError(f"NNCF config: unknown mode {cfg.get('mode')!r}" + did_you_mean(mode, _MODES))
 
     fields = {f.name for f in dataclasses.fields(NNCFSchedule)}
     params = {}
     for key, value in dict(cfg.get("params") or {}).items():
         name = _PARAM_ALIASES.get(key, key)
         if name not in fields:
-            close = difflib.get_close_matches(key, sorted(fields | set(_PARAM_ALIASES)), n=1)
-            raise ValueError(f"NNCF config: unknown params key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise ValueError(f"NNCF config: unknown params key {key!r}" + did_you_mean(key, fields | set(_PARAM_ALIASES)))
         params[name] = int(value)
     schedule = NNCFSchedule(**params)
 

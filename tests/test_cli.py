@@ -37,7 +37,7 @@ def top1_column(row):
 
 
 def test_run_dev_end_to_end_trains_above_chance(tmp_path):
-    """The seed's script, as a user runs it, on the quick-start model at a reduced size (4 classes,
+    """``recipes/run_dev.py``, as a user runs it, on the quick-start model at a reduced size (4 classes,
     2000 training images, 6 epochs): checkpoint, metrics.csv and the plot land in
     EXPERIMENT.DIR/<exp_name>, and validation accuracy is far above chance (25%)."""
     cmd = [sys.executable, RUN_DEV, "--exp_name", "small", "--seed", "0", f"EXPERIMENT.DIR={tmp_path}", *SMALL,
@@ -146,3 +146,88 @@ def test_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path, monkeypat
     assert (tmp_path / "split" / "last.pth").read_bytes() == b"not a checkpoint"
     assert main(["--resume", str(tmp_path / "missing.pth"), *tiny]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+TINY = [*SMALL, "DATA.TRAIN_SIZE=64", "DATA.VAL_SIZE=32", "MODEL.KWARGS.width=4", "LR_SCHEDULE.NAME=constant",
+        "EXPERIMENT.PLOT=false", "TRAINING.EPOCHS=1"]
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_run_never_touches_the_first_runs_files(tmp_path, monkeypatch, capsys):
+    """A new run into a folder holding a run refuses (one line naming the folder and both ways out) and leaves
+    every file byte-identical; ``--overwrite`` replaces the run; the run directory loads back for evaluation."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # not installed: a warning, not silence
+    args = ["--exp_name", "first", *TINY, f"EXPERIMENT.DIR={tmp_path}", "EXPERIMENT.TENSORBOARD=true"]
+    assert main(args) == 0
+    assert "tensorboard package is not installed" in capsys.readouterr().out
+    run = tmp_path / "first"
+    before = snapshot(run)
+    assert {"config.yaml", "metrics.csv", "last.pth", "best.pth", "train.log"} <= {str(p) for p in before}
+    assert main(args + ["TRAINING.EPOCHS=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(run) in err and "--resume" in err and "--overwrite" in err
+    assert snapshot(run) == before
+    # --overwrite: a fresh run, none of the earlier rows left
+    assert main(args + ["TRAINING.EPOCHS=2", "--overwrite"]) == 0
+    assert [r["epoch"] for r in rows(run / "metrics.csv")] == ["1", "2"]
+
+    # what evaluation and packing use: the saved config and the model as training built it
+    from bnn.engine import build_model, build_val_loader, load_run_config
+
+    cfg = load_run_config(str(run))
+    assert cfg.TRAINING.EPOCHS == 2 and cfg.MODEL.KWARGS["width"] == 4
+    model = build_model(cfg)
+    state = torch.load(run / "best.pth", map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict(state)  # strict: the same layers and binarizers as trained
+    loader = build_val_loader(cfg)
+    images, labels = next(iter(loader))
+    assert len(loader.dataset) == 32 and int(labels.max()) < 4
+    assert model.eval()(images).shape == (len(images), state["fc.weight"].shape[0])
+
+
+def test_resume_starts_from_the_runs_config_and_refuses_a_broken_schedule(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--exp_name", "r", *TINY, f"EXPERIMENT.DIR={tmp_path}"]) == 0
+    run = tmp_path / "r"
+    before = snapshot(run)
+    capsys.readouterr()
+    # the batch size indexes the schedule: refused, one line, nothing touched
+    assert main(["--exp_name", "r", f"EXPERIMENT.DIR={tmp_path}", "--resume", "TRAINING.BATCH_SIZE=16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "TRAINING.BATCH_SIZE 32 -> 16" in err
+    assert snapshot(run) == before
+    # fewer epochs than the run has: refused
+    assert main(["--exp_name", "r", f"EXPERIMENT.DIR={tmp_path}", "--resume", "TRAINING.EPOCHS=0"]) == 2
+    assert "TRAINING.EPOCHS >= 1" in capsys.readouterr().err
+    # only the overrides given change: the run's own settings (width 4, 64 images) come from its config.yaml
+    assert main(["--exp_name", "r", f"EXPERIMENT.DIR={tmp_path}", "--resume", "TRAINING.EPOCHS=2"]) == 0
+    out = capsys.readouterr().out
+    assert "TRAINING.EPOCHS 1 -> 2" in out
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["MODEL"]["KWARGS"]["width"] == 4 and saved["TRAINING"]["EPOCHS"] == 2
+    history = rows(run / "metrics.csv")
+    assert len(history) == 2 and float(history[1]["lr"]) > 0
+
+
+def test_run_dev_with_a_missing_gpu_is_one_line_and_leaves_no_folder(tmp_path):
+    """The README's ``run_dev.py -u dima --exp_name try1 --gpu 0 --seed 1`` on a machine without that GPU."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "env_dima.yaml").write_text("EXPERIMENT: {DIR: experiments}\n")
+    gpu = str(torch.cuda.device_count())  # one past the last GPU: 0 on a machine without any
+    proc = subprocess.run([sys.executable, RUN_DEV, "-u", "dima", "--exp_name", "try1", "--gpu", gpu, "--seed", "1"],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "\n" not in err and f"cuda:{gpu}" in err, err
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_print_config_checks_model_arguments(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--print-config", "MODEL.KWARGS.widht=32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "MODEL.KWARGS.widht" in err and "did you mean 'width'" in err

@@ -231,3 +231,96 @@ def test_nncf_json_with_comments(tmp_path):
     assert load_config(recipe).NNCF_CONFIG == path  # relative to the YAML file
     bad = write(tmp_path, "r2.yaml", "NNCF_CONFIG: missing.json\n")
     assert "NNCF config file not found" in error_of(bad)
+
+
+# ---- presets, the binarizer registry, one place per setting ------------------------------------------
+def test_bconfig_preset_by_name_and_explicit_keys_override_it(tmp_path):
+    from bnn.ops import MagnitudeAwareWeightBinarizer
+
+    path = write(tmp_path, "p.yaml", "BCONFIG: {PRESET: reactnet}\n")
+    built = build_bconfig(load_config(path).BCONFIG)["bconfig"]
+    assert built.activation_pre_process is InputBiasBinarizer
+    assert built.weight_pre_process is MagnitudeAwareWeightBinarizer and built.activation_post_process is None
+    path = write(tmp_path, "q.yaml", "BCONFIG: {PRESET: reactnet, WEIGHT_PRE_PROCESS: XNORWeightBinarizer}\n")
+    built = build_bconfig(load_config(path).BCONFIG)["bconfig"]
+    assert built.activation_pre_process is InputBiasBinarizer and built.weight_pre_process is XNORWeightBinarizer
+    # a preset given on the command line replaces the file's binarizers; a later explicit key wins again
+    cfg = load_config(path, overrides=["BCONFIG.PRESET=xnor_net", "BCONFIG.WEIGHT_PRE_PROCESS=null"])
+    built = build_bconfig(cfg.BCONFIG)["bconfig"]
+    assert built.activation_pre_process is BasicInputBinarizer and built.weight_pre_process is None
+    assert built.activation_post_process is not None  # XNOR-Net's K scale
+    # a step names its own preset
+    path = write(tmp_path, "s.yaml", "STEPS: [{EPOCHS: 1, BCONFIG: {PRESET: bireal}}]\n")
+    assert load_config(path).STEPS[0].BCONFIG.WEIGHT_PRE_PROCESS["name"] == "MagnitudeAwareWeightBinarizer"
+    msg = error_of(write(tmp_path, "bad.yaml", "BCONFIG: {PRESET: reactnt}\n"))
+    assert "BCONFIG.PRESET" in msg and "did you mean 'reactnet'" in msg and "bad.yaml" in msg
+
+
+def test_a_user_registered_binarizer_works_by_name(tmp_path):
+    import torch
+
+    from bnn.ops import SignBinarizer, register_binarizer
+
+    @register_binarizer("schema_test_sign")
+    class SchemaTestSign(SignBinarizer):
+        def __init__(self, margin: float = 0.0):
+            super().__init__()
+            self.margin = margin
+
+        def forward(self, x):
+            return torch.where(x < self.margin, -1.0, 1.0)
+
+    path = write(tmp_path, "u.yaml", "BCONFIG: {ACTIVATION_PRE_PROCESS: {schema_test_sign: {margin: 0.5}}}\n")
+    factory = build_bconfig(load_config(path).BCONFIG)["bconfig"].activation_pre_process
+    module = factory()
+    assert isinstance(module, SchemaTestSign) and module.margin == 0.5
+    assert module(torch.tensor([0.4, 0.6])).tolist() == [-1.0, 1.0]
+    msg = error_of(write(tmp_path, "v.yaml", "BCONFIG: {ACTIVATION_PRE_PROCESS: {schema_test_sign: {margn: 1}}}\n"))
+    assert "did you mean 'margin'" in msg
+    msg = error_of(write(tmp_path, "w.yaml", "BCONFIG: {ACTIVATION_PRE_PROCESS: schema_test_sing}\n"))
+    assert "did you mean 'schema_test_sign'" in msg
+
+
+def test_old_staged_spellings_map_to_the_one_place(tmp_path):
+    path = write(tmp_path, "old.yaml", """
+        LR_SCHEDULE: {NAME: constant}
+        SCHEDULE:
+          NAME: staged
+          STAGED: {WEIGHTS_BIN_START_EPOCH: 3, LR_POLY_DROP_START_EPOCH: 6, LR_POLY_DROP_DURATION_EPOCHS: 4,
+                   DISABLE_WD_START_EPOCH: 6}
+    """)
+    cfg = load_config(path)
+    assert (cfg.LR_SCHEDULE.NAME, cfg.LR_SCHEDULE.START_EPOCH, cfg.LR_SCHEDULE.DURATION_EPOCHS) == ("poly", 6, 4)
+    assert cfg.OPTIMIZER.DISABLE_WD_EPOCH == 6 and cfg.SCHEDULE.STAGED.WEIGHTS_BIN_START_EPOCH == 3
+    cfg = load_config(overrides=["SCHEDULE.STAGED.DISABLE_WD_START_EPOCH=4"])
+    assert cfg.OPTIMIZER.DISABLE_WD_EPOCH == 4
+    assert not hasattr(cfg.SCHEDULE.STAGED, "DISABLE_WD_START_EPOCH")  # one place only
+
+
+def test_python_and_yaml_train_the_same_request():
+    """``TrainConfig(weight_decay=1e-5)`` and ``OPTIMIZER.WEIGHT_DECAY=1e-5`` give the same parameter groups,
+    and the Trainer takes the schema config directly."""
+    import torch.nn as nn
+
+    import bnn
+    from bnn.engine import TrainConfig, Trainer
+    from bnn.engine.optim import build_optimizer
+
+    model = bnn.prepare_binary_model(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.Linear(4, 2)),
+                                     BConfig(activation_pre_process=BasicInputBinarizer,
+                                             weight_pre_process=XNORWeightBinarizer),
+                                     ignore_layers_name=["_first_", "_last_"])
+    groups = lambda opt: {g["name"]: g["weight_decay"] for g in opt.param_groups}  # noqa: E731
+    py = groups(build_optimizer(model, TrainConfig(weight_decay=1e-5)))
+    yaml_cfg = load_config(overrides=["OPTIMIZER.WEIGHT_DECAY=1e-5"])
+    assert py == groups(build_optimizer(model, TrainConfig.from_recipe(yaml_cfg)))
+    assert py == {"latent_weights": 0.0, "bn_bias": 0.0, "rest": 1e-5}
+    # one set of defaults: the same settings and the same learning-rate curve
+    from bnn.engine.lr_schedule import make_lr_factor
+
+    a, b = TrainConfig().to_dict(), TrainConfig.from_recipe(load_config(), exp_dir=TrainConfig().exp_dir).to_dict()
+    factors = [make_lr_factor(c["lr_schedule"], c.pop("lr_schedule_args"), c["epochs"]) for c in (a, b)]
+    curves = [[f(t) for t in (0, 1.5, 2.9)] for f in factors]
+    assert a == b and curves[0] == curves[1]
+    trainer = Trainer(model, [], None, load_config(overrides=["HARDWARE.DEVICE=cpu", "OPTIMIZER.LR=0.5"]))
+    assert trainer.cfg.lr == 0.5 and trainer.cfg.epochs == Config().TRAINING.EPOCHS

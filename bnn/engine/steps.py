@@ -89,10 +89,24 @@ def build_datasets(cfg: Config):
         raise
     except (ValueError, TypeError) as exc:
         raise _fail("DATA", exc) from None
-    num_classes = info.get("num_classes") or kwargs.get("num_classes")
+    num_classes = kwargs.get("num_classes") or info.get("num_classes")
     if num_classes is None:
         num_classes = len(getattr(train_set, "classes", []) or []) or None
     return train_set, val_set, num_classes, info.get("in_channels")
+
+
+def _record_data_shape(cfg: Config, num_classes: Optional[int], in_channels: Optional[int]) -> Config:
+    """``cfg`` with the class and channel counts taken from the data written into ``MODEL.KWARGS``, so that
+    the saved ``config.yaml`` rebuilds the model without the data (an image folder's class count)."""
+    from .. import models
+
+    accepted = set(models.model_options(cfg.MODEL.NAME))
+    kwargs = dict(cfg.MODEL.KWARGS)
+    if num_classes and "num_classes" in accepted:
+        kwargs.setdefault("num_classes", int(num_classes))
+    if in_channels and in_channels != 3 and "in_channels" in accepted:
+        kwargs.setdefault("in_channels", int(in_channels))
+    return dataclasses.replace(cfg, MODEL=dataclasses.replace(cfg.MODEL, KWARGS=kwargs))
 
 
 def _loaders(cfg: Config, train_set, val_set, distributed: bool = False):
@@ -121,7 +135,7 @@ def _data_shape(cfg: Config) -> Tuple[Optional[int], Optional[int]]:
         info = dataset_info(cfg.DATA.NAME)
     except ValueError as exc:
         raise _fail("DATA.NAME", exc) from None
-    return info.get("num_classes") or cfg.DATA.KWARGS.get("num_classes"), info.get("in_channels")
+    return cfg.DATA.KWARGS.get("num_classes") or info.get("num_classes"), info.get("in_channels")
 
 
 def check_model_kwargs(cfg: Config) -> None:
@@ -448,6 +462,7 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     from_recipe = model is None  # then the checkpoints record how to rebuild it (bnn.load_trained)
     if model is None:
         model = build_float_model(cfg, num_classes, in_channels)
+        cfg = _record_data_shape(cfg, num_classes, in_channels)
     float_model = model
     layers_float = float_layers(cfg, model)
     distilled = [s.distillation for s in plan_steps(cfg, exp_dir) if s.distillation.ENABLED]
