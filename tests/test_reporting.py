@@ -166,3 +166,17 @@ def test_throughput_counts_images_and_data_wait():
     assert speed == {"img_s": 64 / 4.0, "data_s": 2.5, "data_share": 2.5 / 4.0}
     meter.data_ready()            # t=5: the next interval starts where this one ended
     assert meter.take() == {"img_s": 0.0, "data_s": 1.0, "data_share": 0.5}  # t=6
+
+
+def test_run_banner_without_a_mac_count_still_counts_binarized_layers():
+    class TwoInputs(nn.Module):  # a forward the one-sample summary cannot call
+        def __init__(self):
+            super().__init__()
+            self.body = binary_mlp()
+
+        def forward(self, x, y):
+            return self.body(x + y)
+
+    tl, vl = loaders()
+    lines = run_banner(".", TwoInputs(), tl, vl, {"seed": 0})
+    assert "binarized: 1 conv/linear layers" in lines

@@ -163,8 +163,13 @@ def run_banner(exp_dir: str, model: nn.Module, train_loader, val_loader, info: D
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"model: {type(model).__name__}, {params:,} parameters ({trainable:,} trainable)")
     binary = {name for name, m in model.named_modules() if isinstance(m, BinaryLayerMixin)}
+    result = None
     if shape is not None:
-        result = summary(model, shape, print_fn=None, device=device)
+        try:
+            result = summary(model, shape, print_fn=None, device=device)
+        except Exception:  # noqa: BLE001 - a model that takes other inputs: no MAC count, but the run goes on
+            result = None
+    if result is not None:
         total = result.total_macs or 1
         binary_macs = sum(layer.macs for layer in result.layers if layer.name in binary)
         lines.append(f"binarized: {len(binary)} of {len(result.layers)} conv/linear layers, "
