@@ -200,6 +200,20 @@ def test_resume_is_bit_identical(tmp_path):
     assert all(not f.startswith(".") for f in os.listdir(tmp_path / "run"))  # no temporary files left
 
 
+def test_resume_with_another_batch_size_is_refused(tmp_path):
+    """The schedule is indexed by optimizer step: a changed batch size would resume at the wrong point of it
+    (the learning rate of a later epoch, 0 past the end). One line; the checkpoint is left as it was."""
+    tl, vl = loaders(bs=16)
+    Trainer(binary_mlp(), tl, vl, cfg_for(tmp_path, epochs=1)).fit()
+    before = (tmp_path / "last.pth").read_bytes()
+    tl, vl = loaders(bs=8)
+    with pytest.raises(CheckpointError) as info:
+        Trainer(binary_mlp(), tl, vl, cfg_for(tmp_path, epochs=2)).fit(resume="auto")
+    msg = str(info.value)
+    assert "\n" not in msg and "4 optimizer steps per epoch, this run makes 8" in msg
+    assert (tmp_path / "last.pth").read_bytes() == before
+
+
 # ---------------------------------------------------------------- faults
 class PoisonAt(Callback):
     def __init__(self, x, epoch):

@@ -222,3 +222,28 @@ def test_build_callbacks_errors():
     with pytest.raises(ValueError, match="unknown field 'weights_start'"):
         StagedBinarizationSchedule({"weights_start": 1})
     assert isinstance(build_callbacks({"name": "gradual"})[0], GradualBinarizationSchedule)
+
+
+def test_callbacks_are_a_contract(tmp_path):
+    """The Trainer calls the Callback methods directly: a subclass overrides what it needs, its
+    ``lr_factor`` and ``weight_decay_enabled`` are applied, and an object that is not a Callback is
+    refused up front instead of being probed hook by hook."""
+    class Halve(Callback):
+        def lr_factor(self, t):
+            return 0.5
+
+        def weight_decay_enabled(self, epoch):
+            return False
+
+    tl, vl = data()
+    rec = Recorder()
+    Trainer(mlp(XNOR), tl, vl, cfg_for(tmp_path, epochs=1, lr=0.1, weight_decay=1e-3), callbacks=[Halve(), rec]).fit()
+    assert [r["lr"] for r in rec.rows] == pytest.approx([0.05] * 4)
+    assert all(w == 0.0 for r in rec.rows for w in r["wd"])
+
+    class Duck:
+        def on_epoch_begin(self, trainer, epoch):
+            pass
+
+    with pytest.raises(TypeError, match="must be a bnn.engine.Callback.*got Duck"):
+        Trainer(mlp(XNOR), tl, vl, cfg_for(tmp_path), callbacks=[Duck()])

@@ -76,7 +76,7 @@ class TrainConfig:
         fractional epoch.
     Binarization schedule callbacks
         ``callbacks``: list of ``{"name": "staged"|"two_stage"|"gradual", **args}``
-        built by :func:`bnn.engine.build_callbacks` (callbacks passed to the
+        built by :func:`bnn.engine.binarization_schedule.build_callbacks` (callbacks passed to the
         Trainer directly are added to these).
     Distillation (ReActNet, Liu et al. 2020)
         ``distill``: use the teacher given to the Trainer; ``distill_alpha``: weight

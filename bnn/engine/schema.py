@@ -954,14 +954,12 @@ def preset_specs(name: str, where: str = "BCONFIG.PRESET") -> Dict[str, Optional
 
 
 def _factory_spec(factory) -> dict:
-    """``{"name", "args"}`` of a binarizer class or a ``with_args`` factory."""
-    if isinstance(factory, type):
-        return {"name": factory.__name__, "args": {}}
-    cls = getattr(factory, "p", None) or getattr(factory, "cls", None)
-    args = dict(getattr(factory, "keywords", None) or getattr(factory, "kwargs", None) or {})
-    if not isinstance(cls, type):  # pragma: no cover - a preset of an unknown factory kind
-        raise ConfigError(f"preset binarizer {factory!r} cannot be written as a name")
-    return {"name": cls.__name__, "args": args}
+    """``{"name", "args"}`` of a binarizer class or a ``with_args`` factory (the class's registered name)."""
+    from ..config import Factory
+
+    cls, args = (factory.cls, dict(factory.kwargs)) if isinstance(factory, Factory) else (factory, {})
+    names = [name for name, known in binarizer_names().items() if known is cls]
+    return {"name": names[0] if names else cls.__name__, "args": args}
 
 
 def load_run_config(run_dir: str) -> Config:

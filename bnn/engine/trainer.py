@@ -244,6 +244,12 @@ class Trainer:
         """Restore a :meth:`state_dict` (all but the RNG states, see :meth:`fit`); errors name ``path``."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"checkpoint {path} is not a bnn training checkpoint (format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+        epoch, step = int(state.get("epoch", 0)), int(state.get("global_step", 0))
+        if epoch > 0 and step != epoch * self.steps_per_epoch:  # the LR schedule is indexed by optimizer step
+            raise CheckpointError(
+                f"checkpoint {path} made {step // epoch} optimizer steps per epoch, this run makes {self.steps_per_epoch} "
+                f"(batch size, batch_multiplier, data or process count changed): its learning-rate schedule would "
+                f"not continue; resume with the run's settings")
         load_model_state(self.model, state, path=path)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
