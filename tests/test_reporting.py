@@ -141,7 +141,7 @@ def test_run_banner_draws_no_random_numbers():
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_trainer_logs_the_banner_and_throughput_to_train_log(tmp_path, one_thread):
+def test_trainer_logs_the_banner_and_throughput_to_train_log(tmp_path, one_thread, capsys):
     tl, vl = loaders()
     cfg = TrainConfig(epochs=1, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=False,
                       device="cpu", log_interval=2, seed=5)
@@ -153,6 +153,9 @@ def test_trainer_logs_the_banner_and_throughput_to_train_log(tmp_path, one_threa
     assert len(interval_lines) == 2 and all(" img/s data " in l for l in interval_lines)  # 4 batches, every 2
     epoch_line = [l for l in log.splitlines() if "epoch 1/1" in l][0]
     assert " img/s, data " in epoch_line
+    console = capsys.readouterr().out  # the banner and the epoch line go to the console too, not the per-step lines
+    assert "output folder:" in console and "binarized: 1 of 3" in console and " img/s, data " in console
+    assert " batch " not in console
 
 
 def test_throughput_counts_images_and_data_wait():
