@@ -56,6 +56,21 @@ def test_checkpoint_records_versions_seed_commit_and_recipe(run_dir):
 
 def test_git_commit_outside_a_checkout_is_none(tmp_path):
     assert git_commit(str(tmp_path)) is None
+    if shutil.which("git") is None:
+        return
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    (repo / "f.txt").write_text("1")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert git_commit(str(repo)) == head
+    (repo / "f.txt").write_text("2")
+    git_commit.cache_clear()
+    assert git_commit(str(repo)) == head + "+dirty"
+    assert git_commit(str(repo / "pkg")) is None  # inside another repository, but not its top folder
 
 
 def test_load_trained_rebuilds_the_model_from_the_checkpoint_alone(run_dir, tmp_path, one_thread):

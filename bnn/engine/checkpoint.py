@@ -71,14 +71,17 @@ def _local(path: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def git_commit(directory: Optional[str] = None) -> Optional[str]:
-    """The commit checked out where ``bnn`` (or ``directory``) lives, with ``+dirty`` for local changes;
-    None outside a git checkout or without git."""
-    directory = directory or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    """The commit of the git checkout whose top folder is ``directory`` (default: the one holding the
+    ``bnn`` package), with ``+dirty`` for local changes to tracked files; None outside such a checkout
+    (an installed package inside some other repository included) or without git."""
+    directory = os.path.realpath(directory or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     try:
-        head = subprocess.run(["git", "-C", directory, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
+        head = subprocess.run(["git", "-C", directory, "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        lines = head.stdout.split()
+        if head.returncode != 0 or len(lines) != 2 or os.path.realpath(lines[0]) != directory:
             return None
-        commit = head.stdout.strip()
+        commit = lines[1]
         dirty = subprocess.run(["git", "-C", directory, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)
         return commit + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
