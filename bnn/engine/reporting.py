@@ -115,11 +115,12 @@ def plot_metrics(rows: Sequence[Dict[str, float]], png_path: str, num_classes: O
     return png_path
 
 
-def _dataset_size(loader) -> Optional[int]:
+def _dataset_size(loader) -> str:
+    """``"10,000"``, or ``"?"`` for a loader without one (none, or an iterable data set)."""
     try:
-        return len(loader.dataset)
+        return f"{len(loader.dataset):,}"
     except (AttributeError, TypeError):
-        return None
+        return "?"
 
 
 def _sample_shape(loader) -> Optional[Sequence[int]]:
@@ -153,11 +154,8 @@ def run_banner(exp_dir: str, model: nn.Module, train_loader, val_loader, info: D
     if info.get("argv"):
         argv = [os.path.basename(str(info["argv"][0]))] + [str(a) for a in info["argv"][1:]]
         lines.append("command: " + " ".join(shlex.quote(a) for a in argv))
-    n_train = _dataset_size(train_loader) if train_loader is not None else None
-    n_val = _dataset_size(val_loader) if val_loader is not None else None
     shape = _sample_shape(val_loader if val_loader is not None else train_loader)
-    size_txt = lambda n: f"{n:,}" if n is not None else "?"  # noqa: E731
-    lines.append(f"data: {size_txt(n_train)} training, {size_txt(n_val)} validation images"
+    lines.append(f"data: {_dataset_size(train_loader)} training, {_dataset_size(val_loader)} validation images"
                  + (f" of {'x'.join(map(str, shape))}" if shape else ""))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
