@@ -63,8 +63,14 @@ class PackReport:
             f"({self.float_bytes / max(self.packed_bytes, 1):.1f}x smaller); file {self.file_bytes:,} bytes",
             f"check: packed = fake-binarized on {self.batch} validation images (max |diff| {self.max_abs_diff:.2e})",
             f"speed: {self.fake_ms:.2f} ms fake-binarized, {self.packed_ms:.2f} ms packed per batch of {self.batch} "
-            f"({self.speedup:.2f}x, {torch.get_num_threads()} threads)",
+            f"({self.speedup:.2f}x, {torch.get_num_threads()} threads, {_kernel_name()})",
         ]
+
+
+def _kernel_name() -> str:
+    from .kernel import available_isas, kernel_available
+
+    return f"native kernel, up to {available_isas()[-1]}" if kernel_available() else "pure-torch path"
 
 
 def check_packed(fake: nn.Module, packed: nn.Module, inputs: torch.Tensor, where: str = "the model") -> float:

@@ -109,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        run = load_run(args.run, which=args.which, map_location=device)
+        run = load_run(args.run, which=args.which, device=device)
         loader = validation_loader(run.config, batch_size=args.batch_size, workers=args.workers)
         result = evaluate(run.model, loader, device, progress=None if args.no_progress else "evaluate")
     except RUN_ERRORS as exc:

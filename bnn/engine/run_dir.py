@@ -148,10 +148,10 @@ class TrainedRun:
         return None
 
 
-def load_run(run: str, which: str = "best", map_location: Any = "cpu") -> TrainedRun:
+def load_run(run: str, which: str = "best", device: Any = "cpu") -> TrainedRun:
     """Load the ``which`` checkpoint of the run folder (or checkpoint file) ``run``; see :func:`load_trained`."""
     path = find_checkpoint(run, which)
-    state = load_checkpoint(path, map_location=map_location)
+    state = load_checkpoint(path, map_location=device)
     if "model" not in state:
         raise CheckpointError(f"checkpoint {path} holds no model weights (not a bnn-train checkpoint)")
     meta = dict(state.get("meta") or {})
@@ -159,20 +159,21 @@ def load_run(run: str, which: str = "best", map_location: Any = "cpu") -> Traine
     cfg = _config_from_dict(record["recipe"], f"{path} (recorded recipe)")
     model = rebuild_model(cfg, record)
     load_model_state(model, state, path=path)
-    model.to(map_location).eval()
+    model.to(device).eval()
     return TrainedRun(model, cfg, path, int(state.get("epoch", 0)), record, list(state.get("history", [])))
 
 
-def load_trained(run_dir: str, which: str = "best", map_location: Any = "cpu") -> nn.Module:
+def load_trained(run_dir: str, which: str = "best", device: Any = "cpu") -> nn.Module:
     """The trained model of a ``bnn-train`` run, prepared (fake-binarized) as in training, in eval mode.
 
     ``run_dir``: the run's folder (``EXPERIMENT.DIR/EXPERIMENT.NAME``; for a multi-step run the last
     step's checkpoint is taken) or a checkpoint file. ``which``: ``"best"`` (highest validation top-1)
-    or ``"last"``. The model is rebuilt from the recipe recorded in the checkpoint and its weights
-    loaded; pack it for inference with :func:`bnn.pack_binary_model`. Errors are one line
+    or ``"last"``. ``device``: where the model is loaded. The model is rebuilt from the recipe recorded
+    in the checkpoint and its weights loaded; pack it for inference with :func:`bnn.pack_binary_model`.
+    Errors are one line
     (:class:`~bnn.engine.checkpoint.CheckpointError`, :class:`~bnn.engine.schema.ConfigError`).
     """
-    return load_run(run_dir, which, map_location).model
+    return load_run(run_dir, which, device).model
 
 
 def validation_loader(cfg: Config, batch_size: Optional[int] = None, workers: Optional[int] = None):
