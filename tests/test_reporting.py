@@ -1,6 +1,5 @@
 """What a run says: the start banner, throughput per log interval, and the curves' decisions
 (best epoch marked, axes labelled, top-5 only where it means something, redrawn every epoch)."""
-import os
 
 import pytest
 import torch

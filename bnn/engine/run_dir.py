@@ -23,7 +23,6 @@ import os
 import re
 from typing import Any, Dict, Optional
 
-import torch
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state
