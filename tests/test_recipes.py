@@ -119,3 +119,22 @@ def test_multi_step_recipe_keeps_learned_binarizer_params(tmp_path):
     assert isinstance(layer.weight_pre_process, XNORWeightBinarizer)
     assert isinstance(layer.activation_pre_process, InputBiasBinarizer)
     torch.testing.assert_close(layer.activation_pre_process.bias, s1["layer1.0.conv1.activation_pre_process.bias"])
+
+
+def test_a_model_prepared_in_python_keeps_its_binarizers(tmp_path):
+    """``train(cfg, model=...)`` with a recipe that names no binarizer trains the model as given (re-preparing
+    it with an empty BConfig would silently make it float again)."""
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = bnn.prepare_binary_model(nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 2)),
+                                     bnn.presets.get_preset("xnor_net", activation_scale=False),
+                                     ignore_layers_name=["_first_", "_last_"])
+    x = torch.randn(32, 6)
+    loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=8)
+    cfg = load_config(overrides=["TRAINING.EPOCHS=1", "HARDWARE.DEVICE=cpu", f"EXPERIMENT.DIR={tmp_path}",
+                                 "EXPERIMENT.PROGRESS_BAR=false", "EXPERIMENT.TENSORBOARD=false", "EXPERIMENT.PLOT=false"])
+    train(cfg, model=model, train_loader=loader, val_loader=loader, log=lambda *a: None)
+    assert isinstance(model[1].weight_pre_process, XNORWeightBinarizer)
+    state = torch.load(tmp_path / "default" / "last.pth", map_location="cpu", weights_only=False)["model"]
+    assert "1.weight_pre_process._extra_state" in state

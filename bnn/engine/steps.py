@@ -190,8 +190,13 @@ def float_layers(cfg: Config, model: nn.Module) -> List[str]:
 
 def prepare(model: nn.Module, bcfg: BConfigCfg, layers_float: Sequence[str]) -> nn.Module:
     """``bnn.prepare_binary_model`` with a validated ``BCONFIG`` section (again on a prepared model
-    for the next step of a multi-step recipe: learned binarizer parameters are kept)."""
+    for the next step of a multi-step recipe: learned binarizer parameters are kept). A section that names
+    no binarizer (no preset, no binarizer key, no override) leaves the model as it is, so a model prepared
+    in Python and handed to :func:`train` keeps its binarizers."""
     from ..prepare import prepare_binary_model
+
+    if not (bcfg.ACTIVATION_PRE_PROCESS or bcfg.ACTIVATION_POST_PROCESS or bcfg.WEIGHT_PRE_PROCESS or bcfg.OVERRIDES):
+        return model
 
     kwargs = build_bconfig(bcfg, float_layers=layers_float)
     try:
@@ -418,8 +423,8 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
           overwrite: bool = False, log: Callable[[str], None] = print):
     """Train the recipe ``cfg`` step by step; returns the :class:`~bnn.engine.TrainResult` of the last step.
 
-    ``model``: a float model to use instead of ``MODEL`` (prepared by each step's ``BCONFIG``, as the
-    recipe's own model is); ``train_loader`` / ``val_loader``: instead of ``DATA``; ``teacher``: instead of
+    ``model``: a model to use instead of ``MODEL``: prepared by each step's ``BCONFIG`` as the recipe's own
+    model is, or used as given when the recipe names no binarizer (a model you prepared yourself); ``train_loader`` / ``val_loader``: instead of ``DATA``; ``teacher``: instead of
     ``DISTILLATION.TEACHER``; ``callbacks``: added to every step's.
 
     ``resume``: None (a fresh run), ``"auto"`` (continue the run directory: finished steps are skipped,
