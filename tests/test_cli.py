@@ -231,3 +231,7 @@ def test_print_config_checks_model_arguments(tmp_path, monkeypatch, capsys):
     assert main(["--print-config", "MODEL.KWARGS.widht=32"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "MODEL.KWARGS.widht" in err and "did you mean 'width'" in err
+    assert main(["--print-config", "DISTILLATION.ENABLED=true", "DISTILLATION.TEACHER=resnet34",
+                 "DISTILLATION.TEACHER_KWARGS.num_clases=10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "DISTILLATION.TEACHER_KWARGS.num_clases" in err and "did you mean 'num_classes'" in err

@@ -75,7 +75,6 @@ __all__ = [
     "load_config",
     "load_run_config",
     "build_bconfig",
-    "preset_specs",
     "load_nncf_json",
     "config_to_dict",
     "config_diff",

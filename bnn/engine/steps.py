@@ -139,18 +139,26 @@ def _data_shape(cfg: Config) -> Tuple[Optional[int], Optional[int]]:
 
 
 def check_model_kwargs(cfg: Config) -> None:
-    """``MODEL.NAME`` is a registered model and every ``MODEL.KWARGS`` key one of its arguments (one line
-    naming the key and the closest argument otherwise); nothing is built."""
+    """``MODEL.NAME`` (and a distillation teacher named by ``DISTILLATION.TEACHER``) is a registered model and
+    every ``KWARGS`` key one of its arguments (one line naming the key and the closest argument otherwise);
+    nothing is built."""
     from .. import models
     from ..hints import did_you_mean
 
-    name = cfg.MODEL.NAME
-    if name not in models.list_models():
-        raise ConfigError(f"MODEL.NAME: unknown model {name!r}" + did_you_mean(name, models.list_models()))
-    accepted = models.model_options(name)
-    for key in cfg.MODEL.KWARGS:
-        if key not in accepted:
-            raise ConfigError(f"MODEL.KWARGS.{key}: {name} has no argument {key!r}" + did_you_mean(key, accepted))
+    named = [("MODEL", cfg.MODEL.NAME, cfg.MODEL.KWARGS)]
+    for where, dist in [("DISTILLATION", cfg.DISTILLATION)] + [(f"STEPS[{i}].DISTILLATION", s.DISTILLATION)
+                                                              for i, s in enumerate(cfg.STEPS)]:
+        if dist.ENABLED and dist.TEACHER not in (None, "same", "self"):
+            named.append((f"{where}.TEACHER", dist.TEACHER, dist.TEACHER_KWARGS))
+    for where, name, kwargs in named:
+        if name not in models.list_models():
+            key = f"{where}.NAME" if where == "MODEL" else where
+            raise ConfigError(f"{key}: unknown model {name!r}" + did_you_mean(name, models.list_models()))
+        accepted = models.model_options(name)
+        for key in kwargs:
+            if key not in accepted:
+                prefix = "MODEL.KWARGS" if where == "MODEL" else where + "_KWARGS"
+                raise ConfigError(f"{prefix}.{key}: {name} has no argument {key!r}" + did_you_mean(key, accepted))
 
 
 def build_float_model(cfg: Config, num_classes: Optional[int] = None, in_channels: Optional[int] = None,
