@@ -365,6 +365,16 @@ def earlier_run(exp_dir: str) -> Optional[str]:
     return None
 
 
+def _delete_run(exp_dir: str) -> None:
+    """Delete a run's own files (:data:`RUN_FILES`, TensorBoard events, step directories); other files stay."""
+    for entry in os.listdir(exp_dir):
+        path = os.path.join(exp_dir, entry)
+        if os.path.isdir(path) and (entry == "tensorboard" or entry.startswith(("step", "stage"))):
+            shutil.rmtree(path)
+        elif entry in RUN_FILES:
+            os.remove(path)
+
+
 def check_device(cfg: Config) -> None:
     """A CUDA device asked for (``--gpu N``, ``HARDWARE.DEVICE: cuda...``) exists on this machine."""
     import torch
@@ -487,7 +497,7 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     _check_tensorboard(cfg, log)
     if not resume and overwrite and earlier_run(exp_dir):
         log(f"bnn-train: --overwrite: deleting the earlier run in {exp_dir}")
-        shutil.rmtree(exp_dir)
+        _delete_run(exp_dir)
     write_config(cfg, exp_dir)
 
     result = None
