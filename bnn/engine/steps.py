@@ -442,8 +442,9 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     """Train the recipe ``cfg`` step by step; returns the :class:`~bnn.engine.TrainResult` of the last step.
 
     ``model``: a model to use instead of ``MODEL``: prepared by each step's ``BCONFIG`` as the recipe's own
-    model is, or used as given when the recipe names no binarizer (a model you prepared yourself); ``train_loader`` / ``val_loader``: instead of ``DATA``; ``teacher``: instead of
-    ``DISTILLATION.TEACHER``; ``callbacks``: added to every step's.
+    model is, or used as given when the recipe names no binarizer (a model you prepared yourself).
+    ``train_loader`` / ``val_loader``: instead of ``DATA``; ``teacher``: instead of ``DISTILLATION.TEACHER``;
+    ``callbacks``: :class:`Callback` objects added to every step's.
 
     ``resume``: None (a fresh run), ``"auto"`` (continue the run directory: finished steps are skipped,
     the unfinished one continues from its ``last.pth``) or a checkpoint / run directory path.

@@ -42,13 +42,13 @@ from .binarization_schedule import Callback, build_callbacks
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, get_rng_state, load_checkpoint, load_model_state,
                          save_checkpoint, set_rng_state)
 from .config import TrainConfig
-from .schema import Config
 from .distill import DistillationLoss, freeze_teacher
 from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_buffers, distributed_loader, get_rank, get_world_size, init_distributed,
                           is_distributed, wrap_ddp)
 from .lr_schedule import build_lr_scheduler
 from .optim import build_optimizer, set_weight_decay_enabled
 from .reporting import Reporter
+from .schema import Config
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "seed_everything", "topk_correct"]
 
