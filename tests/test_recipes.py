@@ -138,3 +138,16 @@ def test_a_model_prepared_in_python_keeps_its_binarizers(tmp_path):
     assert isinstance(model[1].weight_pre_process, XNORWeightBinarizer)
     state = torch.load(tmp_path / "default" / "last.pth", map_location="cpu", weights_only=False)["model"]
     assert "1.weight_pre_process._extra_state" in state
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def test_saved_config_loads_back_unchanged(path, tmp_path):
+    """A run's config.yaml is its config: read back, it equals the config the run trained with (so a resume
+    reports only the overrides it is given)."""
+    from bnn.engine.schema import config_diff
+    from bnn.engine.steps import write_config
+
+    cfg = load_config(path, overrides=["BCONFIG.PRESET=bireal"] if "quickstart" in path else ())
+    write_config(cfg, str(tmp_path))
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert config_diff(cfg, again) == [] and again == cfg
