@@ -151,3 +151,19 @@ def test_saved_config_loads_back_unchanged(path, tmp_path):
     write_config(cfg, str(tmp_path))
     again = load_config(str(tmp_path / "config.yaml"))
     assert config_diff(cfg, again) == [] and again == cfg
+
+
+def test_nncf_json_sets_each_schedule_setting_in_its_one_place():
+    """The NNCF recipe's JSON ``params`` land where a YAML recipe writes them: SCHEDULE.STAGED, the poly
+    LR schedule and OPTIMIZER.DISABLE_WD_EPOCH (and the Trainer settings derived from them)."""
+    from bnn.engine.steps import _apply_nncf, _nncf
+
+    cfg = load_config(os.path.join(ROOT, "configs", "imagenet_resnet18_nncf.yaml"))
+    model, cfg = _apply_nncf(cfg, build_float_model(cfg, load_checkpoint=False), _nncf(cfg))
+    st, lrs = cfg.SCHEDULE.STAGED, cfg.LR_SCHEDULE
+    assert (cfg.SCHEDULE.NAME, st.ACTIVATIONS_BIN_START_EPOCH, st.WEIGHTS_BIN_START_EPOCH) == ("staged", 10, 30)
+    assert (lrs.NAME, lrs.START_EPOCH, lrs.DURATION_EPOCHS, cfg.OPTIMIZER.DISABLE_WD_EPOCH) == ("poly", 60, 30, 60)
+    (step,) = plan_steps(cfg, "")
+    tcfg = step_config(cfg, step)
+    assert tcfg.lr_schedule_args == {"start_epoch": 60, "duration_epochs": 30, "power": 2.1}
+    assert tcfg.callbacks == [{"name": "staged", "activations_bin_start_epoch": 10, "weights_bin_start_epoch": 30}]

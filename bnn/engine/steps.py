@@ -222,12 +222,28 @@ def _nncf(cfg: Config) -> Optional[dict]:
 
 
 def _apply_nncf(cfg: Config, model: nn.Module, nncf_json: dict):
+    """``(prepared model, cfg)``: the model binarized by the NNCF JSON, and the recipe with the JSON's staged
+    schedule in the one place of each setting (``SCHEDULE.STAGED``, the ``poly`` LR schedule,
+    ``OPTIMIZER.DISABLE_WD_EPOCH`` and, where the recipe leaves it at 1, ``TRAINING.BATCH_MULTIPLIER``)."""
     from ..nncf_config import from_nncf_config
 
     try:
-        return from_nncf_config(model, nncf_json)
+        model, s = from_nncf_config(model, nncf_json)
     except (ValueError, KeyError) as exc:
         raise _fail(f"NNCF_CONFIG {cfg.NNCF_CONFIG}", exc) from None
+    replace = dataclasses.replace
+    cfg = replace(
+        cfg,
+        SCHEDULE=replace(cfg.SCHEDULE, NAME="staged", STAGED=replace(
+            cfg.SCHEDULE.STAGED, ACTIVATIONS_BIN_START_EPOCH=s.activations_bin_start_epoch,
+            WEIGHTS_BIN_START_EPOCH=s.weights_bin_start_epoch)),
+        LR_SCHEDULE=replace(cfg.LR_SCHEDULE, NAME="poly", START_EPOCH=float(s.lr_poly_drop_start_epoch),
+                            DURATION_EPOCHS=float(s.lr_poly_drop_duration_epochs)),
+        OPTIMIZER=replace(cfg.OPTIMIZER, DISABLE_WD_EPOCH=s.disable_wd_start_epoch),
+        TRAINING=replace(cfg.TRAINING, BATCH_MULTIPLIER=cfg.TRAINING.BATCH_MULTIPLIER if cfg.TRAINING.BATCH_MULTIPLIER > 1
+                         else s.batch_multiplier),
+    )
+    return model, cfg
 
 
 def build_model(cfg: Config, num_classes: Optional[int] = None, in_channels: Optional[int] = None,
@@ -290,19 +306,17 @@ class RunStep:
     init_from_previous: Optional[str] = None  # "last" / "best": start from the previous step's checkpoint
 
 
-def _schedule_callbacks(cfg: Config, nncf_schedule=None) -> List[Dict[str, Any]]:
+def _schedule_callbacks(cfg: Config) -> List[Dict[str, Any]]:
     s = cfg.SCHEDULE
-    if nncf_schedule is not None:
-        return [{"name": "staged", **dataclasses.asdict(nncf_schedule)}]
     if s.NAME in ("staged", "gradual"):  # the schema's fields are the callback's arguments, upper-cased
         section = s.STAGED if s.NAME == "staged" else s.GRADUAL
         return [{"name": s.NAME, **{key.lower(): value for key, value in dataclasses.asdict(section).items()}}]
     return []
 
 
-def plan_steps(cfg: Config, exp_dir: str, nncf_schedule=None) -> List[RunStep]:
+def plan_steps(cfg: Config, exp_dir: str) -> List[RunStep]:
     """The runs of a recipe, in order: one, the two stages, or the ``STEPS`` of a multi-step recipe."""
-    callbacks = _schedule_callbacks(cfg, nncf_schedule)
+    callbacks = _schedule_callbacks(cfg)
     if cfg.STEPS:
         if cfg.SCHEDULE.NAME == "two_stage":
             raise ConfigError("SCHEDULE.NAME: two_stage cannot be combined with STEPS (write the stages as two STEPS)")
@@ -491,10 +505,9 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     if distilled and teacher is None:
         teacher = build_teacher(cfg, distilled[0], float_model, num_classes)
 
-    nncf_schedule = None
     if nncf_json is not None:
-        model, nncf_schedule = _apply_nncf(cfg, model, nncf_json)
-    steps = plan_steps(cfg, exp_dir, nncf_schedule)
+        model, cfg = _apply_nncf(cfg, model, nncf_json)
+    steps = plan_steps(cfg, exp_dir)
     _check_tensorboard(cfg, log)
     if not resume and overwrite and earlier_run(exp_dir):
         log(f"bnn-train: --overwrite: deleting the earlier run in {exp_dir}")

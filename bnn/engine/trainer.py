@@ -157,8 +157,6 @@ class Trainer:
         self.model = model.to(self.device)
         self.callbacks: List[Callback] = build_callbacks(cfg.callbacks) + build_callbacks(list(callbacks))
         self.batch_multiplier = int(cfg.batch_multiplier)
-        if self.batch_multiplier == 1:  # a schedule may ask for gradient accumulation (NNCF's batch_multiplier)
-            self.batch_multiplier = max([1] + [int(cb.batch_multiplier or 1) for cb in self.callbacks])
         seed = cfg.seed if cfg.seed is not None else 0
         self.train_loader = distributed_loader(train_loader, seed=seed)
         self.val_loader = distributed_loader(val_loader, evaluation=True) if val_loader is not None else None
