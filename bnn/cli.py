@@ -31,6 +31,7 @@ import yaml
 
 from .data import DatasetNotFoundError
 from .engine.checkpoint import CheckpointError
+from .engine.distributed import is_main_process
 from .engine.schema import Config, ConfigError, config_to_dict, load_config
 from .engine.steps import check_model_kwargs, resume_config, train
 from .engine.trainer import NonFiniteLossError
@@ -47,7 +48,7 @@ QUICKSTART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
 def build_parser(prog: str = "bnn-train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="PyTorch Binary Network Training. With no arguments: the embedded quick start.",
+        description="PyTorch Binary Network Training. With no arguments: the quick start.",
         epilog="Overrides: trailing KEY=VALUE with dotted keys of the config schema, e.g. "
         "TRAINING.EPOCHS=3 OPTIMIZER.LR=0.01 MODEL.KWARGS.width=32 STEPS.0.EPOCHS=2.",
     )
@@ -133,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "bnn-train") -> int:
     try:
         cfg = resolve_config(args)
         if args.resume:
-            cfg = resume_config(cfg, args.resume, shorthand_overrides(args), log=print)
+            note = (lambda msg: print(msg, file=sys.stderr)) if args.print_config else print  # stdout: the YAML
+            cfg = resume_config(cfg, args.resume, shorthand_overrides(args), log=note)
         check_model_kwargs(cfg)
         if args.print_config:
             yaml.safe_dump(config_to_dict(cfg), sys.stdout, sort_keys=False)
@@ -147,8 +149,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "bnn-train") -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; continue with --resume", file=sys.stderr)
         return 130
-    from .engine.distributed import is_main_process
-
     if result is not None and result.exp_dir and is_main_process():
         top1 = result.best_top1
         print(f"{prog}: best top-1 {top1:.2f}% at epoch {result.best_epoch}; results in {result.exp_dir}")

@@ -3,8 +3,8 @@
 ``from_nncf_config(model, config)`` binarizes the ``Conv2d`` layers of ``model``
 (only those, as NNCF does) with ``ScaleThresholdBinarizer`` inputs and XNOR
 (per output channel) or DoReFa (per tensor) weights, honouring
-``ignored_scopes`` / ``target_scopes``, and returns the schedule parameters the
-staged schedule of :mod:`bnn.engine` takes.
+``ignored_scopes`` / ``target_scopes``, and returns the schedule parameters
+(``bnn.engine.config.nncf_train_settings`` turns them into the Trainer's settings).
 
 A scope such as ``ResNet/Sequential[layer2]/BasicBlock[0]/Sequential[downsample]``
 names the module ``layer2.0.downsample``: the first element is the model class,

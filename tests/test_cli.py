@@ -171,9 +171,11 @@ def test_a_second_run_never_touches_the_first_runs_files(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(run) in err and "--resume" in err and "--overwrite" in err
     assert snapshot(run) == before
-    # --overwrite: a fresh run, none of the earlier rows left
+    # --overwrite: a fresh run, none of the earlier rows left; a file of the user's own stays
+    (run / "notes.txt").write_text("mine")
     assert main(args + ["TRAINING.EPOCHS=2", "--overwrite"]) == 0
     assert [r["epoch"] for r in rows(run / "metrics.csv")] == ["1", "2"]
+    assert (run / "notes.txt").read_text() == "mine"
 
     # what evaluation and packing use: the saved config and the model as training built it
     from bnn.engine import build_model, build_val_loader, load_run_config
@@ -231,3 +233,7 @@ def test_print_config_checks_model_arguments(tmp_path, monkeypatch, capsys):
     assert main(["--print-config", "MODEL.KWARGS.widht=32"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "MODEL.KWARGS.widht" in err and "did you mean 'width'" in err
+    assert main(["--print-config", "DISTILLATION.ENABLED=true", "DISTILLATION.TEACHER=resnet34",
+                 "DISTILLATION.TEACHER_KWARGS.num_clases=10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "DISTILLATION.TEACHER_KWARGS.num_clases" in err and "did you mean 'num_classes'" in err

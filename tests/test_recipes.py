@@ -119,3 +119,51 @@ def test_multi_step_recipe_keeps_learned_binarizer_params(tmp_path):
     assert isinstance(layer.weight_pre_process, XNORWeightBinarizer)
     assert isinstance(layer.activation_pre_process, InputBiasBinarizer)
     torch.testing.assert_close(layer.activation_pre_process.bias, s1["layer1.0.conv1.activation_pre_process.bias"])
+
+
+def test_a_model_prepared_in_python_keeps_its_binarizers(tmp_path):
+    """``train(cfg, model=...)`` with a recipe that names no binarizer trains the model as given (re-preparing
+    it with an empty BConfig would silently make it float again)."""
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = bnn.prepare_binary_model(nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 2)),
+                                     bnn.presets.get_preset("xnor_net", activation_scale=False),
+                                     ignore_layers_name=["_first_", "_last_"])
+    x = torch.randn(32, 6)
+    loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=8)
+    cfg = load_config(overrides=["TRAINING.EPOCHS=1", "HARDWARE.DEVICE=cpu", f"EXPERIMENT.DIR={tmp_path}",
+                                 "EXPERIMENT.PROGRESS_BAR=false", "EXPERIMENT.TENSORBOARD=false", "EXPERIMENT.PLOT=false"])
+    train(cfg, model=model, train_loader=loader, val_loader=loader, log=lambda *a: None)
+    assert isinstance(model[1].weight_pre_process, XNORWeightBinarizer)
+    state = torch.load(tmp_path / "default" / "last.pth", map_location="cpu", weights_only=False)["model"]
+    assert "1.weight_pre_process._extra_state" in state
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def test_saved_config_loads_back_unchanged(path, tmp_path):
+    """A run's config.yaml is its config: read back, it equals the config the run trained with (so a resume
+    reports only the overrides it is given)."""
+    from bnn.engine.schema import config_diff
+    from bnn.engine.steps import write_config
+
+    cfg = load_config(path, overrides=["BCONFIG.PRESET=bireal"] if "quickstart" in path else ())
+    write_config(cfg, str(tmp_path))
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert config_diff(cfg, again) == [] and again == cfg
+
+
+def test_nncf_json_sets_each_schedule_setting_in_its_one_place():
+    """The NNCF recipe's JSON ``params`` land where a YAML recipe writes them: SCHEDULE.STAGED, the poly
+    LR schedule and OPTIMIZER.DISABLE_WD_EPOCH (and the Trainer settings derived from them)."""
+    from bnn.engine.steps import _apply_nncf, _nncf
+
+    cfg = load_config(os.path.join(ROOT, "configs", "imagenet_resnet18_nncf.yaml"))
+    model, cfg = _apply_nncf(cfg, build_float_model(cfg, load_checkpoint=False), _nncf(cfg))
+    st, lrs = cfg.SCHEDULE.STAGED, cfg.LR_SCHEDULE
+    assert (cfg.SCHEDULE.NAME, st.ACTIVATIONS_BIN_START_EPOCH, st.WEIGHTS_BIN_START_EPOCH) == ("staged", 10, 30)
+    assert (lrs.NAME, lrs.START_EPOCH, lrs.DURATION_EPOCHS, cfg.OPTIMIZER.DISABLE_WD_EPOCH) == ("poly", 60, 30, 60)
+    (step,) = plan_steps(cfg, "")
+    tcfg = step_config(cfg, step)
+    assert tcfg.lr_schedule_args == {"start_epoch": 60, "duration_epochs": 30, "power": 2.1}
+    assert tcfg.callbacks == [{"name": "staged", "activations_bin_start_epoch": 10, "weights_bin_start_epoch": 30}]

@@ -10,6 +10,7 @@ import bnn
 from bnn.engine import (Callback, GradualBinarizationSchedule, StagedBinarizationSchedule, TrainConfig, Trainer,
                         load_checkpoint, load_config, train)
 from bnn.engine.binarization_schedule import build_callbacks
+from bnn.engine.config import nncf_train_settings
 from bnn.engine.lr_schedule import make_lr_factor
 from bnn.engine.lr_schedule import cosine_factor, linear_factor, multistep_factor, poly_drop_factor, warmup_factor
 
@@ -97,10 +98,10 @@ def test_multistep_with_warmup_per_step_in_training(tmp_path):
 def test_staged_schedule(tmp_path):
     tl, vl = data()  # 4 steps per epoch
     rec = Recorder()
-    staged = StagedBinarizationSchedule(activations_bin_start_epoch=1, weights_bin_start_epoch=2,
-                                        lr_poly_drop_start_epoch=2, lr_poly_drop_duration_epochs=2,
-                                        disable_wd_start_epoch=3)
-    cfg = cfg_for(tmp_path, lr=0.01, weight_decay=1e-4, wd_latent_weights=1e-5, wd_bn_bias=None)
+    staged = StagedBinarizationSchedule(activations_bin_start_epoch=1, weights_bin_start_epoch=2)
+    # NNCF's LR drop and weight-decay stop: settings of the run, in one place each
+    cfg = cfg_for(tmp_path, lr=0.01, weight_decay=1e-4, wd_latent_weights=1e-5, wd_bn_bias=None, lr_schedule="poly",
+                  lr_schedule_args={"start_epoch": 2, "duration_epochs": 2}, disable_wd_epoch=3)
     Trainer(mlp(XNOR), tl, vl, cfg, callbacks=[staged, rec]).fit()
     by_epoch = {e: [r for r in rec.rows if r["epoch"] == e] for e in range(4)}
     assert all(r["acts"] == [False] and r["weights"] == [False] for r in by_epoch[0])
@@ -130,8 +131,8 @@ def test_staged_from_nncf_config(tmp_path):
     x, y = torch.randn(16, 3, 6, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
     tl = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True)
     rec = Recorder()
-    trainer = Trainer(model, tl, None, cfg_for(tmp_path, epochs=3, lr=0.01, weight_decay=1e-4),
-                      callbacks=[StagedBinarizationSchedule(schedule), rec])
+    trainer = Trainer(model, tl, None, cfg_for(tmp_path, epochs=3, lr=0.01, weight_decay=1e-4,
+                                               **nncf_train_settings(schedule)), callbacks=[rec])
     assert trainer.batch_multiplier == 2 and trainer.steps_per_epoch == 2
     trainer.fit()
     assert [r["acts"] for r in rec.rows] == [[False], [False], [True], [True], [True], [True]]
@@ -220,7 +221,9 @@ def test_build_callbacks_errors():
     with pytest.raises(ValueError, match="did you mean 'end_epoch'"):
         build_callbacks([{"name": "gradual", "end_epochs": 3}])
     with pytest.raises(ValueError, match="unknown field 'weights_start'"):
-        StagedBinarizationSchedule({"weights_start": 1})
+        StagedBinarizationSchedule(weights_start=1)
+    with pytest.raises(ValueError, match=r"'disable_wd_start_epoch' is a setting of the run now: TrainConfig\(disable_wd_epoch"):
+        build_callbacks([{"name": "staged", "disable_wd_start_epoch": 3}])
     assert isinstance(build_callbacks({"name": "gradual"})[0], GradualBinarizationSchedule)
 
 

@@ -10,8 +10,7 @@ A callback is a :class:`Callback` (subclass it and override the hooks you need);
     on_train_end(trainer, result)
 
 and multiplies the learning rate by ``callback.lr_factor(t)`` and keeps weight
-decay on only while every ``callback.weight_decay_enabled(epoch)`` is true; a callback's
-``batch_multiplier`` (None by default) asks for gradient accumulation when the config leaves it at 1.
+decay on only while every ``callback.weight_decay_enabled(epoch)`` is true.
 ``state_dict`` / ``load_state_dict`` go into the checkpoint, so a resumed run
 continues exactly (the schedules below are pure functions of the epoch, so the
 state is a record of what was applied).
@@ -19,9 +18,8 @@ state is a record of what was applied).
 Schedules:
 
 1. :class:`StagedBinarizationSchedule` (NNCF binarization, Kozlov et al. 2020): activations binarized
-   from epoch A, weights from epoch W, ``lr = base * ((P + D - t) / D) ** 2.1``
-   from epoch P, weight decay 0 from epoch E. Accepts the ``bnn.NNCFSchedule``
-   returned by ``bnn.from_nncf_config`` directly.
+   from epoch A, weights from epoch W (NNCF's LR drop and weight-decay stop are the ``poly`` LR schedule
+   and ``disable_wd_epoch`` of the run).
 2. :class:`TwoStageSchedule` (ReActNet's two-step training, Liu et al. 2020): stage 1
    binary activations and float weights, stage 2 both binary, started from the
    stage-1 checkpoint; :func:`bnn.engine.train` runs both (``SCHEDULE.NAME: two_stage``).
@@ -34,7 +32,6 @@ Schedules:
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -56,12 +53,7 @@ __all__ = [
 
 
 class Callback:
-    """Base class of trainer callbacks: the Trainer calls every method below; each does nothing here.
-
-    ``batch_multiplier``: gradient accumulation this callback asks for (None: no opinion).
-    """
-
-    batch_multiplier: Optional[int] = None
+    """Base class of trainer callbacks: the Trainer calls every method below; each does nothing here."""
 
     def on_train_begin(self, trainer) -> None:
         pass
@@ -111,57 +103,31 @@ class StagedBinarizationSchedule(Callback):
 
     At the start of epoch ``e`` (0-based): activation binarizers enabled iff
     ``e >= activations_bin_start_epoch``, weight binarizers iff
-    ``e >= weights_bin_start_epoch`` (``None``: left as they are); the learning
-    rate factor at fractional epoch ``t`` is ``((P + D - t) / D) ** power`` for
-    ``P <= t < P + D`` (``P = lr_poly_drop_start_epoch``,
-    ``D = lr_poly_drop_duration_epochs``, ``power = 2.1``), 1 before, 0 after;
-    weight decay is 0 from ``disable_wd_start_epoch`` on.
+    ``e >= weights_bin_start_epoch`` (``None``: left as they are).
 
-    ``StagedBinarizationSchedule(nncf_schedule)`` takes the ``bnn.NNCFSchedule``
-    dataclass (or any object/dict with these field names) returned by
-    ``bnn.from_nncf_config``; keyword arguments override its fields. Its
-    ``batch_multiplier`` is used by the Trainer when the TrainConfig leaves
-    ``batch_multiplier`` at 1.
+    NNCF's learning-rate drop, weight-decay stop and gradient accumulation are settings of the run, each
+    in one place: ``TrainConfig(lr_schedule="poly", disable_wd_epoch=..., batch_multiplier=...)``.
+    :func:`bnn.engine.config.nncf_train_settings` turns the ``bnn.NNCFSchedule`` of
+    ``bnn.from_nncf_config`` into all of them, this callback included.
     """
 
-    FIELDS = (
-        "activations_bin_start_epoch",
-        "weights_bin_start_epoch",
-        "lr_poly_drop_start_epoch",
-        "lr_poly_drop_duration_epochs",
-        "disable_wd_start_epoch",
-        "batch_multiplier",
-    )
+    FIELDS = ("activations_bin_start_epoch", "weights_bin_start_epoch")
+    #: former arguments -> where the setting lives now
+    MOVED = {"lr_poly_drop_start_epoch": "TrainConfig(lr_schedule='poly', lr_schedule_args={'start_epoch': ...})",
+             "lr_poly_drop_duration_epochs": "TrainConfig(lr_schedule='poly', lr_schedule_args={'duration_epochs': ...})",
+             "power": "TrainConfig(lr_schedule='poly', lr_schedule_args={'power': ...})",
+             "disable_wd_start_epoch": "TrainConfig(disable_wd_epoch=...)",
+             "batch_multiplier": "TrainConfig(batch_multiplier=...)"}
 
-    def __init__(self, schedule: Any = None, *, activations_bin_start_epoch: Optional[int] = None,
-                 weights_bin_start_epoch: Optional[int] = None, lr_poly_drop_start_epoch: Optional[float] = None,
-                 lr_poly_drop_duration_epochs: Optional[float] = None, disable_wd_start_epoch: Optional[int] = None,
-                 batch_multiplier: Optional[int] = None, power: float = 2.1) -> None:
-        values: Dict[str, Any] = {}
-        if schedule is not None:
-            if dataclasses.is_dataclass(schedule):
-                src = dataclasses.asdict(schedule)
-            elif isinstance(schedule, dict):
-                src = dict(schedule)
-            else:
-                src = {k: getattr(schedule, k) for k in self.FIELDS if hasattr(schedule, k)}
-            for key in src:
-                if key not in self.FIELDS:
-                    raise ValueError(f"staged schedule: unknown field {key!r}" + did_you_mean(key, self.FIELDS))
-            values.update(src)
-        given = dict(activations_bin_start_epoch=activations_bin_start_epoch,
-                     weights_bin_start_epoch=weights_bin_start_epoch,
-                     lr_poly_drop_start_epoch=lr_poly_drop_start_epoch,
-                     lr_poly_drop_duration_epochs=lr_poly_drop_duration_epochs,
-                     disable_wd_start_epoch=disable_wd_start_epoch, batch_multiplier=batch_multiplier)
-        values.update({k: v for k, v in given.items() if v is not None})
-        self.activations_bin_start_epoch = values.get("activations_bin_start_epoch")
-        self.weights_bin_start_epoch = values.get("weights_bin_start_epoch")
-        self.lr_poly_drop_start_epoch = values.get("lr_poly_drop_start_epoch")
-        self.lr_poly_drop_duration_epochs = values.get("lr_poly_drop_duration_epochs", 30)
-        self.disable_wd_start_epoch = values.get("disable_wd_start_epoch")
-        self.batch_multiplier = int(values.get("batch_multiplier") or 1)
-        self.power = float(power)
+    def __init__(self, activations_bin_start_epoch: Optional[int] = None, weights_bin_start_epoch: Optional[int] = None,
+                 **moved: Any) -> None:
+        for key in moved:
+            if key in self.MOVED:
+                raise ValueError(f"staged schedule: {key!r} is a setting of the run now: {self.MOVED[key]} "
+                                 "(bnn.engine.config.nncf_train_settings converts an NNCFSchedule)")
+            raise ValueError(f"staged schedule: unknown field {key!r}" + did_you_mean(key, self.FIELDS))
+        self.activations_bin_start_epoch = activations_bin_start_epoch
+        self.weights_bin_start_epoch = weights_bin_start_epoch
         self.applied: Dict[str, Any] = {}
 
     def activations_enabled(self, epoch: int) -> Optional[bool]:
@@ -176,16 +142,6 @@ class StagedBinarizationSchedule(Callback):
         acts, weights = self.activations_enabled(epoch), self.weights_enabled(epoch)
         set_binarization(trainer.model, activations=acts, weights=weights)
         self.applied = {"epoch": int(epoch), "activations": acts, "weights": weights}
-
-    def lr_factor(self, t: float) -> float:
-        if self.lr_poly_drop_start_epoch is None:
-            return 1.0
-        from .lr_schedule import poly_drop_factor
-
-        return poly_drop_factor(t, self.lr_poly_drop_start_epoch, self.lr_poly_drop_duration_epochs, self.power)
-
-    def weight_decay_enabled(self, epoch: int) -> bool:
-        return self.disable_wd_start_epoch is None or epoch < self.disable_wd_start_epoch
 
     def state_dict(self) -> Dict[str, Any]:
         return {"applied": dict(self.applied)}
@@ -316,9 +272,11 @@ def build_callback(spec: Any) -> Callback:
     if name not in CALLBACKS:
         raise ValueError(f"unknown callback {name!r}" + did_you_mean(name, CALLBACKS))
     cls = CALLBACKS[name]
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "schedule")]
+    signature = inspect.signature(cls.__init__).parameters
+    params = [n for n, p in signature.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    checked = not any(p.kind is p.VAR_KEYWORD for p in signature.values())  # else the class names the culprit
     for key in kwargs:
-        if key not in params:
+        if checked and key not in params:
             raise ValueError(f"callback {name!r}: unknown argument {key!r}" + did_you_mean(key, params))
     return cls(**kwargs)
 

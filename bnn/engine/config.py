@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..hints import did_you_mean
 from .schema import Config, DistillationCfg, LRScheduleCfg, OptimizerCfg
 
-__all__ = ["TrainConfig", "lr_schedule_args"]
+__all__ = ["TrainConfig", "lr_schedule_args", "nncf_train_settings"]
 
 _D = Config()  # the schema's defaults: the one set
 
@@ -47,6 +47,21 @@ def lr_schedule_args(lrs: LRScheduleCfg) -> Dict[str, Any]:
     if lrs.TOTAL_EPOCHS is not None:
         args["total_epochs"] = lrs.TOTAL_EPOCHS
     return args
+
+
+def nncf_train_settings(schedule: Any) -> Dict[str, Any]:
+    """The :class:`TrainConfig` fields of NNCF's staged schedule (a ``bnn.NNCFSchedule`` from
+    ``bnn.from_nncf_config``): the ``poly`` LR drop, the weight-decay stop, the gradient accumulation and
+    the ``staged`` callback switching the binarizers on. ``TrainConfig(epochs=90, lr=1e-3, **nncf_train_settings(s))``."""
+    return {
+        "lr_schedule": "poly",
+        "lr_schedule_args": {"start_epoch": schedule.lr_poly_drop_start_epoch,
+                             "duration_epochs": schedule.lr_poly_drop_duration_epochs},
+        "disable_wd_epoch": schedule.disable_wd_start_epoch,
+        "batch_multiplier": schedule.batch_multiplier,
+        "callbacks": [{"name": "staged", "activations_bin_start_epoch": schedule.activations_bin_start_epoch,
+                       "weights_bin_start_epoch": schedule.weights_bin_start_epoch}],
+    }
 
 
 @dataclass

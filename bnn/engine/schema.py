@@ -75,7 +75,6 @@ __all__ = [
     "load_config",
     "load_run_config",
     "build_bconfig",
-    "preset_specs",
     "load_nncf_json",
     "config_to_dict",
     "config_diff",
@@ -538,6 +537,13 @@ def _check(tp: Any, value: Any, path: str, src: str) -> Any:
     raise TypeError(f"schema type {tp!r} at {path} is not supported")  # pragma: no cover - schema bug
 
 
+def _unknown_key(src: str, path: str, key: str, fields) -> ConfigError:
+    """``src: unknown key 'PATH.KEY' (did you mean 'PATH.NEAR'?)``, the hint through :func:`bnn.hints.closest`."""
+    near = closest(key, fields)
+    hint = f" (did you mean {_join(path, near)!r}?)" if near else f" (valid keys: {', '.join(fields)})"
+    return _fail(src, f"unknown key {_join(path, key)!r}{hint}")
+
+
 def _check_section(cls: type, raw: dict, path: str, src: str) -> dict:
     fields = _fields(cls)
     by_upper = {name.upper(): name for name in fields}
@@ -545,9 +551,7 @@ def _check_section(cls: type, raw: dict, path: str, src: str) -> dict:
     for key, value in raw.items():
         name = by_upper.get(str(key).upper())
         if name is None:
-            near = closest(str(key), fields)
-            hint = f" (did you mean {_join(path, near)!r}?)" if near else f" (valid keys: {', '.join(fields)})"
-            raise _fail(src, f"unknown key {_join(path, key)!r}{hint}")
+            raise _unknown_key(src, path, str(key), fields)
         out[name] = _check(fields[name], value, _join(path, name), src)
     _cross_check(cls, out, path, src)
     return out
@@ -747,9 +751,7 @@ def _target_type(path: List[str], src: str):
             by_upper = {n.upper(): n for n in fields}
             name = by_upper.get(seg.upper())
             if name is None:
-                near = closest(seg, fields)
-                hint = f" (did you mean {_join(shown, near)!r}?)" if near else f" (valid keys: {', '.join(fields)})"
-                raise _fail(src, f"unknown key {_join(shown, seg)!r}{hint}")
+                raise _unknown_key(src, shown, seg, fields)
             canon.append(name)
             shown = _join(shown, name)
             tp = fields[name]

@@ -139,18 +139,26 @@ def _data_shape(cfg: Config) -> Tuple[Optional[int], Optional[int]]:
 
 
 def check_model_kwargs(cfg: Config) -> None:
-    """``MODEL.NAME`` is a registered model and every ``MODEL.KWARGS`` key one of its arguments (one line
-    naming the key and the closest argument otherwise); nothing is built."""
+    """``MODEL.NAME`` (and a distillation teacher named by ``DISTILLATION.TEACHER``) is a registered model and
+    every ``KWARGS`` key one of its arguments (one line naming the key and the closest argument otherwise);
+    nothing is built."""
     from .. import models
     from ..hints import did_you_mean
 
-    name = cfg.MODEL.NAME
-    if name not in models.list_models():
-        raise ConfigError(f"MODEL.NAME: unknown model {name!r}" + did_you_mean(name, models.list_models()))
-    accepted = models.model_options(name)
-    for key in cfg.MODEL.KWARGS:
-        if key not in accepted:
-            raise ConfigError(f"MODEL.KWARGS.{key}: {name} has no argument {key!r}" + did_you_mean(key, accepted))
+    named = [("MODEL", cfg.MODEL.NAME, cfg.MODEL.KWARGS)]
+    for where, dist in [("DISTILLATION", cfg.DISTILLATION)] + [(f"STEPS[{i}].DISTILLATION", s.DISTILLATION)
+                                                              for i, s in enumerate(cfg.STEPS)]:
+        if dist.ENABLED and dist.TEACHER not in (None, "same", "self"):
+            named.append((f"{where}.TEACHER", dist.TEACHER, dist.TEACHER_KWARGS))
+    for where, name, kwargs in named:
+        if name not in models.list_models():
+            key = f"{where}.NAME" if where == "MODEL" else where
+            raise ConfigError(f"{key}: unknown model {name!r}" + did_you_mean(name, models.list_models()))
+        accepted = models.model_options(name)
+        for key in kwargs:
+            if key not in accepted:
+                prefix = "MODEL.KWARGS" if where == "MODEL" else where + "_KWARGS"
+                raise ConfigError(f"{prefix}.{key}: {name} has no argument {key!r}" + did_you_mean(key, accepted))
 
 
 def build_float_model(cfg: Config, num_classes: Optional[int] = None, in_channels: Optional[int] = None,
@@ -190,8 +198,13 @@ def float_layers(cfg: Config, model: nn.Module) -> List[str]:
 
 def prepare(model: nn.Module, bcfg: BConfigCfg, layers_float: Sequence[str]) -> nn.Module:
     """``bnn.prepare_binary_model`` with a validated ``BCONFIG`` section (again on a prepared model
-    for the next step of a multi-step recipe: learned binarizer parameters are kept)."""
+    for the next step of a multi-step recipe: learned binarizer parameters are kept). A section that names
+    no binarizer (no preset, no binarizer key, no override) leaves the model as it is, so a model prepared
+    in Python and handed to :func:`train` keeps its binarizers."""
     from ..prepare import prepare_binary_model
+
+    if not (bcfg.ACTIVATION_PRE_PROCESS or bcfg.ACTIVATION_POST_PROCESS or bcfg.WEIGHT_PRE_PROCESS or bcfg.OVERRIDES):
+        return model
 
     kwargs = build_bconfig(bcfg, float_layers=layers_float)
     try:
@@ -209,12 +222,28 @@ def _nncf(cfg: Config) -> Optional[dict]:
 
 
 def _apply_nncf(cfg: Config, model: nn.Module, nncf_json: dict):
+    """``(prepared model, cfg)``: the model binarized by the NNCF JSON, and the recipe with the JSON's staged
+    schedule in the one place of each setting (``SCHEDULE.STAGED``, the ``poly`` LR schedule,
+    ``OPTIMIZER.DISABLE_WD_EPOCH`` and, where the recipe leaves it at 1, ``TRAINING.BATCH_MULTIPLIER``)."""
     from ..nncf_config import from_nncf_config
 
     try:
-        return from_nncf_config(model, nncf_json)
+        model, s = from_nncf_config(model, nncf_json)
     except (ValueError, KeyError) as exc:
         raise _fail(f"NNCF_CONFIG {cfg.NNCF_CONFIG}", exc) from None
+    replace = dataclasses.replace
+    cfg = replace(
+        cfg,
+        SCHEDULE=replace(cfg.SCHEDULE, NAME="staged", STAGED=replace(
+            cfg.SCHEDULE.STAGED, ACTIVATIONS_BIN_START_EPOCH=s.activations_bin_start_epoch,
+            WEIGHTS_BIN_START_EPOCH=s.weights_bin_start_epoch)),
+        LR_SCHEDULE=replace(cfg.LR_SCHEDULE, NAME="poly", START_EPOCH=float(s.lr_poly_drop_start_epoch),
+                            DURATION_EPOCHS=float(s.lr_poly_drop_duration_epochs)),
+        OPTIMIZER=replace(cfg.OPTIMIZER, DISABLE_WD_EPOCH=s.disable_wd_start_epoch),
+        TRAINING=replace(cfg.TRAINING, BATCH_MULTIPLIER=cfg.TRAINING.BATCH_MULTIPLIER if cfg.TRAINING.BATCH_MULTIPLIER > 1
+                         else s.batch_multiplier),
+    )
+    return model, cfg
 
 
 def build_model(cfg: Config, num_classes: Optional[int] = None, in_channels: Optional[int] = None,
@@ -277,19 +306,17 @@ class RunStep:
     init_from_previous: Optional[str] = None  # "last" / "best": start from the previous step's checkpoint
 
 
-def _schedule_callbacks(cfg: Config, nncf_schedule=None) -> List[Dict[str, Any]]:
+def _schedule_callbacks(cfg: Config) -> List[Dict[str, Any]]:
     s = cfg.SCHEDULE
-    if nncf_schedule is not None:
-        return [{"name": "staged", **dataclasses.asdict(nncf_schedule)}]
     if s.NAME in ("staged", "gradual"):  # the schema's fields are the callback's arguments, upper-cased
         section = s.STAGED if s.NAME == "staged" else s.GRADUAL
         return [{"name": s.NAME, **{key.lower(): value for key, value in dataclasses.asdict(section).items()}}]
     return []
 
 
-def plan_steps(cfg: Config, exp_dir: str, nncf_schedule=None) -> List[RunStep]:
+def plan_steps(cfg: Config, exp_dir: str) -> List[RunStep]:
     """The runs of a recipe, in order: one, the two stages, or the ``STEPS`` of a multi-step recipe."""
-    callbacks = _schedule_callbacks(cfg, nncf_schedule)
+    callbacks = _schedule_callbacks(cfg)
     if cfg.STEPS:
         if cfg.SCHEDULE.NAME == "two_stage":
             raise ConfigError("SCHEDULE.NAME: two_stage cannot be combined with STEPS (write the stages as two STEPS)")
@@ -350,6 +377,16 @@ def earlier_run(exp_dir: str) -> Optional[str]:
             if name in files:
                 return os.path.join(root, name)
     return None
+
+
+def _delete_run(exp_dir: str) -> None:
+    """Delete a run's own files (:data:`RUN_FILES`, TensorBoard events, step directories); other files stay."""
+    for entry in os.listdir(exp_dir):
+        path = os.path.join(exp_dir, entry)
+        if os.path.isdir(path) and (entry == "tensorboard" or entry.startswith(("step", "stage"))):
+            shutil.rmtree(path)
+        elif entry in RUN_FILES:
+            os.remove(path)
 
 
 def check_device(cfg: Config) -> None:
@@ -418,9 +455,10 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
           overwrite: bool = False, log: Callable[[str], None] = print):
     """Train the recipe ``cfg`` step by step; returns the :class:`~bnn.engine.TrainResult` of the last step.
 
-    ``model``: a float model to use instead of ``MODEL`` (prepared by each step's ``BCONFIG``, as the
-    recipe's own model is); ``train_loader`` / ``val_loader``: instead of ``DATA``; ``teacher``: instead of
-    ``DISTILLATION.TEACHER``; ``callbacks``: added to every step's.
+    ``model``: a model to use instead of ``MODEL``: prepared by each step's ``BCONFIG`` as the recipe's own
+    model is, or used as given when the recipe names no binarizer (a model you prepared yourself).
+    ``train_loader`` / ``val_loader``: instead of ``DATA``; ``teacher``: instead of ``DISTILLATION.TEACHER``;
+    ``callbacks``: :class:`Callback` objects added to every step's.
 
     ``resume``: None (a fresh run), ``"auto"`` (continue the run directory: finished steps are skipped,
     the unfinished one continues from its ``last.pth``) or a checkpoint / run directory path.
@@ -469,14 +507,13 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     if distilled and teacher is None:
         teacher = build_teacher(cfg, distilled[0], float_model, num_classes)
 
-    nncf_schedule = None
     if nncf_json is not None:
-        model, nncf_schedule = _apply_nncf(cfg, model, nncf_json)
-    steps = plan_steps(cfg, exp_dir, nncf_schedule)
+        model, cfg = _apply_nncf(cfg, model, nncf_json)
+    steps = plan_steps(cfg, exp_dir)
     _check_tensorboard(cfg, log)
     if not resume and overwrite and earlier_run(exp_dir):
         log(f"bnn-train: --overwrite: deleting the earlier run in {exp_dir}")
-        shutil.rmtree(exp_dir)
+        _delete_run(exp_dir)
     write_config(cfg, exp_dir)
 
     result = None

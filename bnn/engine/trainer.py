@@ -41,14 +41,14 @@ from .binarization_schedule import Callback, build_callbacks
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, environment_info, get_rng_state, load_checkpoint,
                          load_model_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig
-from .schema import Config
 from .distill import DistillationLoss, freeze_teacher
-from .evaluate import accumulate, metrics_from_sums, topk_correct
 from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_buffers, distributed_loader, get_rank, get_world_size, init_distributed,
                           is_distributed, wrap_ddp)
+from .evaluate import accumulate, metrics_from_sums, topk_correct
 from .lr_schedule import build_lr_scheduler
 from .optim import build_optimizer, set_weight_decay_enabled
 from .reporting import Reporter, Throughput, run_banner
+from .schema import Config
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "seed_everything", "topk_correct"]
 
@@ -150,8 +150,6 @@ class Trainer:
         self.model = model.to(self.device)
         self.callbacks: List[Callback] = build_callbacks(cfg.callbacks) + build_callbacks(list(callbacks))
         self.batch_multiplier = int(cfg.batch_multiplier)
-        if self.batch_multiplier == 1:  # a schedule may ask for gradient accumulation (NNCF's batch_multiplier)
-            self.batch_multiplier = max([1] + [int(cb.batch_multiplier or 1) for cb in self.callbacks])
         seed = cfg.seed if cfg.seed is not None else 0
         self.train_loader = distributed_loader(train_loader, seed=seed)
         self.val_loader = distributed_loader(val_loader, evaluation=True) if val_loader is not None else None
