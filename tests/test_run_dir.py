@@ -136,6 +136,7 @@ def test_bnn_pack_then_load_with_only_torch_and_bnn(run_dir, tmp_path, capsys, o
     assert ship.main([str(run_dir), "-o", str(out), "--batch-size", "16", "--repeats", "2"]) == 0
     printed = capsys.readouterr().out
     assert "bytes float32" in printed and "bytes packed" in printed and "x," in printed  # size and speed-up
+    assert ": 16 layers with 1-bit weights\n" in printed
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary file left
 
     fake = bnn.load_trained(str(run_dir))
@@ -212,3 +213,18 @@ def test_multi_step_run_loads_each_steps_model(tmp_path, one_thread):
         for key, value in loaded.model.state_dict().items():
             if torch.is_tensor(value):
                 assert torch.equal(value, state[key]), key
+
+
+def test_an_nncf_driven_run_is_rebuilt_from_the_json_its_checkpoint_holds(tmp_path, one_thread):
+    nncf = os.path.join(ROOT, "configs", "nncf", "resnet18_imagenet_binarization_xnor.json")
+    tiny = TINY + ["DATA.TRAIN_SIZE=64", "DATA.VAL_SIZE=32", f"NNCF_CONFIG={nncf}"]
+    assert train_main(["--exp_name", "n", f"EXPERIMENT.DIR={tmp_path}", *tiny]) == 0
+    alone = tmp_path / "alone.pth"  # away from the run folder and from the JSON's path
+    shutil.copy(tmp_path / "n" / "best.pth", alone)
+    loaded = load_run(str(alone))
+    assert loaded.meta["nncf"]["algorithm"] == "binarization"
+    state = load_checkpoint(str(alone))["model"]
+    assert sum(isinstance(m, bnn.layers.BinaryLayerMixin) for m in loaded.model.modules()) == 16
+    for key, value in loaded.model.state_dict().items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, state[key]), key

@@ -44,6 +44,7 @@ class PackReport:
 
     checkpoint: str
     output: str
+    packed_layers: int
     batch: int
     float_bytes: int
     packed_bytes: int
@@ -57,8 +58,9 @@ class PackReport:
         return self.fake_ms / self.packed_ms if self.packed_ms > 0 else float("inf")
 
     def lines(self):
+        none = "" if self.packed_layers else " (no binarized layer: are its binarizers off at this epoch?)"
         return [
-            f"packed {self.checkpoint} -> {self.output}",
+            f"packed {self.checkpoint} -> {self.output}: {self.packed_layers} layers with 1-bit weights{none}",
             f"size: {self.float_bytes:,} bytes float32, {self.packed_bytes:,} bytes packed "
             f"({self.float_bytes / max(self.packed_bytes, 1):.1f}x smaller); file {self.file_bytes:,} bytes",
             f"check: packed = fake-binarized on {self.batch} validation images (max |diff| {self.max_abs_diff:.2e})",
@@ -108,6 +110,7 @@ def pack_run(run: str, output: str, which: str = "best", batch_size: int = 64, r
     from .. import summary
     from ..engine.checkpoint import save_atomic
     from ..engine.run_dir import load_run, validation_loader
+    from .layers import PackedLayer
     from .pack import pack_binary_model
 
     trained = load_run(run, which)
@@ -118,7 +121,8 @@ def pack_run(run: str, output: str, which: str = "best", batch_size: int = 64, r
     sizes = summary(packed, tuple(inputs.shape[1:]), print_fn=None)
     fake_ms, packed_ms = _median_ms([fake, packed], inputs, repeats)
     save_atomic(packed, output)
-    return PackReport(trained.checkpoint, output, int(inputs.shape[0]), sizes.float_bytes, sizes.bytes,
+    n_packed = sum(isinstance(m, PackedLayer) for m in packed.modules())
+    return PackReport(trained.checkpoint, output, n_packed, int(inputs.shape[0]), sizes.float_bytes, sizes.bytes,
                       os.path.getsize(output), fake_ms, packed_ms, diff)
 
 
