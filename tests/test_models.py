@@ -188,10 +188,12 @@ def test_registry():
     for name in M.list_models():
         m = M.get_model(name, num_classes=7, **small[name]).eval()
         assert m(torch.randn(1, 3, 32, 32)).shape == (1, 7)
-    with pytest.raises(ValueError, match=r"unknown model 'resnet81'; did you mean 'resnet18'\?"):
+    with pytest.raises(ValueError, match=r"^unknown model 'resnet81' \(did you mean 'resnet18'\?\)$"):
         M.get_model("resnet81")
+    with pytest.raises(ValueError, match=r"^unknown model 'zzz' \(valid: reactnet_a, resnet18, resnet34, vgg_small\)$"):
+        M.get_model("zzz")
     assert "stem" in M.model_options("resnet18") and "width_mult" in M.model_options("reactnet_a")
-    with pytest.raises(ValueError, match="did you mean 'block'"):
+    with pytest.raises(ValueError, match=r"^unknown option 'blok' for model 'resnet18' \(did you mean 'block'\?\)$"):
         M.get_model("resnet18", blok="bireal")
 
 
