@@ -15,7 +15,7 @@ Precedence, lowest to highest, for one layer:
 5. ``ignore_layers_name`` (exact name, ``$regex$``, ``_first_``, ``_last_``):
    the layer stays float, whatever else says.
 
-A name or regex that matches no module is an error (with the closest names). A
+A name or regex that matches no module is an error (with the closest name). A
 name or regex that matches modules none of which is or holds a swappable layer
 (say a ``BatchNorm2d``) changes nothing: :func:`prepare_binary_model` warns
 (``UserWarning``, naming the entry and what it matched) rather than raising,

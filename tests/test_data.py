@@ -41,6 +41,8 @@ def test_synthetic_deterministic_by_seed_and_splits_differ():
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == a.targets[0]
     assert abs(x.mean().item()) < 2.0
     assert len(SyntheticShapes("val")) == 2000 and len(SyntheticShapes("train", size=5, num_classes=4).classes) == 4
+    with pytest.raises(ValueError, match=r"^unknown split 'tran' for SyntheticShapes \(did you mean 'train'\?\)$"):
+        SyntheticShapes("tran", size=5)
 
 
 def test_build_datasets_synthetic_default_and_alias():
