@@ -294,7 +294,7 @@ def test_reprepare_skips_params_whose_shapes_differ(tiny_net):
 
 
 class Net(nn.Module):
-    """bconfig attributes set at construction time (the seed README's manual path)."""
+    """bconfig attributes set at construction time (the original toolkit README's manual path)."""
 
     def __init__(self):
         super().__init__()

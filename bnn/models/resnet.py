@@ -5,7 +5,7 @@ Block variants for binary networks:
 
 * ``"basic"``: the standard basic block (conv-BN-act-conv-BN, add, act), same
   structure and parameter count as ``torchvision.models.resnet18``.
-* ``"bn_first"`` (the BN-first block; old name ``"seed003"``, still accepted):
+* ``"bn_first"`` (the BN-first block; its earlier name in :data:`BLOCK_ALIASES` still works):
   per conv ``act(conv(BN(x)) + shortcut(x))``, i.e. BatchNorm, binary
   activation, binary conv, residual add, PReLU. The binary activation sits in
   front of the conv, inside the binary conv produced by
@@ -160,7 +160,7 @@ class ResNet(nn.Module):
     Args:
         layers: blocks per stage, ``(2, 2, 2, 2)`` for ResNet-18, ``(3, 4, 6, 3)`` for ResNet-34.
         num_classes: size of the classifier ``fc``.
-        block: ``"basic"``, ``"bn_first"`` (alias ``"seed003"``), ``"bireal"`` or ``"preact"``.
+        block: ``"basic"``, ``"bn_first"``, ``"bireal"`` or ``"preact"`` (or an alias in ``BLOCK_ALIASES``).
         activation: ``"relu"``, ``"prelu"``, ``"rprelu"``, ``"hardtanh"``, ``"identity"``;
             None picks ``"rprelu"`` if ``rprelu`` else the block's default
             (ReLU for basic/preact, PReLU for bn_first/bireal).
