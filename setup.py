@@ -1,5 +1,8 @@
 """Installs ``bnn``: ``pip install -e .`` (add ``[test]`` for the test suite).
 
+The distribution is named ``bnn-toolkit`` (the name ``bnn`` on PyPI belongs to
+another project, binary-networks-pytorch); the import name is ``bnn``.
+
 The packed-inference kernel (``bnn/deploy/csrc``) is plain C built as an
 optional extension: when no compiler is available the install still succeeds
 and ``bnn`` falls back to its pure-torch path.
@@ -51,7 +54,7 @@ with open(os.path.join(here, "README.md"), encoding="utf-8") as fh:
     long_description = fh.read()
 
 setup(
-    name="bnn",
+    name="bnn-toolkit",  # the import name stays `bnn`; PyPI's `bnn` is another project
     version="0.2.0",
     description="A PyTorch toolkit for binary neural networks: fake binarization, training recipes, 1-bit packed inference",
     long_description=long_description,

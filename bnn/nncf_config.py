@@ -1,4 +1,6 @@
-"""NNCF compatibility (Kozlov et al. 2020, "Neural Network Compression Framework"): read NNCF's binarization algorithm config.
+"""Read the binarization algorithm config of NNCF (OpenVINO's Neural Network
+Compression Framework; Kozlov et al., "Neural Network Compression Framework
+for fast model inference", arXiv:2002.08679, 2020).
 
 ``from_nncf_config(model, config)`` binarizes the ``Conv2d`` layers of ``model``
 (only those, as NNCF does) with ``ScaleThresholdBinarizer`` inputs and XNOR
@@ -31,7 +33,7 @@ __all__ = ["NNCFSchedule", "from_nncf_config", "load_nncf_config", "scope_to_mod
 
 @dataclasses.dataclass
 class NNCFSchedule:
-    """The staged schedule of NNCF's binarization (Kozlov et al. 2020; epochs counted from 0).
+    """NNCF's staged binarization schedule (epochs counted from 0).
 
     Activations are binarized from ``activations_bin_start_epoch``, weights from
     ``weights_bin_start_epoch``; from ``lr_poly_drop_start_epoch`` the learning

@@ -14,16 +14,30 @@ Precedence, lowest to highest, for one layer:
    ancestor (the deepest wins);
 5. ``ignore_layers_name`` (exact name, ``$regex$``, ``_first_``, ``_last_``):
    the layer stays float, whatever else says.
+
+A name or regex that matches no module is an error (with the closest name). A
+name or regex that matches modules none of which is or holds a swappable layer
+(say a ``BatchNorm2d``) changes nothing: :func:`prepare_binary_model` warns
+(``UserWarning``, naming the entry and what it matched) rather than raising,
+because one list of float layers often serves several models, and NNCF's
+scopes name layers that its algorithm does not binarize. A ``bconfig``
+attribute that is not a :class:`BConfig` is an error naming the module.
+
+The swapped layer keeps the forward, forward pre- and backward hooks of the
+layer it replaces, as ``torch.ao.quantization.swap_module`` does; the hook
+tables are handed over, so the handles returned when the hooks were
+registered still remove them.
 """
 from __future__ import annotations
 
-import difflib
 import re
+import warnings
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
 from .config import BConfig
+from .hints import did_you_mean
 from .layers import BinaryLayerMixin, Conv1d, Conv2d, Linear
 
 __all__ = [
@@ -57,9 +71,26 @@ def _lineage(name: str) -> List[str]:
 
 
 def _unknown_name_error(argument: str, key: str, names: Sequence[str]) -> ValueError:
-    close = difflib.get_close_matches(key, [n for n in names if n], n=3, cutoff=0.5)
-    hint = f"; closest: {', '.join(close)}" if close else ""
-    return ValueError(f"{argument}: no module named {key!r}{hint}")
+    return ValueError(f"{argument}: no module named {key!r}" + did_you_mean(key, [n for n in names if n], list_all=False))
+
+
+def _check_bconfig_attributes(modules: Mapping[str, nn.Module]) -> None:
+    for name, module in modules.items():
+        value = getattr(module, "bconfig", None)
+        if value is not None and not isinstance(module, BinaryLayerMixin) and not isinstance(value, BConfig):
+            where = f"module {name!r}" if name else "the model"
+            raise TypeError(
+                f"{where} ({type(module).__name__}) has a bconfig attribute of type {type(value).__name__}; "
+                f"expected a bnn.BConfig (or None)"
+            )
+
+
+def _uncovered_warning(argument: str, key: str, matched: Sequence[str], modules: Mapping[str, nn.Module],
+                       mapping: Mapping[type, type]) -> str:
+    shown = ", ".join(f"{n} ({type(modules[n]).__name__})" for n in matched[:3]) + (", ..." if len(matched) > 3 else "")
+    swappable = ", ".join(sorted({cls.__name__ for cls in mapping}))
+    return (f"{argument}: {key!r} matches {shown}, which holds no swappable layer ({swappable}); "
+            f"the entry has no effect")
 
 
 def _swappable(module: nn.Module, mapping: Mapping[type, type]) -> bool:
@@ -79,8 +110,21 @@ def propagate_bconfig(
     gets ``BConfig()`` (float).
 
     Raises ``ValueError`` for a key or ignore entry that names no module (with the
-    closest names), an invalid or unmatched regex, or a value that is not a BConfig.
+    closest name), an invalid or unmatched regex, and ``TypeError`` for a value or
+    ``bconfig`` attribute that is not a BConfig. Entries that cover no swappable
+    layer are accepted silently here; :func:`prepare_binary_model` warns about them.
     """
+    return _resolve(model, bconfig, modules_mapping, custom_config_layers_name, ignore_layers_name)[0]
+
+
+def _resolve(
+    model: nn.Module,
+    bconfig: Optional[BConfig],
+    modules_mapping: Mapping[type, type],
+    custom_config_layers_name: Optional[Mapping[str, BConfig]],
+    ignore_layers_name: Optional[Iterable[str]],
+) -> Tuple[Dict[str, Optional[BConfig]], List[str]]:
+    """:func:`propagate_bconfig`'s result and a warning for each entry that covers no swappable layer."""
     if custom_config_layers_name is not None and not isinstance(custom_config_layers_name, Mapping):
         raise TypeError(
             "custom_config_layers_name must be a dict {layer name or '$regex$': BConfig}, "
@@ -92,8 +136,15 @@ def propagate_bconfig(
         raise TypeError(f"bconfig must be a BConfig, got {type(bconfig).__name__}")
 
     modules = dict(model.named_modules(remove_duplicate=False))
+    _check_bconfig_attributes(modules)
     names = list(modules)
     targets = [name for name, module in modules.items() if _swappable(module, modules_mapping)]
+    covered = {ancestor for name in targets for ancestor in _lineage(name)}
+    uncovered: List[str] = []
+
+    def check_covers(argument: str, key: str, matched: Sequence[str]) -> None:
+        if not any(n in covered for n in matched):
+            uncovered.append(_uncovered_warning(argument, key, matched, modules, modules_mapping))
 
     exact: Dict[str, BConfig] = {}
     regexes: List[Tuple["re.Pattern[str]", BConfig]] = []
@@ -102,10 +153,13 @@ def propagate_bconfig(
             raise TypeError(f"custom_config_layers_name[{key!r}] must be a BConfig, got {type(value).__name__}")
         if _is_regex(key):
             pattern = _compile(key, "custom_config_layers_name")
-            if not any(pattern.fullmatch(n) for n in names if n):
+            matched = [n for n in names if n and pattern.fullmatch(n)]
+            if not matched:
                 raise ValueError(f"custom_config_layers_name: regex {key!r} matches no module name")
+            check_covers("custom_config_layers_name", key, matched)
             regexes.append((pattern, value))
         elif key in modules:
+            check_covers("custom_config_layers_name", key, [key])
             exact[key] = value
         else:
             raise _unknown_name_error("custom_config_layers_name", key, names)
@@ -120,8 +174,10 @@ def propagate_bconfig(
             matched = [n for n in names if n and pattern.fullmatch(n)]
             if not matched:
                 raise ValueError(f"ignore_layers_name: regex {key!r} matches no module name")
+            check_covers("ignore_layers_name", key, matched)
             ignored.update(matched)
         elif key in modules:
+            check_covers("ignore_layers_name", key, [key])
             ignored.add(key)
         else:
             raise _unknown_name_error("ignore_layers_name", key, names)
@@ -141,7 +197,7 @@ def propagate_bconfig(
         chosen = _deepest_regex(lineage, regexes) or chosen
         chosen = next((exact[n] for n in lineage if n in exact), chosen)
         result[name] = chosen
-    return result
+    return result, uncovered
 
 
 def _deepest_regex(lineage: Sequence[str], regexes: Sequence[Tuple["re.Pattern[str]", BConfig]]) -> Optional[BConfig]:
@@ -181,19 +237,45 @@ def _swap_one(module: nn.Module, bconfig: Optional[BConfig], mapping: Mapping[ty
     return new
 
 
+#: The hook tables a swapped layer takes over (``torch.ao.quantization.swap_module`` carries the forward
+#: and forward pre-hooks; the flags tables belong to them, and full backward hooks ride along).
+_HOOK_TABLES = (
+    "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+    "_backward_pre_hooks", "_backward_hooks",
+)
+
+
+def _hand_over_hooks(old: nn.Module, new: nn.Module) -> None:
+    """``new`` takes ``old``'s hook tables themselves (not copies), so existing handles still remove the hooks."""
+    if not any(getattr(old, table, None) for table in _HOOK_TABLES):
+        return
+    for table in _HOOK_TABLES:
+        if hasattr(old, table):
+            setattr(new, table, getattr(old, table))
+    new._is_full_backward_hook = old._is_full_backward_hook
+
+
+def _swapped(module: nn.Module, bconfig: Optional[BConfig], mapping: Mapping[type, type]) -> nn.Module:
+    new = _swap_one(module, bconfig, mapping)
+    if new is not module:
+        _hand_over_hooks(module, new)
+    return new
+
+
 def swap_modules(model: nn.Module, configs: Mapping[str, Optional[BConfig]], modules_mapping: Mapping[type, type]) -> nn.Module:
-    """Replace each named layer by its binary (or float) version; returns the new root if the root was swapped."""
+    """Replace each named layer by its binary (or float) version, hooks included; returns the new root if the root was swapped."""
     for name, bconfig in configs.items():
         if not name:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         old = getattr(parent, child)
-        new = _swap_one(old, bconfig, modules_mapping)
+        new = _swapped(old, bconfig, modules_mapping)
         if new is not old:
             setattr(parent, child, new)
     if "" in configs:
-        return _swap_one(model, configs[""], modules_mapping)
+        return _swapped(model, configs[""], modules_mapping)
     return model
 
 
@@ -235,7 +317,9 @@ def prepare_binary_model(
         A bare layer comes back as its swapped layer.
     """
     mapping = _mapping(modules_mapping)
-    configs = propagate_bconfig(model, bconfig, mapping, custom_config_layers_name, ignore_layers_name)
+    configs, uncovered = _resolve(model, bconfig, mapping, custom_config_layers_name, ignore_layers_name)
+    for message in uncovered:
+        warnings.warn(message, UserWarning, stacklevel=2)
     return swap_modules(model, configs, mapping)
 
 

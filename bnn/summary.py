@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -103,6 +104,17 @@ def _is_compute_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or callable(getattr(module, "packed_nbytes", None))
 
 
+def _checked_input_size(input_size) -> tuple:
+    """``input_size`` as a tuple of positive ints, or a one-line ``TypeError`` / ``ValueError`` saying what it must be."""
+    wanted = "a sequence of positive ints, one sample's shape without the batch dimension, e.g. (3, 32, 32)"
+    if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
+        raise TypeError(f"summary: input_size must be {wanted}; got {input_size!r} ({type(input_size).__name__})")
+    dims = tuple(input_size)
+    if not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ValueError(f"summary: input_size must be {wanted}; got {dims!r}")
+    return tuple(int(d) for d in dims)
+
+
 def summary(model: nn.Module, input_size: Sequence[int], print_fn=print, device: Optional[torch.device] = None) -> ModelSummary:
     """Run one sample of shape ``input_size`` (no batch dimension) through ``model`` and report.
 
@@ -113,6 +125,7 @@ def summary(model: nn.Module, input_size: Sequence[int], print_fn=print, device:
     compression ratio and the share of MACs in 1-bit-weight layers. Returns the
     :class:`ModelSummary`.
     """
+    input_size = _checked_input_size(input_size)
     rows: Dict[str, LayerSummary] = {}
     binary_weights: Dict[str, int] = {}
     handles = []

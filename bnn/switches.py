@@ -1,4 +1,10 @@
-"""Switch all activation or all weight binarizers of a model on or off (staged schedules, seed 000)."""
+"""Switch all activation or all weight binarizers of a model on or off.
+
+Staged schedules use it, such as NNCF's binarization recipe (activations binarized
+from one epoch, weights from a later one; NNCF, "Neural Network Compression
+Framework for fast model inference", Kozlov et al., arXiv:2002.08679, 2020)
+and ReActNet's two-step training (Liu et al., ECCV 2020).
+"""
 from __future__ import annotations
 
 from typing import Optional

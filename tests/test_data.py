@@ -41,6 +41,8 @@ def test_synthetic_deterministic_by_seed_and_splits_differ():
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == a.targets[0]
     assert abs(x.mean().item()) < 2.0
     assert len(SyntheticShapes("val")) == 2000 and len(SyntheticShapes("train", size=5, num_classes=4).classes) == 4
+    with pytest.raises(ValueError, match=r"^unknown split 'tran' for SyntheticShapes \(did you mean 'train'\?\)$"):
+        SyntheticShapes("tran", size=5)
 
 
 def test_build_datasets_synthetic_default_and_alias():
@@ -51,7 +53,7 @@ def test_build_datasets_synthetic_default_and_alias():
     assert torch.equal(train.data, t2.data)
     assert D.dataset_info("synthetic") == D.dataset_info("synthetic_shapes")
     assert D.dataset_info("cifar100")["num_classes"] == 100 and D.dataset_info("mnist")["in_channels"] == 1
-    with pytest.raises(ValueError, match="did you mean 'cifar10'"):
+    with pytest.raises(ValueError, match=r"^unknown data set 'cifar' \(did you mean 'cifar10'\?\)$"):
         build_datasets("cifar")
 
 
@@ -74,23 +76,62 @@ def test_missing_imagenet_root(tmp_path):
     assert os.path.join(str(tmp_path), "train") in str(info.value)
 
 
-def test_imagefolder_transforms(tmp_path):
+def _image_folder(root, sizes):
+    """root/{train,val}/{cat,dog}/i.png, one image per (width, height) in ``sizes`` per class."""
     from PIL import Image
     for split in ("train", "val"):
         for cls in ("cat", "dog"):
-            d = tmp_path / split / cls
+            d = root / split / cls
             d.mkdir(parents=True)
-            for i in range(2):
-                Image.new("RGB", (50, 40), (i * 100, 20, 200)).save(d / f"{i}.png")
-    train, val = build_datasets("folder", root=str(tmp_path), image_size=32)
+            for i, size in enumerate(sizes):
+                Image.new("RGB", size, (i * 100 % 256, 20, 200)).save(d / f"{i}.png")
+    return str(root)
+
+
+def _names(dataset):
+    return [type(t).__name__ for t in dataset.transform.transforms]
+
+
+def test_imagefolder_crop_comes_from_the_images(tmp_path, caplog):
+    # small images: the median shorter side (32 here, one odd 40x48 image) and CIFAR-style augmentation
+    root = _image_folder(tmp_path / "small", [(32, 32), (32, 32), (48, 40)])
+    with caplog.at_level("INFO", logger="bnn.data"):
+        train, val = build_datasets("imagefolder", root=root)
+    assert "imagefolder: 32-pixel crops, the median shorter side of the training images" in caplog.text
+    assert D.dataset_info("imagefolder")["image_size"] is None
+    assert train.image_size == val.image_size == 32 and train.classes == ["cat", "dog"] and len(train) == 6
+    assert _names(train) == ["Resize", "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert train.transform.transforms[2].padding == 4  # 32 // 8, as CIFAR
+    assert _names(val) == ["Resize", "CenterCrop", "ToTensor", "Normalize"]
+    for dataset in (train, val):
+        assert {tuple(dataset[i][0].shape) for i in range(len(dataset))} == {(3, 32, 32)}
+    # large photos: ImageNet crops, capped at 224
+    train, val = build_datasets("imagefolder", root=_image_folder(tmp_path / "large", [(300, 260)]))
+    assert train.image_size == 224 and _names(train)[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
+    assert train[0][0].shape == (3, 224, 224) and val.transform.transforms[0].size == 256
+    # medium images: their own size with the ImageNet pipeline (96 / 0.875 = 110 before the center crop)
+    train, val = build_datasets("imagefolder", root=_image_folder(tmp_path / "medium", [(96, 120)]))
+    assert train.image_size == 96 and _names(train)[0] == "RandomResizedCrop"
+    assert val.transform.transforms[0].size == 110 and val[0][0].shape == (3, 96, 96)
+    assert D.folder_image_size(str(tmp_path / "large" / "train"), cap=100) == 100
+    # no image files: a one-line error naming the folder
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "val" / "cat").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match=r"imagefolder: no image files .* under '.*empty/train'$"):
+        build_datasets("imagefolder", root=str(tmp_path / "empty"))
+
+
+def test_imagefolder_transforms(tmp_path):
+    train, val = build_datasets("folder", root=_image_folder(tmp_path, [(50, 40), (50, 40)]), image_size=32)
     assert train.classes == ["cat", "dog"] and len(train) == 4 and len(val) == 4
     x, y = train[0]
-    assert x.shape == (3, 32, 32) and y == 0
-    names = [type(t).__name__ for t in train.transform.transforms]
-    assert names[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"] and names[-1] == "Normalize"
-    vnames = [type(t).__name__ for t in val.transform.transforms]
-    assert vnames[:2] == ["Resize", "CenterCrop"] and val.transform.transforms[0].size == 37  # 32 / 0.875
+    assert x.shape == (3, 32, 32) and y == 0 and train.image_size == 32
+    assert _names(train)[2:] == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
     assert val[0][0].shape == (3, 32, 32)
+    train, val = build_datasets("folder", root=str(tmp_path), image_size=80)  # explicit, above the small-image size
+    assert _names(train)[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"] and _names(train)[-1] == "Normalize"
+    assert _names(val)[:2] == ["Resize", "CenterCrop"] and val.transform.transforms[0].size == 91  # 80 / 0.875
+    assert val[0][0].shape == (3, 80, 80)
     # the ImageNet defaults: Resize(256) / CenterCrop(224)
     tv = D.imagenet_transforms(train=False).transforms
     assert tv[0].size == 256 and tv[1].size == (224, 224)

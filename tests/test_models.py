@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import bnn.models as M
 from bnn.models.common import RPReLU
-from bnn.models.resnet import DoubleSkipBlock
+from bnn.models.resnet import BLOCK_ALIASES, DoubleSkipBlock
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors gain nothing from threads
@@ -17,7 +17,7 @@ def _n_params(model):
 
 def test_resnet_float_matches_torchvision_count_and_outputs():
     tv = pytest.importorskip("torchvision")
-    m = M.resnet18()  # the seed 002 call: basic block, ImageNet stem, ReLU
+    m = M.resnet18()  # the original binary-networks-pytorch call: basic block, ImageNet stem, ReLU
     ref = tv.models.resnet18()
     assert _n_params(m) == _n_params(ref) == 11_689_512
     with torch.device("meta"):  # counting only: no memory, no init cost
@@ -30,7 +30,7 @@ def test_resnet_float_matches_torchvision_count_and_outputs():
         torch.testing.assert_close(m(x), ref(x))
 
 
-@pytest.mark.parametrize("block", ["basic", "seed003", "bireal", "preact"])
+@pytest.mark.parametrize("block", ["basic", "bn_first", "bireal", "preact"])
 @pytest.mark.parametrize("fp_downsample", [False, True])
 def test_resnet_blocks_forward_and_backward(block, fp_downsample):
     for stem, act, size in (("cifar", "prelu", 16), ("imagenet", "rprelu", 32)):
@@ -73,7 +73,7 @@ def test_downsample_variants():
     assert isinstance(fp[2], nn.BatchNorm2d)
 
 
-@pytest.mark.parametrize("block", ["seed003", "bireal"])
+@pytest.mark.parametrize("block", ["bn_first", "bireal"])
 def test_double_skip_has_a_shortcut_around_every_conv(block):
     # zero both convs: each sub-block reduces to act(shortcut); with identity
     # activation and identity shortcuts the block must return its input
@@ -91,12 +91,25 @@ def test_double_skip_has_a_shortcut_around_every_conv(block):
     torch.testing.assert_close(b(x), x + 1)
 
 
-def test_seed003_bn_before_conv_bireal_bn_after():
-    s = M.resnet18(block="seed003", width=4).layer2[0]
+def test_bn_first_bn_before_conv_bireal_bn_after():
+    s = M.resnet18(block="bn_first", width=4).layer2[0]
     b = M.resnet18(block="bireal", width=4).layer2[0]
     assert s.bn1.num_features == 4 and s.conv1.in_channels == 4  # BN on the block input
     assert b.bn1.num_features == 8 and b.conv1.out_channels == 8  # BN on the conv output
     assert isinstance(s.act1, nn.PReLU) and isinstance(b.act2, nn.PReLU)  # default activation PReLU
+
+
+def test_old_block_name_is_an_alias():
+    torch.manual_seed(0)
+    old = M.resnet18(block="seed003", width=4, num_classes=3).eval()
+    torch.manual_seed(0)
+    new = M.resnet18(block="bn_first", width=4, num_classes=3).eval()
+    assert old.block_type == "bn_first" and BLOCK_ALIASES == {"seed003": "bn_first"}
+    assert old.state_dict().keys() == new.state_dict().keys()
+    assert isinstance(old.layer1[0].act1, nn.PReLU)  # the block's default activation, not basic's ReLU
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(old(x), new(x))
+    assert M.get_model("resnet18", block="seed003", width=4).block_type == "bn_first"
 
 
 def test_preact_block_order():
@@ -188,10 +201,12 @@ def test_registry():
     for name in M.list_models():
         m = M.get_model(name, num_classes=7, **small[name]).eval()
         assert m(torch.randn(1, 3, 32, 32)).shape == (1, 7)
-    with pytest.raises(ValueError, match=r"unknown model 'resnet81'; did you mean 'resnet18'\?"):
+    with pytest.raises(ValueError, match=r"^unknown model 'resnet81' \(did you mean 'resnet18'\?\)$"):
         M.get_model("resnet81")
+    with pytest.raises(ValueError, match=r"^unknown model 'zzz' \(valid: reactnet_a, resnet18, resnet34, vgg_small\)$"):
+        M.get_model("zzz")
     assert "stem" in M.model_options("resnet18") and "width_mult" in M.model_options("reactnet_a")
-    with pytest.raises(ValueError, match="did you mean 'block'"):
+    with pytest.raises(ValueError, match=r"^unknown option 'blok' for model 'resnet18' \(did you mean 'block'\?\)$"):
         M.get_model("resnet18", blok="bireal")
 
 
@@ -240,7 +255,7 @@ def test_prepare_binary_model_keeps_exactly_the_float_layers(name, kw):
     assert out.shape == (2, 6) and torch.isfinite(out).all()
 
 
-def test_seed002_readme_call():
+def test_original_toolkit_readme_call():
     bnn, _ = _binary_bconfig()
     from bnn.ops import BasicScaleBinarizer, InputBiasBinarizer, XNORWeightBinarizer
     model = M.resnet18(num_classes=1000, rprelu=False)

@@ -1,4 +1,4 @@
-"""from_nncf_config: the seed 000 algorithm config, verbatim, on torchvision's ResNet-18."""
+"""from_nncf_config: NNCF's binarization algorithm config, verbatim from its docs, on torchvision's ResNet-18."""
 import json
 
 import pytest

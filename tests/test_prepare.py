@@ -131,7 +131,7 @@ def test_first_and_last_are_not_swapped(tiny_net):
 def test_unknown_names_are_errors_with_suggestions(tiny_net):
     with pytest.raises(ValueError, match=r"custom_config_layers_name.*'body\.d'.*body\.[abc]"):
         prepare_binary_model(tiny_net, G, custom_config_layers_name={"body.d": E})
-    with pytest.raises(ValueError, match=r"ignore_layers_name.*'bdy'.*closest: body"):
+    with pytest.raises(ValueError, match=r"ignore_layers_name: no module named 'bdy' \(did you mean 'body'\?\)"):
         prepare_binary_model(tiny_net, G, ignore_layers_name=["bdy"])
     with pytest.raises(ValueError, match=re.escape("'$nothing.*here$'")):
         prepare_binary_model(tiny_net, G, custom_config_layers_name={"$nothing.*here$": E})
@@ -146,6 +146,65 @@ def test_invalid_regex_is_an_error_naming_it(tiny_net, argument):
     kwargs = {argument: {"$body[$": E}} if argument == "custom_config_layers_name" else {argument: ["$body[$"]}
     with pytest.raises(ValueError, match=rf"{argument}: invalid regex '\$body\[\$'"):
         prepare_binary_model(tiny_net, G, **kwargs)
+
+
+@pytest.mark.parametrize("argument", ["custom_config_layers_name", "ignore_layers_name"])
+@pytest.mark.parametrize("key", ["body.bn", r"$.*\.bn$", "pool"])
+def test_entry_covering_no_swappable_layer_warns_naming_it(tiny_net, argument, key):
+    kwargs = {argument: {key: E}} if argument == "custom_config_layers_name" else {argument: [key]}
+    what = "AdaptiveAvgPool2d" if key == "pool" else "BatchNorm2d"
+    with pytest.warns(UserWarning, match=rf"{argument}: {re.escape(repr(key))} matches .*\({what}\), which holds no "
+                                         r"swappable layer \(Conv1d, Conv2d, Linear\); the entry has no effect"):
+        model = prepare_binary_model(tiny_net, G, **kwargs)
+    assert configs(model) == {name: G for name in LAYERS}  # and indeed nothing changed
+
+
+def test_entries_covering_swappable_layers_do_not_warn(tiny_net, recwarn):
+    prepare_binary_model(tiny_net, G, custom_config_layers_name={"body": E, r"$body\.[ab]$": R},
+                         ignore_layers_name=["head", "_first_", r"$body\.c$"])
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_bconfig_attribute_of_wrong_type_is_a_one_line_error(tiny_net):
+    tiny_net.body.bconfig = "xnor"
+    with pytest.raises(TypeError, match=r"^module 'body' \(Sequential\) has a bconfig attribute of type str; "
+                                        r"expected a bnn\.BConfig \(or None\)$"):
+        prepare_binary_model(tiny_net, G)
+    model = make_tiny_net()
+    model.bconfig = {"activation_pre_process": BasicInputBinarizer}
+    with pytest.raises(TypeError, match=r"^the model \(Sequential\) has a bconfig attribute of type dict"):
+        convert(model)
+
+
+def test_swapped_layers_keep_their_hooks(tiny_net):
+    calls = []
+    pre = tiny_net.body.a.register_forward_pre_hook(lambda m, args: (args[0] * 0.0,))
+    tiny_net.head.register_forward_hook(lambda m, args, kwargs, out: calls.append(("fwd", type(m))) or out + 100.0,
+                                        with_kwargs=True)
+    tiny_net.stem.register_full_backward_hook(lambda m, gin, gout: calls.append(("bwd", type(m))))
+    model = prepare_binary_model(tiny_net, BConfig(weight_pre_process=XNORWeightBinarizer))
+    assert type(model.body.a) is bnn.layers.Conv2d and type(model.head) is bnn.layers.Linear
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    out = model(x)
+    # the pre-hook zeroed body.a's input: its output is its bias everywhere
+    a_out = model.body.a(torch.randn(1, 4, 6, 6))
+    torch.testing.assert_close(a_out, model.body.a.bias.view(1, 4, 1, 1).expand_as(a_out))
+    expected = model.head(model.flat(model.pool(model.body[1:](model.body.a(model.stem(x))))))
+    torch.testing.assert_close(out, expected)
+    assert torch.all(out > 50)  # the forward hook (with kwargs) added 100
+    out.sum().backward()
+    assert ("fwd", bnn.layers.Linear) in calls and ("bwd", bnn.layers.Conv2d) in calls
+    # the handles given at registration still remove the hooks from the swapped layer
+    pre.remove()
+    assert not model.body.a._forward_pre_hooks
+    a_in = torch.randn(1, 4, 6, 6)
+    assert not torch.allclose(model.body.a(a_in), model.body.a.bias.view(1, 4, 1, 1).expand(1, 4, 6, 6))
+    # back to float (ignore) keeps them too, and so does a bare layer
+    model = prepare_binary_model(model, None, ignore_layers_name=["head"])
+    assert type(model.head) is nn.Linear and len(model.head._forward_hooks) == 1
+    bare = nn.Linear(2, 2)
+    bare.register_forward_hook(lambda m, args, out: out * 0.0)
+    assert torch.all(prepare_binary_model(bare, G)(torch.randn(3, 2)) == 0.0)
 
 
 def test_custom_config_must_be_a_dict(tiny_net):
@@ -235,7 +294,7 @@ def test_reprepare_skips_params_whose_shapes_differ(tiny_net):
 
 
 class Net(nn.Module):
-    """bconfig attributes set at construction time (the seed README's manual path)."""
+    """bconfig attributes set at construction time (the original toolkit README's manual path)."""
 
     def __init__(self):
         super().__init__()

@@ -62,3 +62,13 @@ def test_summary_of_float_model_and_scales():
     assert rows["0"].params == 224 + 8 and rows["2"].weight_bits == 32
     assert result.params_by_bits == {1: 216 + 1280, 32: 8 + 8 + 16 + 288 + 8 + 10 + 10}
     assert model.training  # mode restored
+
+
+@pytest.mark.parametrize("bad, error", [(3, TypeError), ("3x32x32", TypeError), ((), ValueError),
+                                        ((3, 0, 8), ValueError), ((3, 8.0, 8), ValueError), ([3, -1], ValueError)])
+def test_summary_input_size_is_checked_with_a_one_line_error(bad, error):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    with pytest.raises(error, match=r"^summary: input_size must be a sequence of positive ints, one sample's shape "
+                                    r"without the batch dimension, e\.g\. \(3, 32, 32\); got [^\n]*$"):
+        summary(model, bad, print_fn=None)
+    assert summary(model, [3, 5, 5], print_fn=None).total_macs == 4 * 9 * 27  # a list works as well as a tuple

@@ -11,7 +11,8 @@ One entry point per step::
 
 ``synthetic_shapes`` (:class:`SyntheticShapes`) is embedded and needs no
 download; the others go through torchvision, which is imported lazily (only
-when such a data set is built). A missing root raises
+when such a data set is built). An ``imagefolder`` reads its crop size from its
+images (:func:`folder_image_size`). A missing root raises
 :class:`DatasetNotFoundError` (a ``FileNotFoundError``) with a one-line message.
 """
 from .builders import (
@@ -24,6 +25,8 @@ from .builders import (
     build_loaders,
     cifar_transforms,
     dataset_info,
+    folder_image_size,
+    folder_transforms,
     imagenet_transforms,
     list_datasets,
     mnist_transforms,
@@ -34,6 +37,6 @@ from .synthetic import SYNTHETIC_CLASSES, SyntheticShapes, generate_shapes
 __all__ = [
     "ALIASES", "DATASETS", "DEFAULT_DATASET", "DatasetNotFoundError", "EpochShuffleSampler",
     "build_datasets", "build_loaders", "set_epoch", "dataset_info", "list_datasets",
-    "cifar_transforms", "imagenet_transforms", "mnist_transforms",
+    "cifar_transforms", "imagenet_transforms", "mnist_transforms", "folder_transforms", "folder_image_size",
     "SyntheticShapes", "SYNTHETIC_CLASSES", "generate_shapes",
 ]

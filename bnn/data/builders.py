@@ -3,20 +3,24 @@
 torchvision is imported lazily, inside the functions that need it, so
 ``import bnn.data`` stays light.
 """
-import difflib
+import logging
 import os
+import statistics
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..hints import did_you_mean
 from .synthetic import SYNTHETIC_MEAN, SYNTHETIC_STD, SyntheticShapes
 
 __all__ = [
     "DEFAULT_DATASET", "DATASETS", "ALIASES", "DatasetNotFoundError", "dataset_info", "list_datasets",
     "build_datasets", "build_loaders", "set_epoch", "EpochShuffleSampler",
-    "cifar_transforms", "imagenet_transforms", "mnist_transforms",
+    "cifar_transforms", "imagenet_transforms", "mnist_transforms", "folder_transforms", "folder_image_size",
 ]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "synthetic_shapes"
 
@@ -32,8 +36,9 @@ DATASETS: Dict[str, Dict[str, Any]] = {
     "cifar100": dict(num_classes=100, in_channels=3, image_size=32, mean=CIFAR100_MEAN, std=CIFAR100_STD),
     "mnist": dict(num_classes=10, in_channels=1, image_size=28, mean=MNIST_MEAN, std=MNIST_STD),
     "imagenet": dict(num_classes=1000, in_channels=3, image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    # generic ImageNet-style folders: num_classes = number of class folders (len(train_set.classes))
-    "imagefolder": dict(num_classes=None, in_channels=3, image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    # generic image folders: num_classes = number of class folders (len(train_set.classes)),
+    # image_size read from the images (folder_image_size)
+    "imagefolder": dict(num_classes=None, in_channels=3, image_size=None, mean=IMAGENET_MEAN, std=IMAGENET_STD),
 }
 
 
@@ -56,16 +61,15 @@ def _check_name(name: str) -> str:
     key = str(name).lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in DATASETS:
-        close = difflib.get_close_matches(key, list(DATASETS), n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"unknown data set {name!r}; {hint}valid: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown data set {name!r}" + did_you_mean(key, list(DATASETS)))
     return key
 
 
 def dataset_info(name: str) -> Dict[str, Any]:
     """``{"num_classes", "in_channels", "image_size", "mean", "std"}`` of a data
-    set name (``num_classes`` is None for ``imagefolder``: use
-    ``len(train_set.classes)``)."""
+    set name (for ``imagefolder``, ``num_classes`` is None: use
+    ``len(train_set.classes)``; ``image_size`` is None: it is read from the
+    images, see :func:`folder_image_size`)."""
     return dict(DATASETS[_check_name(name)])
 
 
@@ -92,6 +96,51 @@ def imagenet_transforms(train: bool, image_size: int = 224, augment: bool = True
     if train and augment:
         return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()] + tail)
     return T.Compose([T.Resize(int(round(image_size / 0.875))), T.CenterCrop(image_size)] + tail)
+
+
+#: Images whose crop is at most this many pixels get CIFAR-style augmentation (:func:`folder_transforms`).
+SMALL_IMAGE_SIZE = 64
+#: Images are sampled from this many files at most to read the size of a folder's images.
+_SIZE_SAMPLE = 64
+
+
+def folder_transforms(train: bool, image_size: int, augment: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Transforms of an image folder whose crops are ``image_size`` pixels.
+
+    Above :data:`SMALL_IMAGE_SIZE`: :func:`imagenet_transforms`. At or below it
+    (CIFAR-, Tiny-ImageNet-sized images), where RandomResizedCrop's down-to-8%
+    crops would leave a few pixels: Resize + CenterCrop to ``image_size`` (a
+    no-op for images of that size), then for training the CIFAR augmentation
+    (RandomCrop with ``image_size // 8`` pixels of zero padding, 4 at 32 px,
+    + RandomHorizontalFlip); then ToTensor + Normalize.
+    """
+    if image_size > SMALL_IMAGE_SIZE:
+        return imagenet_transforms(train, image_size, augment, mean, std)
+    import torchvision.transforms as T
+
+    steps = [T.Resize(image_size), T.CenterCrop(image_size)]
+    if train and augment:
+        steps += [T.RandomCrop(image_size, padding=max(1, image_size // 8)), T.RandomHorizontalFlip()]
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+def folder_image_size(folder: str, cap: int = 224) -> int:
+    """The crop side for the images under ``folder``: the median shorter side of
+    up to 64 of its image files (evenly spread over the sorted file list; only
+    the headers are read), capped at ``cap`` (ImageNet's 224 for large photos)."""
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    files = sorted(os.path.join(d, f) for d, _, names in os.walk(folder) for f in names
+                   if f.lower().endswith(IMG_EXTENSIONS))
+    if not files:
+        raise DatasetNotFoundError(f"imagefolder: no image files ({', '.join(IMG_EXTENSIONS)}) under {folder!r}")
+    step = max(1, len(files) // _SIZE_SAMPLE)
+    sides = []
+    for path in files[::step][:_SIZE_SAMPLE]:
+        with Image.open(path) as image:
+            sides.append(min(image.size))
+    return int(min(cap, statistics.median_low(sides)))
 
 
 def mnist_transforms():
@@ -135,7 +184,12 @@ def build_datasets(name: str = DEFAULT_DATASET, root: Optional[str] = None, down
         train_size, val_size: ``synthetic_shapes`` sizes (default 10000 / 2000);
             for the other data sets, if given, the first N items
             (``torch.utils.data.Subset``, which keeps no ``classes``).
-        image_size: ``synthetic_shapes`` side (default 32) or the ImageNet crop (default 224).
+        image_size: ``synthetic_shapes`` side (default 32), the ImageNet crop (default 224),
+            or the ``imagefolder`` crop (default: read from the images by
+            :func:`folder_image_size`, their median shorter side capped at 224,
+            and logged; crops of at most 64 pixels get CIFAR-style
+            augmentation, see :func:`folder_transforms`). The sets built carry
+            it as ``image_size``.
         num_classes: ``synthetic_shapes`` only: use the first N shape classes (2..10).
 
     Every returned set (except a Subset) has ``.classes``; the number of
@@ -152,7 +206,7 @@ def build_datasets(name: str = DEFAULT_DATASET, root: Optional[str] = None, down
     if key in ("cifar10", "cifar100", "mnist"):
         train_set, val_set = _torchvision_sets(key, root, download, augment)
     else:
-        train_set, val_set = _folder_sets(key, root, download, augment, image_size or 224)
+        train_set, val_set = _folder_sets(key, root, download, augment, image_size)
     return _subset(train_set, train_size), _subset(val_set, val_size)
 
 
@@ -195,7 +249,7 @@ def _torchvision_sets(key: str, root: str, download: bool, augment: bool):
     return train_set, val_set
 
 
-def _folder_sets(key: str, root: str, download: bool, augment: bool, image_size: int):
+def _folder_sets(key: str, root: str, download: bool, augment: bool, image_size: Optional[int]):
     how = ("ImageNet cannot be downloaded automatically; get ILSVRC2012 from https://image-net.org "
            "and lay it out as ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG")
     if key == "imagefolder":
@@ -206,10 +260,16 @@ def _folder_sets(key: str, root: str, download: bool, augment: bool, image_size:
             raise _missing(key, d, how + (" (download=True does not apply)" if download else ""))
     import torchvision.datasets as D
 
-    mean, std = DATASETS[key]["mean"], DATASETS[key]["std"]
-    train_set = D.ImageFolder(os.path.join(root, "train"),
-                              imagenet_transforms(True, image_size, augment, mean, std))
-    val_set = D.ImageFolder(os.path.join(root, "val"), imagenet_transforms(False, image_size, mean=mean, std=std))
+    info = DATASETS[key]
+    mean, std = info["mean"], info["std"]
+    if image_size is None and info["image_size"] is None:
+        image_size = folder_image_size(os.path.join(root, "train"))
+        _log.info("%s: %d-pixel crops, the median shorter side of the training images (pass image_size "
+                  "to choose another)", key, image_size)
+    image_size = int(image_size or info["image_size"])
+    train_set = D.ImageFolder(os.path.join(root, "train"), folder_transforms(True, image_size, augment, mean, std))
+    val_set = D.ImageFolder(os.path.join(root, "val"), folder_transforms(False, image_size, mean=mean, std=std))
+    train_set.image_size = val_set.image_size = image_size
     return train_set, val_set
 
 

@@ -24,6 +24,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch.utils.data import Dataset
 
+from ..hints import did_you_mean
+
 __all__ = ["SyntheticShapes", "SYNTHETIC_CLASSES", "SYNTHETIC_MEAN", "SYNTHETIC_STD"]
 
 SYNTHETIC_CLASSES = (
@@ -154,7 +156,7 @@ class SyntheticShapes(Dataset):
                  image_size: int = 32, num_classes: int = 10,
                  transform: Optional[Callable] = None, normalize: bool = True):
         if split not in _SPLIT_OFFSET:
-            raise ValueError(f"unknown split {split!r} for SyntheticShapes; valid: {', '.join(_SPLIT_OFFSET)}")
+            raise ValueError(f"unknown split {split!r} for SyntheticShapes" + did_you_mean(split, _SPLIT_OFFSET))
         self.split = split
         self.seed = int(seed)
         self.image_size = int(image_size)

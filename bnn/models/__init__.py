@@ -9,12 +9,12 @@ arguments). All models are plain float modules; make them binary with
 Registered names: ``resnet18``, ``resnet34`` (:mod:`bnn.models.resnet`),
 ``reactnet_a`` (:mod:`bnn.models.reactnet`), ``vgg_small`` (:mod:`bnn.models.vgg_small`).
 """
-import difflib
 import inspect
 from typing import Callable, Dict, List
 
 import torch.nn as nn
 
+from ..hints import did_you_mean
 from .common import RPReLU, float_layer_names, make_activation
 from .reactnet import ReActNetA, reactnet_a
 from .resnet import ResNet, resnet18, resnet34
@@ -72,17 +72,12 @@ def get_model(name: str, **kwargs) -> nn.Module:
     """Builds the registered model ``name`` with ``kwargs`` as options.
 
     An unknown name or option is a one-line ``ValueError`` naming the closest
-    valid one, e.g. ``unknown model 'resnet81'; did you mean 'resnet18'?``.
+    valid one, e.g. ``unknown model 'resnet81' (did you mean 'resnet18'?)``.
     """
     if name not in _MODELS:
-        close = difflib.get_close_matches(str(name), list_models(), n=1, cutoff=0.4)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"unknown model {name!r}; {hint}valid: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}" + did_you_mean(name, list_models()))
     accepted = _accepted_kwargs(name)
     for key in kwargs:
         if key not in accepted:
-            close = difflib.get_close_matches(key, sorted(accepted), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"unknown option {key!r} for model {name!r}; {hint}"
-                             f"valid: {', '.join(sorted(accepted))}")
+            raise ValueError(f"unknown option {key!r} for model {name!r}" + did_you_mean(key, accepted))
     return _MODELS[name](**kwargs)

@@ -4,11 +4,13 @@ Everything here is a plain float module: binarization happens later, when
 :func:`bnn.prepare_binary_model` swaps the ``nn.Conv2d`` / ``nn.Linear`` layers
 of a model for their binary counterparts.
 """
-import difflib
 from typing import Iterable, List, Optional
 
 import torch
 import torch.nn as nn
+
+from ..hints import did_you_mean
+from ..prepare import DEFAULT_MODULES_MAPPING
 
 __all__ = [
     "RPReLU",
@@ -68,9 +70,7 @@ def check_choice(value: str, choices: Iterable[str], what: str) -> str:
     choices = list(choices)
     if value in choices:
         return value
-    close = difflib.get_close_matches(str(value), choices, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ValueError(f"unknown {what} {value!r}; {hint}valid: {', '.join(choices)}")
+    raise ValueError(f"unknown {what} {value!r}" + did_you_mean(value, choices))
 
 
 def make_activation(name: str, num_channels: int) -> nn.Module:
@@ -99,7 +99,8 @@ def float_layer_names(model: nn.Module, downsample: bool = True) -> List[str]:
     For a model of this package this is the model's own
     ``float_layer_names(downsample)`` (first conv, classifier and, when
     ``downsample`` is True, the 1x1 convs of the downsample shortcuts). For any
-    other model it falls back to the first ``nn.Conv*``/``nn.Linear`` layer,
+    other model it falls back to the first layer that :func:`bnn.prepare_binary_model`
+    swaps by default (``nn.Conv1d``, ``nn.Conv2d``, ``nn.Linear``),
     the last ``nn.Linear`` layer and every conv whose name contains
     ``"downsample"``. The list plugs straight into
     ``prepare_binary_model(..., ignore_layers_name=float_layer_names(model))``.
@@ -110,7 +111,7 @@ def float_layer_names(model: nn.Module, downsample: bool = True) -> List[str]:
     weighted = [
         (name, m)
         for name, m in model.named_modules()
-        if type(m) in (nn.Conv1d, nn.Conv2d, nn.Linear)
+        if type(m) in DEFAULT_MODULES_MAPPING
     ]
     names: List[str] = []
     if weighted:

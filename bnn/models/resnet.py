@@ -5,11 +5,17 @@ Block variants for binary networks:
 
 * ``"basic"``: the standard basic block (conv-BN-act-conv-BN, add, act), same
   structure and parameter count as ``torchvision.models.resnet18``.
-* ``"seed003"``: the block of the "Training tricks for binarized neural
-  networks" collection (Bethge et al. style, seed 003): per conv
-  ``act(conv(BN(x)) + shortcut(x))``; the binary activation sits in front of the
-  conv, inside the binary conv produced by ``prepare_binary_model``. Two such
-  single-conv blocks replace each basic block ("double skip").
+* ``"bn_first"`` (the BN-first block; its earlier name in :data:`BLOCK_ALIASES` still works):
+  per conv ``act(conv(BN(x)) + shortcut(x))``, i.e. BatchNorm, binary
+  activation, binary conv, residual add, PReLU. The binary activation sits in
+  front of the conv, inside the binary conv produced by
+  ``prepare_binary_model``, so the binarizer sees a batch-normalised,
+  zero-centred input. Two such single-conv blocks replace each basic block
+  (a shortcut around every conv, as in Bi-Real Net). BatchNorm before the
+  binary activation is XNOR-Net's order (Rastegari et al., "XNOR-Net: ImageNet
+  Classification Using Binary Convolutional Neural Networks", ECCV 2016); the
+  PReLU after the add follows Martinez et al., "Training Binary Neural Networks
+  with Real-to-Binary Convolutions" (ICLR 2020).
 * ``"bireal"``: Bi-Real Net (Liu et al., "Bi-Real Net: Enhancing the
   Performance of 1-bit CNNs", ECCV 2018): a shortcut around every conv,
   ``act(BN(conv(x)) + x)`` twice per basic block.
@@ -24,11 +30,12 @@ see :class:`bnn.models.common.RPReLU`), ``"hardtanh"``, ``"identity"``.
 
 Downsample shortcuts: a 1x1 stride-s conv + BN (torchvision), or with
 ``fp_downsample=True`` the full-precision-friendly AvgPool2d(2) + 1x1 stride-1
-conv + BN of Bi-Real Net / ReActNet (seed 003). The conv always sits at the
+conv + BN of Bi-Real Net / ReActNet (Liu et al. 2018, 2020). The conv always sits at the
 same index (``downsample.0`` or ``downsample.1`` respectively).
 
 Stems: ``"imagenet"`` = 7x7 stride-2 conv + BN + act + 3x3 stride-2 max pool;
-``"cifar"`` = 3x3 stride-1 conv + BN + act, no pool (seed 004).
+``"cifar"`` = 3x3 stride-1 conv + BN + act, no pool (the usual stem for 32x32
+inputs, keeping the 4 stages at 32, 16, 8 and 4 pixels).
 
 The models are plain float modules (``nn.Conv2d``, ``nn.Linear``): make them
 binary with :func:`bnn.prepare_binary_model`, keeping
@@ -42,11 +49,13 @@ import torch.nn as nn
 
 from .common import check_choice, init_weights, make_activation
 
-__all__ = ["ResNet", "resnet18", "resnet34", "BLOCKS", "STEMS"]
+__all__ = ["ResNet", "resnet18", "resnet34", "BLOCKS", "BLOCK_ALIASES", "STEMS"]
 
-BLOCKS = ("basic", "seed003", "bireal", "preact")
+BLOCKS = ("basic", "bn_first", "bireal", "preact")
+#: earlier names of the blocks, still accepted (``ResNet.block_type`` holds the current name)
+BLOCK_ALIASES = {"seed003": "bn_first"}
 STEMS = ("imagenet", "cifar")
-_DEFAULT_ACTIVATION = {"basic": "relu", "preact": "relu", "seed003": "prelu", "bireal": "prelu"}
+_DEFAULT_ACTIVATION = {"basic": "relu", "preact": "relu", "bn_first": "prelu", "bireal": "prelu"}
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -97,7 +106,7 @@ class BasicBlock(nn.Module):
 class DoubleSkipBlock(nn.Module):
     """Two single-conv residual blocks (a shortcut around every conv).
 
-    ``bn_first=True`` (seed 003): ``y = act(conv(BN(x)) + shortcut(x))``;
+    ``bn_first=True`` (the BN-first block): ``y = act(conv(BN(x)) + shortcut(x))``;
     ``bn_first=False`` (Bi-Real Net): ``y = act(BN(conv(x)) + shortcut(x))``.
     The first of the two carries the stride / channel change and the
     ``downsample`` shortcut, the second has an identity shortcut.
@@ -151,11 +160,12 @@ class ResNet(nn.Module):
     Args:
         layers: blocks per stage, ``(2, 2, 2, 2)`` for ResNet-18, ``(3, 4, 6, 3)`` for ResNet-34.
         num_classes: size of the classifier ``fc``.
-        block: ``"basic"``, ``"seed003"``, ``"bireal"`` or ``"preact"``.
+        block: ``"basic"``, ``"bn_first"``, ``"bireal"`` or ``"preact"`` (or an alias in ``BLOCK_ALIASES``).
         activation: ``"relu"``, ``"prelu"``, ``"rprelu"``, ``"hardtanh"``, ``"identity"``;
             None picks ``"rprelu"`` if ``rprelu`` else the block's default
-            (ReLU for basic/preact, PReLU for seed003/bireal).
-        rprelu: shorthand for ``activation="rprelu"`` (the seed 002 API).
+            (ReLU for basic/preact, PReLU for bn_first/bireal).
+        rprelu: shorthand for ``activation="rprelu"`` (the call of the original
+            binary-networks-pytorch toolkit, ``resnet18(num_classes, rprelu)``).
         stem: ``"imagenet"`` (7x7/2 conv + max pool) or ``"cifar"`` (3x3/1 conv, no pool).
         fp_downsample: AvgPool2d(2) + 1x1 conv + BN shortcuts instead of a strided 1x1 conv.
         in_channels: input image channels.
@@ -171,6 +181,7 @@ class ResNet(nn.Module):
                  stem: str = "imagenet", fp_downsample: bool = False, in_channels: int = 3,
                  width: int = 64):
         super().__init__()
+        block = BLOCK_ALIASES.get(block, block)
         check_choice(block, BLOCKS, "block")
         check_choice(stem, STEMS, "stem")
         if rprelu:
@@ -217,7 +228,7 @@ class ResNet(nn.Module):
                 mods.append(PreActBlock(self.inplanes, planes, s, ds, self.activation))
             else:
                 mods.append(DoubleSkipBlock(self.inplanes, planes, s, ds, self.activation,
-                                            bn_first=self.block_type == "seed003"))
+                                            bn_first=self.block_type == "bn_first"))
             self.inplanes = planes
         return nn.Sequential(*mods)
 
@@ -242,7 +253,8 @@ class ResNet(nn.Module):
 
     def load_torchvision_state_dict(self, state_dict: Dict[str, torch.Tensor], strict: bool = True):
         """Loads a ``torchvision.models.resnet18/34`` state dict (e.g. ImageNet
-        weights for a pretrained start, seeds 000/004): renames ``conv1``/``bn1``
+        weights for a pretrained start, as NNCF's and the gradual-binarization
+        recipes begin): renames ``conv1``/``bn1``
         of the stem to ``first_conv``/``first_bn``. Needs ``block="basic"``,
         ``fp_downsample=False`` and a non-learnable activation to match exactly
         (with PReLU/RPReLU use ``strict=False``)."""
@@ -259,7 +271,7 @@ class ResNet(nn.Module):
 def resnet18(num_classes: int = 1000, rprelu: bool = False, **kwargs) -> ResNet:
     """ResNet-18 (He et al. 2016), binary-friendly options as in :class:`ResNet`.
 
-    ``resnet18(num_classes=1000, rprelu=False)`` is the seed 002 call."""
+    ``resnet18(num_classes=1000, rprelu=False)`` is the original binary-networks-pytorch call."""
     return ResNet((2, 2, 2, 2), num_classes=num_classes, rprelu=rprelu, **kwargs)
 
 
