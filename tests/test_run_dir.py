@@ -48,7 +48,7 @@ def test_checkpoint_records_versions_seed_commit_and_recipe(run_dir):
     assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["bnn"] == bnn.__version__
     assert meta["seed"] == 3
     assert meta["model"] == {"name": "resnet18", "kwargs": {"num_classes": 4, "stem": "imagenet", "width": 4,
-                                                            "block": "seed003"}}
+                                                            "block": "bn_first"}}
     assert meta["recipe"]["BCONFIG"]["WEIGHT_PRE_PROCESS"]["name"] == "XNORWeightBinarizer"
     assert meta["recipe"]["TRAINING"]["SEED"] == 3 and meta["step"] == 0
     assert meta["git_commit"] == git_commit()  # this checkout's commit, or None outside git
