@@ -14,8 +14,9 @@ group of ``batch_multiplier`` batches: forward (under ``torch.autocast`` on CUDA
 when ``amp``), loss = cross-entropy (or the distillation loss against the
 teacher), ``loss / group_size`` backward (GradScaler on CUDA float16), one
 optimizer step and one LR-scheduler step; then validation (top-1/top-5),
-``metrics.csv``/TensorBoard, ``last.pth`` and, when the validation top-1 is the
-best so far, ``best.pth``. A NaN/inf loss raises :class:`NonFiniteLossError`
+``metrics.csv``/TensorBoard, ``curves.png``, ``last.pth`` and, when the validation top-1 is the
+best so far, ``best.pth`` (both with the run's record, see :mod:`bnn.engine.run_dir`). A run starts
+with :func:`~bnn.engine.reporting.run_banner`. A NaN/inf loss raises :class:`NonFiniteLossError`
 naming the epoch and step before anything is written, so the last checkpoint
 is the last good one. Checkpoints are written only at epoch ends: a run killed
 mid-epoch resumes (``resume="auto"``) from the start of that epoch with the
