@@ -22,6 +22,8 @@ from bnn.deploy import (
 )
 from bnn.deploy import functional as BF
 
+from test_packed_graph import channels_last_everywhere
+
 ACTS = {
     "sign": ops.BasicInputBinarizer,
     "approx": ops.ApproxSignBinarizer,
@@ -173,8 +175,12 @@ def test_resnet18_packed_exact_small_and_loadable():
     assert isinstance(packed.conv1, nn.Conv2d) and not isinstance(packed.conv1, PackedConv2d)  # float stays float
     assert isinstance(packed.fc, nn.Linear) and type(packed.fc) is not PackedLinear
     assert sum(isinstance(m, PackedConv2d) for m in packed.modules()) == 19  # 16 3x3 + 3 downsample 1x1
+    # every BatchNorm folded: 19 into the packed convs' epilogues, one into the float stem
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in packed.modules())
+    assert sum(isinstance(m, PackedConv2d) and m.shift is not None for m in packed.modules()) == 19
     x = torch.randn(2, 3, 64, 64)
     _check(fake, packed, x)
+    assert channels_last_everywhere(packed, x) == []  # one memory layout end to end
     for m in packed.modules():
         if isinstance(m, PackedConv2d):
             m.use_native = False
