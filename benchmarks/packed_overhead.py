@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import statistics
 import time
 
@@ -56,12 +57,24 @@ def packed_resnet18():
     return model.eval(), pack_binary_model(fake)
 
 
+def fastest(fns, reps, inner=4):
+    """Fastest seconds per call of each function (interleaved; the minimum filters a busy machine's noise)."""
+    best = [float("inf")] * len(fns)
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t0) / inner)
+    return best
+
+
 @torch.no_grad()
 def layer_overhead(reps):
-    print("1. Python work per packed layer call (batch 1, channels-last input)")
-    print(f"   {'layer':<22} {'layer us':>9} {'kernel us':>9} {'Python us':>9} {'fresh out us':>12}")
+    print("1. Python work per packed layer call, batch 1 (fastest of interleaved calls)")
+    print(f"   {'layer':<22} {'layer()':>9} {'C call':>9} {'Python':>9} {'fresh output':>12}  (us)")
     bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
-    for cin, cout, hw in ((512, 512, 7), (64, 64, 56)):
+    for cin, cout, hw in ((64, 64, 2), (512, 512, 7), (64, 64, 56)):
         layer = pack_binary_model(bnn.prepare_binary_model(nn.Conv2d(cin, cout, 3, padding=1, bias=False), bc).eval())
         x = torch.randn(1, cin, hw, hw).contiguous(memory_format=torch.channels_last)
         layer(x)
@@ -77,10 +90,12 @@ def layer_overhead(reps):
         def fresh():  # the C call into a freshly allocated output, as the layer does
             bare(torch.empty(plan.buffer_shape, memory_format=torch.channels_last))
 
-        t_layer, t_bare, t_fresh = interleaved([lambda: layer(x), bare, fresh], reps * 10)
-        name = f"{cin}->{cout} 3x3 @{hw}"
-        print(f"   {name:<22} {t_layer * 1e6:9.1f} {t_bare * 1e6:9.1f} {(t_layer - t_fresh) * 1e6:9.1f} "
+        t_layer, t_bare, t_fresh = fastest([lambda: layer(x), bare, fresh], reps * 50)
+        name = f"{cin}->{cout} 3x3 @{hw}x{hw}"
+        print(f"   {name:<22} {t_layer * 1e6:9.1f} {t_bare * 1e6:9.1f} {(t_layer - t_bare) * 1e6:9.1f} "
               f"{(t_fresh - t_bare) * 1e6:12.1f}")
+    print("   Python = layer() - C call (argument checks, fresh output, scratch from the pool, Module.__call__);")
+    print("   fresh output = the part of it spent allocating (and first touching) a new output tensor")
 
 
 def _op_name(mod: nn.Module) -> str:
@@ -132,7 +147,7 @@ def breakdown(packed, reps):
 
 @torch.no_grad()
 def residual_add(reps):
-    print("\n3. Residual add at batch 8, [8, 64, 56, 56]")
+    print("\n3. Memory layout. Residual add at batch 8, [8, 64, 56, 56]")
     a = torch.randn(8, 64, 56, 56)
     b = torch.randn(8, 64, 56, 56)
     a_cl, b_cl = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
@@ -140,6 +155,12 @@ def residual_add(reps):
     print(f"   channels-last + channels-last (packed model) {t_cl * 1e3:6.2f} ms")
     print(f"   NCHW + channels-last (mixed layouts)         {t_mix * 1e3:6.2f} ms  ({t_mix / t_cl:.1f}x)")
     print(f"   NCHW + NCHW (float model)                    {t_nchw * 1e3:6.2f} ms")
+    print("   Float stem (7x7/2 conv with folded BN, ReLU, 3x3/2 max pool) at batch 1, 224x224")
+    stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)).eval()
+    stem_cl = copy.deepcopy(stem).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 224, 224)
+    t_nchw, t_cl = interleaved([lambda: stem(x), lambda: stem_cl(x)], reps)
+    print(f"   NCHW weights {t_nchw * 1e3:6.2f} ms, channels-last weights (packed model) {t_cl * 1e3:6.2f} ms")
 
 
 @torch.no_grad()

@@ -272,7 +272,7 @@ def test_incompatible_format_version_is_a_clear_error():
 
 @pytest.mark.skipif(not kernel_available(), reason="native kernel not built")
 def test_reused_output_buffer_never_overwrites_a_result_still_alive():
-    """The native path reuses its output buffer only when no earlier result (or view of one) is alive."""
+    """A result (or a view of one) stays valid after later calls, also from other threads (fresh outputs)."""
     import threading
 
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -134,20 +134,31 @@ class NativePlan:
     buffer_shape: Tuple[int, ...]  # the kernel's output, channels last: [N, C, OH, OW] (as channels_last), [N, L, C] or [rows, C]
     scratch_words: int  # int64 words of the bit-packed input
     ints: Tuple[int, ...]
+    spare_scratch: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
     def run(self, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
             threshold: Optional[torch.Tensor]) -> torch.Tensor:
-        """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers)."""
+        """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers).
+
+        The output is always a fresh tensor: a result the caller still holds (or a view of it) is never
+        overwritten by a later call.
+        """
         if self.dims == 2:
             x = x.contiguous(memory_format=torch.channels_last)
             out = torch.empty(self.buffer_shape, dtype=torch.float32, memory_format=torch.channels_last)
         else:
             x = x.transpose(1, 2).contiguous() if self.dims == 1 else x.contiguous()
             out = torch.empty(self.buffer_shape, dtype=torch.float32)
-        scratch = torch.empty(self.scratch_words, dtype=torch.int64)
+        # the scratch (never handed out) is reused; taken out of the pool while in use, so a concurrent call on
+        # another Python thread allocates its own
+        try:
+            scratch = self.spare_scratch.pop()
+        except IndexError:
+            scratch = torch.empty(self.scratch_words, dtype=torch.int64)
         _kernel.native().bconv(x.data_ptr(), 0 if threshold is None else threshold.data_ptr(), scratch.data_ptr(),
                                words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
                                *self.ints, _kernel.get_isa(), torch.get_num_threads())
+        self.spare_scratch.append(scratch)
         if self.dims == 1:
             return out.transpose(1, 2)
         return out if self.dims == 2 else out.view(self.out_shape)

@@ -44,6 +44,8 @@ class _CachedPlan:
     scale: torch.Tensor
     shift: Optional[torch.Tensor]
     threshold: Optional[torch.Tensor]
+    post: nn.Module
+    post_is_identity: bool
     plan: BF.NativePlan
 
 
@@ -164,21 +166,17 @@ class PackedLayer(nn.Module):
         # fast path: the plan made for this input shape by an earlier call applies (float32 CPU plain tensor, the
         # buffers it was checked with, no compile / trace): a few microseconds of Python per call
         c = self.__dict__.get("_plan")
-        if (c is not None and type(x) is torch.Tensor and x.shape == c.shape and x.dtype == torch.float32
-                and x.device.type == "cpu" and self.use_native is not False and not torch.compiler.is_compiling()
-                and not torch.jit.is_tracing()):
+        if (c is not None and type(x) is torch.Tensor and x.shape == c.shape and x.dtype == torch.float32 and x.is_cpu
+                and self.use_native is not False and not self.training):
             b = self._buffers
             if (b["packed_weight"] is c.words and b["scale"] is c.scale and b["shift"] is c.shift
-                    and b["input_threshold"] is c.threshold and not self.training):
+                    and b["input_threshold"] is c.threshold and self._modules["post_process"] is c.post
+                    and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
                 y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold)
-                return y if self._post is None else self._post(y, x)
+                return y if c.post_is_identity else c.post(y, x)
         y = self._forward_checked(x)
-        return y if self._post is None else self._post(y, x)
-
-    @property
-    def _post(self):
         post = self.post_process
-        return None if isinstance(post, nn.Identity) else post
+        return y if isinstance(post, nn.Identity) else post(y, x)
 
     def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
         """Every call the fast path does not take: check the input, then the native kernel or pure torch."""
@@ -195,7 +193,8 @@ class PackedLayer(nn.Module):
                                                  self.groups)
             plan = BF.native_plan(tuple(x.shape), w.shape[3], self.out_channels, self.kernel_size, self.stride,
                                   self.padding, self.dilation, self.groups)
-            self.__dict__["_plan"] = _CachedPlan(x.shape, w, s, b, t, plan)
+            post = self.post_process
+            self.__dict__["_plan"] = _CachedPlan(x.shape, w, s, b, t, post, isinstance(post, nn.Identity), plan)
             return plan.run(x, w, s, b, t)
         return BF.binary_conv_torch(x, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,
                                     self.dilation, self.groups)
