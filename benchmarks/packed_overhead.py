@@ -32,20 +32,7 @@ from bnn import ops
 from bnn.deploy import PackedConv2d, PackedLayer, available_isas, kernel_available, pack_binary_model
 from bnn.deploy import functional as BF
 from bnn.deploy import kernel as K
-
-
-def interleaved(fns, reps, warmup=3):
-    """Median seconds of each function, the functions run in turn ``reps`` times."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+from inference import interleaved  # benchmarks/inference.py: the same interleaved medians
 
 
 def packed_resnet18():

@@ -51,6 +51,13 @@ def _both_paths(packed):
         m.use_native = None
 
 
+def _matches_on_both_paths(fake, packed, x):
+    with torch.no_grad():
+        ref = fake(x)
+        for _ in _both_paths(packed):
+            _close(packed(x), ref)
+
+
 # -- bad inputs: a one-line error naming the layer, never a read outside the buffers ----------------------------
 def _packed_seq(*layers):
     return pack_binary_model(_prepare(nn.Sequential(*layers)))
@@ -139,10 +146,7 @@ def test_fold_only_provably_safe_pairs():
     assert isinstance(packed.bn4, nn.Identity) and packed.conv4.shift is not None
     assert isinstance(packed.bn, nn.BatchNorm2d) and isinstance(packed.shared_bn, nn.BatchNorm2d)
     x = torch.randn(2, 3, 7, 7)
-    with torch.no_grad():
-        ref = fake(x)
-        for _ in _both_paths(packed):
-            _close(packed(x), ref)
+    _matches_on_both_paths(fake, packed, x)
 
 
 def test_fold_float_and_packed_convs_and_skip_xnor_post_and_batch_statistics():
@@ -159,10 +163,7 @@ def test_fold_float_and_packed_convs_and_skip_xnor_post_and_batch_statistics():
     assert isinstance(packed[7], nn.BatchNorm2d)  # batch statistics in eval: kept
     assert isinstance(pack_binary_model(fake, fold_batchnorm=False)[3], nn.BatchNorm2d)
     x = torch.randn(2, 3, 6, 6)
-    with torch.no_grad():
-        ref = fake(x)
-        for _ in _both_paths(packed):
-            _close(packed(x), ref)
+    _matches_on_both_paths(fake, packed, x)
 
 
 def test_untraceable_model_is_left_unfolded_with_a_warning():
@@ -206,10 +207,7 @@ def test_bnn_resnet_folds_and_stays_channels_last(block):
     else:  # every BN folded (into a packed conv, the float stem, or a float shortcut conv)
         assert bns == [] and len(packed_convs) == 16
     x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        ref = fake(x)
-        for _ in _both_paths(packed):
-            _close(packed(x), ref)
+    _matches_on_both_paths(fake, packed, x)
     assert channels_last_everywhere(packed, x) == []
 
 
