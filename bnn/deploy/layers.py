@@ -178,7 +178,8 @@ class PackedLayer(nn.Module):
             b = self._buffers
             w = b["packed_weight"]
             if not (w is st[2] and b["scale"] is st[3] and b["shift"] is st[4] and b["input_threshold"] is st[5]
-                    and w.data_ptr() == st[6][3] and self.use_native is not False and self.binary_input
+                    and w.data_ptr() == st[6][3] and w._version == st[11] and self.use_native is not False
+                    and self.binary_input
                     and not torch.jit.is_tracing()
                     and not _exporting()):
                 st = None
@@ -212,7 +213,7 @@ class PackedLayer(nn.Module):
             a = torch.empty(plan[5], dtype=torch.int64)
         p = st[6]
         st[9].bconv(x.data_ptr(), p[0], a.data_ptr(), p[3], p[4], p[5], out.data_ptr(), *plan[6], _ISA["isa"],
-                    torch.get_num_threads())
+                    torch.get_num_threads(), st[10].data_ptr())
         # hand out an alias (never the cached tensor itself), made before the buffers go back to the cache
         if nd == 1:
             y = out.transpose(1, 2)
@@ -240,7 +241,9 @@ class PackedLayer(nn.Module):
                 make = lambda: torch.empty((ow, cout), dtype=torch.float32)  # noqa: E731
             ptrs = (0 if t is None else t.data_ptr(), 0, 0, w.data_ptr(), s.data_ptr(),
                     0 if b is None else b.data_ptr())
-            st = (x.shape, plan, w, s, b, t, ptrs, [None, None], make, BF._kernel.native())
+            consts = BF._kernel.conv_constants(w, plan[6])  # per-layer constants, once per input shape
+            # the constants hold a copy of the weight bits: the cache is dropped when they change in place
+            st = (x.shape, plan, w, s, b, t, ptrs, [None, None], make, BF._kernel.native(), consts, w._version)
             self.__dict__["_native_plan"] = st
             return self._run_fast(st, x)
         if self.binary_input:

@@ -215,7 +215,7 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
  * Byte accumulators (each step adds at most 8 to a byte) are summed into 64-bit lanes by `vpsadbw` once
  * every 31 steps only. */
 #ifndef AVX2_MR
-#define AVX2_MR 2
+#define AVX2_MR 1
 #endif
 #define TILE_MR AVX2_MR
 #define AVX2_NV (AVX2_MR == 1 ? 8 : (AVX2_MR == 2 ? 4 : 2))
@@ -239,22 +239,23 @@ static inline __attribute__((always_inline)) void CAT(blk, SUFFIX)(const CAT(til
     for (int t = 0; t < T; ++t) {
         const uint64_t* ap = a + ctx->tapoff[t];
         for (int j = 0; j < Wg; ++j) {
-            __m256i lo[AVX2_MR], hi[AVX2_MR];
+            /* pixel by pixel, low nibbles then high nibbles: few live registers, no spills */
 #pragma GCC unroll 8
             for (int m = 0; m < MR_; ++m) {
                 const __m256i b = _mm256_set1_epi64x((long long)ap[m * ps + j]);
-                lo[m] = _mm256_and_si256(b, m4);
-                hi[m] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
-            }
+                const __m256i lo = _mm256_and_si256(b, m4);
 #pragma GCC unroll 8
-            for (int v = 0; v < NV_; ++v) {
-                const __m256i wl = _mm256_loadu_si256((const __m256i*)(ws + 4 * v));
-                const __m256i wh = _mm256_loadu_si256((const __m256i*)(ws + NR + 4 * v));
+                for (int v = 0; v < NV_; ++v)
+                    c[m][v] = _mm256_add_epi8(c[m][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
+                                                           lo, _mm256_loadu_si256((const __m256i*)(ws + 4 * v)))));
+                /* keep GCC from reassociating the two halves' sums (it then runs out of registers) */
 #pragma GCC unroll 8
-                for (int m = 0; m < MR_; ++m)
-                    c[m][v] = _mm256_add_epi8(c[m][v], _mm256_add_epi8(
-                                                           _mm256_shuffle_epi8(lut, _mm256_xor_si256(lo[m], wl)),
-                                                           _mm256_shuffle_epi8(lut, _mm256_xor_si256(hi[m], wh))));
+                for (int v = 0; v < NV_; ++v) __asm__("" : "+x"(c[m][v]));
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+#pragma GCC unroll 8
+                for (int v = 0; v < NV_; ++v)
+                    c[m][v] = _mm256_add_epi8(c[m][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
+                                                           hi, _mm256_loadu_si256((const __m256i*)(ws + NR + 4 * v)))));
             }
             ws += 2 * NR;
             if (++steps == 31) {
@@ -284,7 +285,8 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     const int64_t* const* bias, const float* mul, const float* add, float* o, int cn)
 {
     int64_t acc[AVX2_MR * NR] __attribute__((aligned(32)));
-    memset(acc, 0, sizeof(int64_t) * (size_t)(MR_ * NR));
+#pragma GCC unroll 24
+    for (int i = 0; i < MR_ * NR; i += 4) _mm256_store_si256((__m256i*)(acc + i), _mm256_setzero_si256());
 #pragma GCC unroll 8
     for (int v0 = 0; v0 < NR / 4; v0 += AVX2_NV) CAT(blk, SUFFIX)(ctx, MR_, AVX2_NV, a, ws + 4 * v0, acc + 4 * v0);
     /* epilogue, 8 channels at a time: out = float(bias - 2 acc) * mul + add (two roundings, like the torch
