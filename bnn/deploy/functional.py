@@ -137,11 +137,12 @@ class NativePlan:
     spare_scratch: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
     def run(self, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
-            threshold: Optional[torch.Tensor]) -> torch.Tensor:
+            threshold: Optional[torch.Tensor], consts: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers).
 
-        The output is always a fresh tensor: a result the caller still holds (or a view of it) is never
-        overwritten by a later call.
+        ``consts``: the layer constants of ``words`` at this geometry (:func:`bnn.deploy.kernel.conv_constants`
+        with :attr:`ints`), or None to have the kernel compute them in the call. The output is always a
+        fresh tensor: a result the caller still holds (or a view of it) is never overwritten by a later call.
         """
         if self.dims == 2:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -157,7 +158,8 @@ class NativePlan:
             scratch = torch.empty(self.scratch_words, dtype=torch.int64)
         _kernel.native().bconv(x.data_ptr(), 0 if threshold is None else threshold.data_ptr(), scratch.data_ptr(),
                                words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
-                               *self.ints, _kernel.get_isa(), torch.get_num_threads())
+                               *self.ints, _kernel.get_isa(), torch.get_num_threads(),
+                               0 if consts is None else consts.data_ptr())
         self.spare_scratch.append(scratch)
         if self.dims == 1:
             return out.transpose(1, 2)

@@ -7,9 +7,11 @@ every packed layer then runs its pure-torch path, which gives the same numbers.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
-__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa"]
+import torch
+
+__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa", "conv_constants"]
 
 _ISA_CODES = {"scalar": 0, "avx2": 1, "avx512": 2}
 _state = {"module": None, "tried": False, "isa": -1}
@@ -52,3 +54,25 @@ def set_isa(isa: Optional[str]) -> None:
 
 def get_isa() -> int:
     return _state["isa"]
+
+
+def conv_constants(words: torch.Tensor, ints: Sequence[int], num_threads: Optional[int] = None) -> torch.Tensor:
+    """The layer constants of one packed conv at one input geometry, for ``bconv(..., consts.data_ptr())``.
+
+    ``ints`` are the integer kernel arguments of a :func:`bnn.deploy.functional.native_plan` (its ``ints``).
+    The constants (tap offsets, pixel classes, the bias table ``Tv * Cg + 2 * popcount`` of the padded
+    taps, and the nibble-split weights of the AVX2 tiles) depend only on the weight words and that
+    geometry: computing them once per layer and input shape, instead of on every call, saves their
+    cost at batch 1. They must be recomputed when the weight words change. The kernel checks that
+    they were made for the geometry it is given.
+    """
+    mod = native()
+    if mod is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
+    if words.dtype != torch.int64 or not words.is_contiguous() or words.device.type != "cpu":
+        raise ValueError("bnn.deploy.conv_constants: words must be a contiguous int64 CPU tensor")
+    n = mod.bconv_constants(words.data_ptr(), 0, *ints, 1)
+    consts = torch.empty(n, dtype=torch.int64)
+    mod.bconv_constants(words.data_ptr(), consts.data_ptr(), *ints,
+                        torch.get_num_threads() if num_threads is None else num_threads)
+    return consts

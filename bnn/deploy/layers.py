@@ -37,16 +37,18 @@ _FORMAT_KEY = "bnn_packed_format"
 
 @dataclass(frozen=True)
 class _CachedPlan:
-    """A layer's kernel plan for its last input shape, with the buffers it was checked against."""
+    """A layer's kernel plan and constants for its last input shape, with the buffers they were made from."""
 
     shape: torch.Size
     words: torch.Tensor
+    words_version: int  # ``words._version`` when the constants were made
     scale: torch.Tensor
     shift: Optional[torch.Tensor]
     threshold: Optional[torch.Tensor]
     post: nn.Module
     post_is_identity: bool
     plan: BF.NativePlan
+    consts: torch.Tensor  # the kernel's layer constants for these words at this geometry
 
 
 class PackedFormatError(RuntimeError):
@@ -166,13 +168,13 @@ class PackedLayer(nn.Module):
         # fast path: the plan made for this input shape by an earlier call applies (float32 CPU plain tensor, the
         # buffers it was checked with, no compile / trace): a few microseconds of Python per call
         c = self.__dict__.get("_plan")
-        if (c is not None and type(x) is torch.Tensor and x.shape == c.shape and x.dtype == torch.float32 and x.is_cpu
-                and self.use_native is not False and not self.training):
+        if (c is not None and not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.shape == c.shape
+                and x.dtype == torch.float32 and x.is_cpu and self.use_native is not False and not self.training):
             b = self._buffers
-            if (b["packed_weight"] is c.words and b["scale"] is c.scale and b["shift"] is c.shift
-                    and b["input_threshold"] is c.threshold and self._modules["post_process"] is c.post
-                    and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
-                y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold)
+            if (b["packed_weight"] is c.words and c.words._version == c.words_version and b["scale"] is c.scale
+                    and b["shift"] is c.shift and b["input_threshold"] is c.threshold
+                    and self._modules["post_process"] is c.post and not torch.jit.is_tracing()):
+                y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts)
                 return y if c.post_is_identity else c.post(y, x)
         y = self._forward_checked(x)
         post = self.post_process
@@ -193,9 +195,14 @@ class PackedLayer(nn.Module):
                                                  self.groups)
             plan = BF.native_plan(tuple(x.shape), w.shape[3], self.out_channels, self.kernel_size, self.stride,
                                   self.padding, self.dilation, self.groups)
+            # the layer constants (tap offsets, padded-tap bias table, rearranged weight bits) of this geometry,
+            # once per input shape; they copy the weight bits, so an in-place change of the words (a new
+            # version, e.g. load_state_dict) drops the cached plan
+            consts = BF._kernel.conv_constants(w, plan.ints)
             post = self.post_process
-            self.__dict__["_plan"] = _CachedPlan(x.shape, w, s, b, t, post, isinstance(post, nn.Identity), plan)
-            return plan.run(x, w, s, b, t)
+            self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post, isinstance(post, nn.Identity),
+                                                 plan, consts)
+            return plan.run(x, w, s, b, t, consts)
         return BF.binary_conv_torch(x, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,
                                     self.dilation, self.groups)
 
