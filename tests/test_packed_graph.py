@@ -211,6 +211,17 @@ def test_bnn_resnet_folds_and_stays_channels_last(block):
     assert channels_last_everywhere(packed, x) == []
 
 
+def test_reactnet_folds_every_batchnorm():
+    """RPReLU checks its input's shape (untraceable by torch.fx): as a leaf it does not stop the folding."""
+    model = bnn.models.reactnet_a(num_classes=10, width_mult=0.25, stem="cifar")
+    fake = _prepare(model, ignore_layers_name=model.float_layer_names())
+    packed = pack_binary_model(fake)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in packed.modules())
+    x = torch.randn(1, 3, 16, 16)
+    _matches_on_both_paths(fake, packed, x)
+    assert channels_last_everywhere(packed, x) == []
+
+
 # -- packed Linear on the xnor-popcount kernel ----------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(5, 100), (2, 3, 130), (130,), (1, 64)])
 def test_packed_linear_is_exact(shape):

@@ -36,13 +36,14 @@ _BN_FOR = {PackedConv2d: nn.BatchNorm2d, PackedConv1d: nn.BatchNorm1d, nn.Conv2d
 
 
 class _Tracer(torch.fx.Tracer):
-    """Packed layers, bnn binary layers and binarizers are leaves (their forward has data-dependent branches)."""
+    """Leaves: packed layers, bnn binary layers and every module without children (their own forward may check
+    shapes or branch on data, e.g. RPReLU); only the containers' wiring is traced."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from ..layers import BinaryLayerMixin
-        from ..ops import Binarizer
 
-        return isinstance(m, (PackedLayer, BinaryLayerMixin, Binarizer)) or super().is_leaf_module(m, qualname)
+        return (isinstance(m, (PackedLayer, BinaryLayerMixin)) or next(m.children(), None) is None
+                or super().is_leaf_module(m, qualname))
 
 
 def _has_hooks(m: nn.Module) -> bool:
