@@ -304,3 +304,20 @@ def test_custom_op_fake_matches_the_real_layout():
         out = torch.ops.bnn.binary_conv(*args)
         ref = BF.binary_conv_torch(*args)
         assert torch.equal(out, ref)
+
+
+@pytest.mark.skipif(not kernel_available(), reason="native kernel not built")
+def test_kernel_constants_follow_in_place_weight_changes():
+    """binary_conv (and the custom op) keep the kernel's layer constants per weight tensor and version."""
+    x = torch.randn(1, 64, 5, 5)
+    words = BF.pack_weight_bits(torch.rand(32, 64, 3, 3) < 0.5)
+    other = BF.pack_weight_bits(torch.rand(32, 64, 3, 3) < 0.5)
+    mul = torch.rand(32) + 0.5
+    args = (None, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    first = BF.binary_conv(x, words, mul, None, *args)
+    assert torch.equal(BF.binary_conv(x, words, mul, None, *args), first)
+    words.copy_(other)  # same tensor, new contents
+    expected = BF.binary_conv(x, other, mul, None, *args, use_native=False)
+    assert torch.equal(BF.binary_conv(x, words, mul, None, *args), expected)
+    assert torch.equal(torch.ops.bnn.binary_conv(x, words, mul, None, None, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+                       expected)

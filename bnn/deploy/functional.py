@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -199,6 +200,21 @@ def native_plan(shape: Tuple[int, ...], words_per_tap: int, out_channels: int, k
     return NativePlan(nd, out_shape, buffer_shape, scratch, ints)
 
 
+_CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", int, torch.Tensor]] = {}
+
+
+def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
+    """The kernel's layer constants of ``words`` at ``plan``'s geometry (:func:`bnn.deploy.kernel.conv_constants`),
+    computed once and kept while ``words`` lives and is not changed in place (its version)."""
+    key = (id(words), plan.ints)
+    hit = _CONSTANTS.get(key)
+    if hit is not None and hit[0]() is words and hit[1] == words._version:
+        return hit[2]
+    consts = _kernel.conv_constants(words, plan.ints)
+    _CONSTANTS[key] = (weakref.ref(words, lambda _, key=key: _CONSTANTS.pop(key, None)), words._version, consts)
+    return consts
+
+
 def native_applies(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
     """The native kernel can run on ``x`` with these buffers: built, float32 CPU non-empty input, CPU buffers of
     the kernel's dtypes (int64 words, float32 vectors), contiguous, and no TorchScript trace / ONNX export."""
@@ -236,7 +252,7 @@ def binary_conv(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Op
     if x.numel() == 0:
         return binary_conv_torch(x, words, mul, add, threshold, out_channels, ks, st, pd, dl, groups)
     plan = native_plan(tuple(x.shape), words.shape[3], out_channels, ks, st, pd, dl, groups)
-    return plan.run(x, words, mul, add, threshold)
+    return plan.run(x, words, mul, add, threshold, layer_constants(words, plan))
 
 
 # -- torch.library custom op: the packed conv as one opaque node for torch.compile / torch.export ----------------

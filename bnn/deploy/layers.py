@@ -198,7 +198,7 @@ class PackedLayer(nn.Module):
             # the layer constants (tap offsets, padded-tap bias table, rearranged weight bits) of this geometry,
             # once per input shape; they copy the weight bits, so an in-place change of the words (a new
             # version, e.g. load_state_dict) drops the cached plan
-            consts = BF._kernel.conv_constants(w, plan.ints)
+            consts = BF.layer_constants(w, plan)
             post = self.post_process
             self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post, isinstance(post, nn.Identity),
                                                  plan, consts)
