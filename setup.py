@@ -39,7 +39,7 @@ def _kernel_extension():
     return Extension(
         "bnn.deploy._kernel",
         sources=["bnn/deploy/csrc/bnn_kernel.c"],
-        depends=["bnn/deploy/csrc/bconv_tmpl.h", "bnn/deploy/csrc/ceiling.h"],
+        depends=["bnn/deploy/csrc/bconv_tmpl.h", "bnn/deploy/csrc/ceiling.h", "bnn/deploy/csrc/qconv.h"],
         extra_compile_args=cflags,
         extra_link_args=lflags,
         optional=True,
