@@ -8,7 +8,8 @@
    stride-2 downsamples): a packed layer (sign + bit packing of the input, xnor-popcount,
    per-channel scale) against torch's float conv of the same shape (the faster of NCHW and
    channels-last input, oneDNN), batch 1 and 8: times, speed-up, and the packed layer's
-   rate in binary MAC/s as a share of the xor+popcount ceiling.
+   rate in binary MAC/s as a share of the xor+popcount ceiling. The same shapes with 8-bit
+   inputs (``KBitActivationQuantizer``) and 1-bit weights: the int8 kernel against float.
 2. The whole torchvision ResNet-18 (first conv and fc float, the rest packed by
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
    channels-last) and ONNX Runtime (when ``onnxruntime`` is installed: ``pip install
@@ -125,6 +126,30 @@ def bench_layers(batches, reps, ceiling):
         print(f"  goal >= {target:.0f}x float on {isa} for every 3x3 layer: "
               f"{'met' if min(ratios) >= target else 'NOT met'}; goal >= {100 * TARGET_CEILING_SHARE:.0f}% of the "
               f"ceiling: {'met' if min(shares) >= TARGET_CEILING_SHARE else 'NOT met'}")
+
+
+@torch.no_grad()
+def bench_int8_layers(batches, reps):
+    """Layers with 8-bit inputs and 1-bit weights (the gradual-binarization recipe's target) against float."""
+    bc = bnn.BConfig(activation_pre_process=ops.KBitActivationQuantizer.with_args(bits=8),
+                     weight_pre_process=ops.XNORWeightBinarizer)
+    print(f"{'int8-input layer (in->out, HxW, s, k)':<38} {'batch':>5} {'float ms':>9} {'int8 ms':>9} {'speedup':>8}")
+    ratios = []
+    for n in batches:
+        for cin, cout, hw, s, k in SHAPES:
+            conv = nn.Conv2d(cin, cout, k, stride=s, padding=k // 2, bias=False).eval()
+            fake = bnn.prepare_binary_model(conv, bc).train()
+            fake(torch.randn(2, cin, hw, hw))  # calibrates the input quantizer's range
+            packed = pack_binary_model(fake.eval())
+            x = torch.randn(n, cin, hw, hw)
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            t_nchw, t_cl, t_q = interleaved([lambda: conv(x), lambda: conv(x_cl), lambda: packed(x_cl)], reps)
+            t_float = min(t_nchw, t_cl)
+            ratios.append(t_float / t_q)
+            name = f"{cin}->{cout}, {hw}x{hw}, s{s}, {k}x{k}"
+            print(f"{name:<38} {n:>5} {t_float * 1e3:>9.3f} {t_q * 1e3:>9.3f} {t_float / t_q:>7.1f}x")
+    print(f"int8-input layers: speedup min {min(ratios):.1f}x, median {statistics.median(ratios):.1f}x "
+          f"(goal >= 2x: {'met' if min(ratios) >= 2 else 'NOT met'})")
 
 
 # -- whole network: one engine per process --------------------------------------------------------
@@ -252,6 +277,7 @@ def main(argv=None):
     ceiling = max(ceilings.values()) if ceilings else 0.0
     if not args.skip_layers:
         bench_layers(args.batches, args.reps, ceiling)
+        bench_int8_layers(args.batches, args.reps)
     if not args.skip_model:
         bench_resnet18(args.batches, max(3, args.reps // 2), args.threads, args.rounds,
                        None if args.isa == "best" else args.isa)

@@ -166,6 +166,21 @@ def test_fold_float_and_packed_convs_and_skip_xnor_post_and_batch_statistics():
     _matches_on_both_paths(fake, packed, x)
 
 
+@pytest.mark.parametrize("act", ["kbit", "threshold"])
+def test_fold_into_real_input_packed_layers(act):
+    """Real-valued-input packed layers (k-bit codes, scaled threshold) share the epilogue: BN folds there too."""
+    quant = {"kbit": ops.KBitActivationQuantizer.with_args(bits=4), "threshold": ops.ScaleThresholdBinarizer}[act]
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Linear(5, 3))
+    fake = _prepare(net, bconfig={"act": quant})
+    with torch.no_grad():
+        for mod in fake.modules():
+            if isinstance(mod, ops.KBitActivationQuantizer):
+                mod.running_absmax.fill_(2.0)
+    packed = pack_binary_model(fake)
+    assert isinstance(packed[0], PackedConv2d) and not packed[0].binary_input and isinstance(packed[1], nn.Identity)
+    _matches_on_both_paths(fake, packed, torch.randn(2, 8, 6, 5))
+
+
 def test_untraceable_model_is_left_unfolded_with_a_warning():
     fake = _prepare(_Untraceable())
     with pytest.warns(UserWarning, match="cannot trace _Untraceable.*unfolded"):

@@ -27,7 +27,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..ops.activation import KBitActivationQuantizer
 from . import functional as BF
+from . import kernel as _K
 
 __all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "PackedLinear", "PackedFormatError"]
 
@@ -49,6 +51,13 @@ class _CachedPlan:
     post_is_identity: bool
     plan: BF.NativePlan
     consts: torch.Tensor  # the kernel's layer constants for these words at this geometry
+
+
+def _int8_bits(q: nn.Module) -> int:
+    """The bit width k of an input quantizer whose eval output is k-bit codes times a step (k <= 8), else 0."""
+    if isinstance(q, KBitActivationQuantizer) and q.enabled and q.ratio == 1.0 and q.bits <= 8 and not q.training:
+        return q.bits
+    return 0
 
 
 class PackedFormatError(RuntimeError):
@@ -207,10 +216,30 @@ class PackedLayer(nn.Module):
                                     self.dilation, self.groups)
 
     def _forward_real_input(self, x: torch.Tensor) -> torch.Tensor:
+        bits = _int8_bits(self.input_quantizer)
+        if bits and self.groups == 1 and self._kernel_dims in (0, 2):
+            return self._forward_int8(x, bits)
         xq = self.input_quantizer(x)
         w = self.weight_signs(xq.dtype).to(xq.device)
         y = BF._conv(xq, w, self.stride, self.padding, self.dilation, self.groups)
         return BF._epilogue(y, self.scale, self.shift, 1 if self.kernel_size else y.dim() - 1)
+
+    def _forward_int8(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        """k-bit input codes (k <= 8) times +-1 weights: integer adds and subtracts (the native int8 kernel
+        :func:`bnn.deploy.kernel.int8_conv`, or its pure-torch twin, which gives the same numbers).
+        y = float(sum code * s) * (scale_c * step) + shift_c, with step the quantizer's grid step."""
+        q = self.input_quantizer
+        step = (q.running_absmax / (2 ** (bits - 1) - 1)).clamp_min(torch.finfo(x.dtype).tiny).to(x.dtype)
+        mul = self.scale.to(x.dtype) * step
+        geometry = (self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation)
+        if (self.use_native is not False and type(x) is torch.Tensor and not torch.compiler.is_compiling()
+                and BF.native_applies(x, self.packed_weight, self.scale, self.shift)):
+            w, cache = self.packed_weight, self.__dict__.get("_int8_consts")
+            if cache is None or cache[0] is not w or cache[1] != w._version:  # weights changed: new constants
+                consts = _K.int8_conv_constants(w, self.out_channels, self.in_channels, self.kernel_size)
+                cache = self.__dict__["_int8_consts"] = (w, w._version, consts)
+            return _K.int8_conv(x, cache[2], step, bits, mul, self.shift, *geometry)
+        return _K.int8_conv_reference(x, self.packed_weight, step, bits, mul, self.shift, *geometry)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a one-line error naming the layer unless ``x`` fits it (rank, channels, size, dtype, device)."""
@@ -240,7 +269,8 @@ class PackedLayer(nn.Module):
 
     def __getstate__(self):
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
-        state.pop("_plan", None)  # a cache, not part of the saved format
+        state.pop("_plan", None)  # caches, not part of the saved format
+        state.pop("_int8_consts", None)
         return state
 
     def extra_repr(self) -> str:

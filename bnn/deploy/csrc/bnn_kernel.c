@@ -17,6 +17,7 @@
 #include <string.h>
 #include <omp.h>
 #include <time.h>
+#include <math.h>
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define BNN_X86 1
 #include <immintrin.h>
@@ -285,6 +286,45 @@ static PyObject* py_bconv_constants(PyObject* self, PyObject* args)
 }
 
 #include "ceiling.h"
+#include "qconv.h"
+
+/* qconv_constants(words, consts, Cout, Cin, T) -> bytes: with consts = 0 only the size */
+static PyObject* py_qconv_constants(PyObject* self, PyObject* args)
+{
+    unsigned long long w, c;
+    int Cout, Cin, T;
+    if (!PyArg_ParseTuple(args, "KKiii", &w, &c, &Cout, &Cin, &T)) return NULL;
+    if (c) qconv_consts_fill((const uint64_t*)w, Cout, Cin, T, (uint8_t*)c);
+    return PyLong_FromLongLong((long long)qconv_consts_bytes(Cout, Cin, T));
+}
+
+/* qconv(x, step, qmin, qmax, consts, mul, add, out, N, H, W, Cin, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw,
+ *       isa, nthreads): x float32 channels last [N, H, W, Cin], out float32 [N, OH, OW, Cout] */
+static PyObject* py_qconv(PyObject* self, PyObject* args)
+{
+    unsigned long long x, c, mul, add, out;
+    qconv_args p;
+    int isa, rc;
+    if (!PyArg_ParseTuple(args, "KfiiKKKKiiiiiiiiiiiiiiiii", &x, &p.step, &p.qmin, &p.qmax, &c, &mul, &add, &out,
+                          &p.N, &p.H, &p.W, &p.Cin, &p.Cout, &p.OH, &p.OW, &p.KH, &p.KW, &p.sh, &p.sw, &p.ph, &p.pw,
+                          &p.dh, &p.dw, &isa, &p.nthreads))
+        return NULL;
+    isa = pick_isa(isa);
+    if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
+    if (p.qmin < -128 || p.qmax > 127) { PyErr_SetString(PyExc_ValueError, "qconv: codes must fit in 8 bits"); return NULL; }
+    if (p.nthreads < 1) p.nthreads = 1;
+    p.x = (const float*)x;
+    p.w = (const int8_t*)c;
+    p.corr = (const int32_t*)((const uint8_t*)c + (int64_t)QCB8(p.Cout) * p.KH * p.KW * ((p.Cin + 3) / 4) * 32);
+    p.mul = (const float*)mul;
+    p.add = (const float*)add;
+    p.out = (float*)out;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qconv_run(&p, isa);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
 
 /* popcount_ceiling(method, nwords, reps, nthreads) -> (seconds, checksum): every thread runs the method's loop
  * (ceiling.h) on its own two arrays of nwords words; seconds is the CPU time of the slowest thread (the time
@@ -341,6 +381,8 @@ static PyMethodDef methods[] = {
      "(method, nwords, reps, nthreads) -> (seconds, checksum): xor+popcount throughput loop, in L1."},
     {"isas", py_isas, METH_NOARGS, "ISAs usable on this CPU, slowest first."},
     {"bconv", py_bconv, METH_VARARGS, "Sign-pack a channels-last float32 input and run the xnor-popcount conv."},
+    {"qconv", py_qconv, METH_VARARGS, "int8-input, 1-bit-weight conv of a channels-last float32 input."},
+    {"qconv_constants", py_qconv_constants, METH_VARARGS, "Size of, or fill, the int8 conv's layer constants."},
     {"bconv_constants", py_bconv_constants, METH_VARARGS, "Size of, or fill, the layer constants of a conv geometry."},
     {NULL, NULL, 0, NULL}};
 
