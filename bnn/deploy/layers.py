@@ -10,7 +10,8 @@ came from computes (``post(op(pre(x), wpre(W), b), x)``), with
   and packed on the fly, dot = K - 2 popcount(a XOR w) (XNOR-Net, Rastegari et
   al. 2016), zero padding left out of K;
 * real input mode (any other ``pre``, kept as the submodule ``input_quantizer``):
-  W is unpacked to +-1 for the forward only;
+  k-bit input codes (k <= 8) run the int8-input kernel (integer adds and
+  subtracts), any other input meets W unpacked to +-1 for the forward only;
 * ``y = dot * scale_c + shift_c`` (scale = alpha times any folded output scale,
   shift = the folded conv bias / output bias / BatchNorm), then ``post`` if it
   needs the float input (XNOR-Net's K).
