@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from . import kernel as _kernel
 
 __all__ = ["NR", "pack_weight_bits", "unpack_weight_signs", "sign_input", "output_size", "binary_conv",
-           "binary_conv_torch", "binary_conv_op", "NativePlan", "native_plan", "native_applies"]
+           "binary_conv_torch", "binary_conv_op", "NativePlan", "native_plan", "native_supports", "native_applies",
+           "layer_constants"]
 
 NR = 32  # output channels per weight panel
 
@@ -215,16 +216,23 @@ def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
     return consts
 
 
-def native_applies(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
-    """The native kernel can run on ``x`` with these buffers: built, float32 CPU non-empty input, CPU buffers of
-    the kernel's dtypes (int64 words, float32 vectors), contiguous, and no TorchScript trace / ONNX export."""
+def native_supports(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
+    """The native kernel can compute on ``x`` with these buffers: built, float32 CPU non-empty input, CPU buffers
+    of the kernel's dtypes (the int64 words first, then float32 vectors), contiguous."""
     if _kernel.native() is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
         return False
     for i, b in enumerate(buffers):
         if b is not None and (b.device.type != "cpu" or not b.is_contiguous()
                               or b.dtype != (torch.int64 if i == 0 else torch.float32)):
             return False
-    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())
+    return True
+
+
+def native_applies(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
+    """:func:`native_supports`, and no TorchScript trace or ONNX export is recording the call (they need the
+    pure-torch ops)."""
+    return native_supports(x, *buffers) and not (torch.jit.is_tracing() or torch.jit.is_scripting()
+                                                 or torch.onnx.is_in_onnx_export())
 
 
 def binary_conv(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
@@ -274,7 +282,7 @@ def binary_conv_op(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add:
                    threshold: Optional[torch.Tensor], out_channels: int, kernel_size: List[int], stride: List[int],
                    padding: List[int], dilation: List[int], groups: int) -> torch.Tensor:
     """``torch.ops.bnn.binary_conv``: :func:`binary_conv` as a custom op (its output always has the native layout)."""
-    if x.numel() and native_applies(x, words, mul, add, threshold):
+    if native_supports(x, words, mul, add, threshold):  # real tensors here: nothing is being traced
         return binary_conv(x, words, mul, add, threshold, out_channels, kernel_size, stride, padding, dilation, groups,
                            use_native=True)
     y = binary_conv_torch(x, words, mul, add, threshold, out_channels, kernel_size, stride, padding, dilation, groups)
