@@ -166,6 +166,17 @@ def test_fold_float_and_packed_convs_and_skip_xnor_post_and_batch_statistics():
     _matches_on_both_paths(fake, packed, x)
 
 
+def test_fold_conv1d_and_leave_linear():
+    """Conv1d -> BatchNorm1d folds; Linear -> BatchNorm1d stays (dim 1 is the features only for 2-d inputs)."""
+    net = nn.Sequential(nn.Conv1d(8, 16, 3, padding=1), nn.BatchNorm1d(16), nn.Flatten(), nn.Linear(16 * 7, 8),
+                        nn.BatchNorm1d(8))
+    fake = _prepare(net)
+    packed = pack_binary_model(fake)
+    assert isinstance(packed[0], PackedConv1d) and isinstance(packed[1], nn.Identity)
+    assert isinstance(packed[3], PackedLinear) and isinstance(packed[4], nn.BatchNorm1d)
+    _matches_on_both_paths(fake, packed, torch.randn(3, 8, 7))
+
+
 @pytest.mark.parametrize("act", ["kbit", "threshold"])
 def test_fold_into_real_input_packed_layers(act):
     """Real-valued-input packed layers (k-bit codes, scaled threshold) share the epilogue: BN folds there too."""

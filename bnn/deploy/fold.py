@@ -12,8 +12,10 @@ The folded BatchNorm becomes ``nn.Identity``.
 A pair is folded only when the graph proves it safe: the BatchNorm's only input
 is the conv's output, that output has no other user, each module is called
 exactly once, neither has hooks, the BatchNorm uses running statistics and
-matches the conv's dimensionality and channels, and the packed conv keeps no
-output post-process. A model ``torch.fx`` cannot trace is left unfolded (with
+matches the conv's dimensionality and channels (BatchNorm2d after a 2-d conv,
+BatchNorm1d after a 1-d conv; not after a Linear, whose BatchNorm1d normalizes
+dim 1, the features only for 2-d inputs), and the packed conv keeps no output
+post-process. A model ``torch.fx`` cannot trace is left unfolded (with
 a warning): never folded wrongly.
 """
 from __future__ import annotations
