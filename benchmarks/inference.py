@@ -210,7 +210,7 @@ def run_engine(engine, batch, reps, threads, onnx_path=None):
     return statistics.median(times)
 
 
-def bench_resnet18(batches, reps, threads, rounds, isa):
+def bench_resnet18(batches, reps, threads, rounds, isa, clock):
     engines = [e for e in ENGINES if e != "ort"]
     try:
         import onnxruntime  # noqa: F401
@@ -228,7 +228,7 @@ def bench_resnet18(batches, reps, threads, rounds, isa):
                 order = engines[r % len(engines):] + engines[:r % len(engines)]  # alternate who goes first
                 for e in order:
                     cmd = [sys.executable, os.path.abspath(__file__), "--engine", e, "--batches", str(n), "--reps",
-                           str(reps), "--threads", str(threads), "--onnx", onnx_path, "--isa", isa or "best"]
+                           str(reps), "--threads", str(threads), "--onnx", onnx_path, "--isa", isa or "best", "--clock", clock]
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                     results[e].append(json.loads(out.strip().splitlines()[-1])["seconds"])
             med = {e: statistics.median(v) for e, v in results.items()}
@@ -280,7 +280,7 @@ def main(argv=None):
         bench_int8_layers(args.batches, args.reps)
     if not args.skip_model:
         bench_resnet18(args.batches, max(3, args.reps // 2), args.threads, args.rounds,
-                       None if args.isa == "best" else args.isa)
+                       None if args.isa == "best" else args.isa, args.clock)
 
 
 if __name__ == "__main__":

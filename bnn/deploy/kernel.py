@@ -1,8 +1,15 @@
-"""Loader of the optional native kernel ``bnn.deploy._kernel`` (plain C, OpenMP).
+"""Loader of the optional native kernel ``bnn.deploy._kernel`` (plain C, OpenMP), and its Python entry points.
 
 ``native()`` returns the extension module, or ``None`` when it was not built
 (no compiler at install time) or was switched off with ``BNN_DISABLE_KERNEL=1``;
 every packed layer then runs its pure-torch path, which gives the same numbers.
+
+* binary-input convs (``bconv``; XNOR-Net, Rastegari et al. 2016): dot = K - 2 popcount(a XOR w),
+  AVX-512 VPOPCNTDQ, AVX2 or scalar chosen at run time; :func:`conv_constants` makes the per-layer
+  constants once per input shape (the packed layers cache them);
+* int8-input, 1-bit-weight convs and linear layers (:func:`int8_conv`): the k-bit input codes
+  (k <= 8) are added or subtracted as the weight bits say (``vpmaddubsw`` on AVX2);
+  :func:`int8_conv_reference` is the pure-torch twin (the same numbers).
 """
 from __future__ import annotations
 
