@@ -105,6 +105,17 @@ def test_wrong_channels_after_a_good_call_still_raise():
         assert torch.equal(packed(good), first)  # deterministic: nothing read outside the buffers
 
 
+def test_replaced_buffer_of_the_wrong_size_is_an_error():
+    packed = _packed_seq(nn.Conv2d(8, 8, 3, padding=1))
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        packed(x)
+        packed[0].scale = torch.ones(3)  # the kernel would read 8 floats
+        for _ in _both_paths(packed):
+            with pytest.raises(ValueError, match="packed layer '0': buffer 'scale' has shape \\[3\\]"):
+                packed(x)
+
+
 # -- BatchNorm folding --------------------------------------------------------------------------------------------
 class _Residual(nn.Module):
     """conv -> BN -> + conv output: the conv's output has two users, its BN must not be folded."""

@@ -104,9 +104,7 @@ class PackedLayer(nn.Module):
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
         self.padding, self.dilation, self.groups = tuple(padding), tuple(dilation), int(groups)
         self.binary_input = bool(binary_input)
-        cg, coutg = self.in_channels // self.groups, self.out_channels // self.groups
-        shape = (self.groups, -(-coutg // BF.NR), int(math.prod(self.kernel_size)), max(1, -(-cg // 64)), BF.NR)
-        self.register_buffer("packed_weight", torch.zeros(shape, dtype=torch.int64))
+        self.register_buffer("packed_weight", torch.zeros(self._words_shape(), dtype=torch.int64))
         self.register_buffer("scale", torch.ones(self.out_channels))
         self.register_buffer("shift", torch.zeros(self.out_channels) if has_shift else None)
         self.register_buffer("input_threshold", torch.zeros(self.in_channels) if has_threshold else None)
@@ -114,6 +112,11 @@ class PackedLayer(nn.Module):
         self.post_process = post_process if post_process is not None else nn.Identity()
         self.use_native: Optional[bool] = None  # None: the C kernel when it applies, False: pure torch
         self.layer_name = ""  # the layer's name in the packed model (set by the packer), for error messages
+
+    def _words_shape(self) -> Tuple[int, ...]:
+        """``[G, CB, T, Wg, NR]`` of the weight words (:mod:`bnn.deploy.functional`, format version 1)."""
+        cg, coutg = self.in_channels // self.groups, self.out_channels // self.groups
+        return (self.groups, -(-coutg // BF.NR), int(math.prod(self.kernel_size)), max(1, -(-cg // 64)), BF.NR)
 
     # -- format version ---------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
@@ -267,6 +270,18 @@ class PackedLayer(nn.Module):
         if x.device != self.packed_weight.device:
             raise ValueError(f"{self.label}: input is on {x.device} but the layer is on {self.packed_weight.device}; "
                              f"move one of them (.to(device))")
+        self._check_buffers()
+
+    def _check_buffers(self) -> None:
+        """The buffers have the sizes of this layer's geometry (a replaced buffer cannot make the kernel read
+        past its end)."""
+        expected = {"packed_weight": self._words_shape(), "scale": (self.out_channels,),
+                    "shift": (self.out_channels,), "input_threshold": (self.in_channels,)}
+        for name, shape in expected.items():
+            t = self._buffers.get(name)
+            if t is not None and tuple(t.shape) != shape:
+                raise ValueError(f"{self.label}: buffer {name!r} has shape {list(t.shape)}, this layer needs "
+                                 f"{list(shape)}; load a state dict packed for this layer")
 
     def __getstate__(self):
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
