@@ -42,7 +42,7 @@ def _kernel_extension():
     return Extension(
         "bnn.deploy._kernel",
         sources=["bnn/deploy/csrc/bnn_kernel.c"],
-        depends=["bnn/deploy/csrc/bconv_tmpl.h"],
+        depends=["bnn/deploy/csrc/bconv_tmpl.h", "bnn/deploy/csrc/ceiling.h", "bnn/deploy/csrc/qconv.h"],
         extra_compile_args=cflags,
         extra_link_args=lflags,
         optional=True,
@@ -74,6 +74,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "onnx>=1.14", "onnxscript>=0.1", "tensorboard>=2.10"],
         "tensorboard": ["tensorboard>=2.10"],
+        "bench": ["onnxruntime>=1.16"],  # benchmarks/inference.py: the float model under ONNX Runtime
     },
     entry_points={"console_scripts": ["bnn-train=bnn.cli:main", "bnn-eval=bnn.engine.evaluate:main",
                                       "bnn-pack=bnn.deploy.ship:main"]},

@@ -22,6 +22,8 @@ from bnn.deploy import (
 )
 from bnn.deploy import functional as BF
 
+from test_packed_graph import channels_last_everywhere
+
 ACTS = {
     "sign": ops.BasicInputBinarizer,
     "approx": ops.ApproxSignBinarizer,
@@ -173,8 +175,12 @@ def test_resnet18_packed_exact_small_and_loadable():
     assert isinstance(packed.conv1, nn.Conv2d) and not isinstance(packed.conv1, PackedConv2d)  # float stays float
     assert isinstance(packed.fc, nn.Linear) and type(packed.fc) is not PackedLinear
     assert sum(isinstance(m, PackedConv2d) for m in packed.modules()) == 19  # 16 3x3 + 3 downsample 1x1
+    # every BatchNorm folded: 19 into the packed convs' epilogues, one into the float stem
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in packed.modules())
+    assert sum(isinstance(m, PackedConv2d) and m.shift is not None for m in packed.modules()) == 19
     x = torch.randn(2, 3, 64, 64)
     _check(fake, packed, x)
+    assert channels_last_everywhere(packed, x) == []  # one memory layout end to end
     for m in packed.modules():
         if isinstance(m, PackedConv2d):
             m.use_native = False
@@ -206,7 +212,8 @@ def test_resnet18_packed_exact_small_and_loadable():
         assert torch.equal(other(x), packed(x))
     s = bnn.summary(packed, (3, 64, 64), print_fn=None)
     row = next(r for r in s.layers if r.name == "layer1.0.conv1")
-    assert row.weight_bits == 1 and row.float_bytes == 64 * 64 * 9 * 4 and row.bytes < row.float_bytes / 20
+    # the folded BatchNorm is the layer's bias now
+    assert row.weight_bits == 1 and row.float_bytes == (64 * 64 * 9 + 64) * 4 and row.bytes < row.float_bytes / 20
 
 
 def test_training_mode_is_an_error_naming_the_layer():
@@ -265,7 +272,7 @@ def test_incompatible_format_version_is_a_clear_error():
 
 @pytest.mark.skipif(not kernel_available(), reason="native kernel not built")
 def test_reused_output_buffer_never_overwrites_a_result_still_alive():
-    """The native path reuses its output buffer only when no earlier result (or view of one) is alive."""
+    """A result (or a view of one) stays valid after later calls, also from other threads (fresh outputs)."""
     import threading
 
     torch.manual_seed(0)

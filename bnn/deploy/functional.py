@@ -1,7 +1,7 @@
 """Bit packing and the packed binary convolution, native and pure torch.
 
 Bits: +1 -> 0, -1 -> 1 (sign(0) = +1). For a, w in {-1, +1}^K,
-dot(a, w) = K - 2 * popcount(a XOR w) (REFERENCE.md section 5; XNOR-Net,
+dot(a, w) = K - 2 * popcount(a XOR w) (XNOR-Net,
 Rastegari et al. 2016). Zero padding of the fake-binarized conv contributes 0:
 the native kernel leaves padded taps out of K, the torch path pads the +-1
 input with 0 exactly like ``torch.nn.functional.conv2d``.
@@ -11,18 +11,27 @@ groups, NR = 32 output channels per panel, CB = ceil(out_channels / G / NR)
 panels, T = prod(kernel_size) taps and Wg = ceil(in_channels / G / 64) words of
 64 input channels per tap (unused bits are 0). A layer whose channels are
 multiples of 64 (inputs) and 32 (outputs) per group takes exactly 1 bit per weight.
+
+The packed conv is also the custom op ``torch.ops.bnn.binary_conv``
+(``torch.library.custom_op`` with a fake implementation), so ``torch.compile``
+and ``torch.export`` see one opaque node per packed layer.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional, Sequence, Tuple
+import weakref
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from . import kernel as _kernel
 
-__all__ = ["NR", "pack_weight_bits", "unpack_weight_signs", "binary_conv", "sign_input"]
+__all__ = ["NR", "pack_weight_bits", "unpack_weight_signs", "sign_input", "output_size", "binary_conv",
+           "binary_conv_torch", "binary_conv_op", "NativePlan", "native_plan", "native_supports", "native_applies",
+           "layer_constants"]
 
 NR = 32  # output channels per weight panel
 
@@ -93,99 +102,193 @@ def _epilogue(y: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor], c
     return y
 
 
-def _native_ok(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and _kernel.native() is not None
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting())
+def output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                dilation: Sequence[int]) -> Tuple[int, ...]:
+    """Spatial output size of a conv: ``(size + 2 pad - dil (k - 1) - 1) // stride + 1`` per dimension."""
+    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                 for s, k, st, p, d in zip(size, kernel_size, stride, padding, dilation))
 
 
-def binary_conv(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
-                threshold: Optional[torch.Tensor], out_channels: int, kernel_size: Tuple[int, ...],
-                stride: Tuple[int, ...] = (), padding: Tuple[int, ...] = (), dilation: Tuple[int, ...] = (),
-                groups: int = 1, in_channels: Optional[int] = None, use_native: Optional[bool] = None) -> torch.Tensor:
-    """``mul_c * dot(sign(x), W_packed) + add_c`` for a packed conv (``kernel_size`` of length 1 or 2) or linear (``()``).
+def binary_conv_torch(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
+                      threshold: Optional[torch.Tensor], out_channels: int, kernel_size: Sequence[int],
+                      stride: Sequence[int] = (), padding: Sequence[int] = (), dilation: Sequence[int] = (),
+                      groups: int = 1) -> torch.Tensor:
+    """The pure-torch packed conv / linear: ``mul_c * conv(sign(x), unpack(words)) + add_c`` (any device and dtype)."""
+    cdim = 1 if len(kernel_size) else x.dim() - 1
+    xb = sign_input(x, threshold, cdim)
+    w = unpack_weight_signs(words, out_channels, x.shape[cdim] // groups, kernel_size, dtype=x.dtype)
+    y = _conv(xb, w, stride, padding, dilation, groups)
+    return _epilogue(y, mul, add, cdim)
 
-    ``x`` is ``[N, C, *spatial]`` (conv) or ``[*, C]`` (linear); padding is
-    symmetric zero padding of the binarized input. ``use_native=None`` takes the
-    C kernel when it is built and ``x`` is float32 on the CPU, else the pure-torch
-    path (any device, any float dtype); both give bit-identical results.
+
+@dataclass(frozen=True)
+class NativePlan:
+    """The native kernel's arguments for one packed layer and one input shape.
+
+    Computed once per (layer geometry, input shape) by :func:`native_plan` and
+    reused on every call, by the layers' eager fast path and by the
+    ``bnn::binary_conv`` custom op alike. ``ints`` are the kernel's integer
+    arguments (see ``bnn/deploy/csrc/bnn_kernel.c``).
     """
-    nd = len(kernel_size)
-    cdim = 1 if nd else x.dim() - 1
-    cin = x.shape[cdim] if in_channels is None else in_channels
-    cg = cin // groups
-    native = _native_ok(x) if use_native is None else use_native
-    if not native:
-        xb = sign_input(x, threshold, cdim)
-        w = unpack_weight_signs(words, out_channels, cg, kernel_size, dtype=x.dtype)
-        y = _conv(xb, w, stride, padding, dilation, groups)
-        return _epilogue(y, mul, add, cdim)
 
-    mod = _kernel.native()
-    if mod is None:
-        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it); use_native=False")
-    wg = words.shape[3]
-    if words.dtype != torch.int64 or not words.is_contiguous():
-        words = words.to(torch.int64).contiguous()
-    if mul.dtype != torch.float32 or not mul.is_contiguous():
-        mul = mul.to(torch.float32).contiguous()
-    if add is not None and (add.dtype != torch.float32 or not add.is_contiguous()):
-        add = add.to(torch.float32).contiguous()
-    if threshold is not None and (threshold.dtype != torch.float32 or not threshold.is_contiguous()):
-        threshold = threshold.to(torch.float32).contiguous()
+    dims: int  # spatial dimensions: 2 (conv2d), 1 (conv1d), 0 (linear)
+    out_shape: Tuple[int, ...]  # the logical output shape ([N, C, OH, OW], [N, C, L] or [*, C])
+    buffer_shape: Tuple[int, ...]  # the kernel's output, channels last: [N, C, OH, OW] (as channels_last), [N, L, C] or [rows, C]
+    scratch_words: int  # int64 words of the bit-packed input
+    ints: Tuple[int, ...]
+    spare_scratch: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
+
+    def run(self, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
+            threshold: Optional[torch.Tensor], consts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers).
+
+        ``consts``: the layer constants of ``words`` at this geometry (:func:`bnn.deploy.kernel.conv_constants`
+        with :attr:`ints`), or None to have the kernel compute them in the call. The output is always a
+        fresh tensor: a result the caller still holds (or a view of it) is never overwritten by a later call.
+        """
+        if self.dims == 2:
+            x = x.contiguous(memory_format=torch.channels_last)
+            out = torch.empty(self.buffer_shape, dtype=torch.float32, memory_format=torch.channels_last)
+        else:
+            x = x.transpose(1, 2).contiguous() if self.dims == 1 else x.contiguous()
+            out = torch.empty(self.buffer_shape, dtype=torch.float32)
+        # the scratch (never handed out) is reused; taken out of the pool while in use, so a concurrent call on
+        # another Python thread allocates its own
+        try:
+            scratch = self.spare_scratch.pop()
+        except IndexError:
+            scratch = torch.empty(self.scratch_words, dtype=torch.int64)
+        _kernel.native().bconv(x.data_ptr(), 0 if threshold is None else threshold.data_ptr(), scratch.data_ptr(),
+                               words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
+                               *self.ints, _kernel.get_isa(), torch.get_num_threads(),
+                               0 if consts is None else consts.data_ptr())
+        self.spare_scratch.append(scratch)
+        if self.dims == 1:
+            return out.transpose(1, 2)
+        return out if self.dims == 2 else out.view(self.out_shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def native_plan(shape: Tuple[int, ...], words_per_tap: int, out_channels: int, kernel_size: Tuple[int, ...],
+                stride: Tuple[int, ...], padding: Tuple[int, ...], dilation: Tuple[int, ...], groups: int) -> NativePlan:
+    """The :class:`NativePlan` of a packed layer for an input of ``shape`` (checked by the caller; cached)."""
+    nd = len(kernel_size)
+    cin = shape[1] if nd else shape[-1]
+    cg = cin // groups
     if nd == 0:  # linear: the rows are the pixels of a 1 x rows image
-        lead = x.shape[:-1]
-        xc = x.reshape(-1, cin)
-        if xc.shape[0] == 0:
-            return x.new_empty(*lead, out_channels)
-        if not xc.is_contiguous():
-            xc = xc.contiguous()
-        plan = native_plan(xc.shape, wg, out_channels, kernel_size, stride, padding, dilation, groups, cin)
-        return run_native(plan, xc, words, mul, add, threshold).reshape(*lead, out_channels)
-    plan = native_plan(x.shape, wg, out_channels, kernel_size, stride, padding, dilation, groups, cin)
-    return run_native(plan, x, words, mul, add, threshold)
-
-
-def native_plan(shape, wg: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int, cin: int):
-    """Integer arguments of the native kernel for an input of ``shape`` (cached per input shape by the layers)."""
-    nd = len(kernel_size)
-    cg = cin // groups
-    if nd == 0:
-        n, h, w_ = 1, 1, shape[0]
+        rows = int(math.prod(shape[:-1]))
+        n, h, w_, oh, ow = 1, 1, rows, 1, rows
         kh, kw, sh, sw, ph, pw, dh, dw = 1, 1, 1, 1, 0, 0, 1, 1
+        out_shape, buffer_shape = tuple(shape[:-1]) + (out_channels,), (rows, out_channels)
     elif nd == 1:
         n, h, w_ = shape[0], 1, shape[2]
         kh, kw, sh, sw, ph, pw, dh, dw = 1, kernel_size[0], 1, stride[0], 0, padding[0], 1, dilation[0]
+        oh, ow = 1, output_size(shape[2:], kernel_size, stride, padding, dilation)[0]
+        out_shape, buffer_shape = (n, out_channels, ow), (n, ow, out_channels)
     else:
         n, h, w_ = shape[0], shape[2], shape[3]
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if oh <= 0 or ow <= 0:
-        raise RuntimeError(f"bnn.deploy: input {tuple(shape)} is smaller than the kernel {tuple(kernel_size)}")
+        oh, ow = output_size(shape[2:], kernel_size, stride, padding, dilation)
+        out_shape = buffer_shape = (n, out_channels, oh, ow)
     uh = uw = 1
     hs, ws = h, w_
     if kh == 1 and kw == 1 and ph == 0 and pw == 0 and (sh > 1 or sw > 1):
         # 1x1 strided conv: pack only the pixels it reads, then run it with stride 1
         uh, uw, hs, ws, sh, sw = sh, sw, oh, ow, 1, 1
-    scratch = n * (hs + 2 * ph) * (ws + 2 * pw) * groups * wg
-    ints = (n, h, w_, uh, uw, hs, ws, groups, cg, wg, out_channels // groups, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
-    return nd, n, oh, ow, out_channels, scratch, ints
+    scratch = n * (hs + 2 * ph) * (ws + 2 * pw) * groups * words_per_tap
+    ints = (n, h, w_, uh, uw, hs, ws, groups, cg, words_per_tap, out_channels // groups, oh, ow, kh, kw, sh, sw, ph,
+            pw, dh, dw)
+    return NativePlan(nd, out_shape, buffer_shape, scratch, ints)
 
 
-def run_native(plan, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
-               threshold: Optional[torch.Tensor]) -> torch.Tensor:
-    """Run the native kernel with a :func:`native_plan` (float32 CPU ``x``; int64/float32 contiguous buffers)."""
-    nd, n, oh, ow, cout, scratch, ints = plan
-    if nd == 2:
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = torch.empty((n, cout, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
-    elif nd == 1:
-        x = x.transpose(1, 2).contiguous()  # [N, L, C]
-        out = torch.empty((n, ow, cout), dtype=torch.float32)
-    else:
-        out = torch.empty((ow, cout), dtype=torch.float32)
-    a = torch.empty(scratch, dtype=torch.int64)
-    _kernel.native().bconv(x.data_ptr(), 0 if threshold is None else threshold.data_ptr(), a.data_ptr(),
-                           words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
-                           *ints, _kernel.get_isa(), torch.get_num_threads())
-    return out.transpose(1, 2) if nd == 1 else out
+_CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", int, torch.Tensor]] = {}
+
+
+def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
+    """The kernel's layer constants of ``words`` at ``plan``'s geometry (:func:`bnn.deploy.kernel.conv_constants`),
+    computed once and kept while ``words`` lives and is not changed in place (its version)."""
+    key = (id(words), plan.ints)
+    hit = _CONSTANTS.get(key)
+    if hit is not None and hit[0]() is words and hit[1] == words._version:
+        return hit[2]
+    consts = _kernel.conv_constants(words, plan.ints)
+    _CONSTANTS[key] = (weakref.ref(words, lambda _, key=key: _CONSTANTS.pop(key, None)), words._version, consts)
+    return consts
+
+
+def native_supports(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
+    """The native kernel can compute on ``x`` with these buffers: built, float32 CPU non-empty input, CPU buffers
+    of the kernel's dtypes (the int64 words first, then float32 vectors), contiguous."""
+    if _kernel.native() is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
+        return False
+    for i, b in enumerate(buffers):
+        if b is not None and (b.device.type != "cpu" or not b.is_contiguous()
+                              or b.dtype != (torch.int64 if i == 0 else torch.float32)):
+            return False
+    return True
+
+
+def native_applies(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
+    """:func:`native_supports`, and no TorchScript trace or ONNX export is recording the call (they need the
+    pure-torch ops)."""
+    return native_supports(x, *buffers) and not (torch.jit.is_tracing() or torch.jit.is_scripting()
+                                                 or torch.onnx.is_in_onnx_export())
+
+
+def binary_conv(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
+                threshold: Optional[torch.Tensor], out_channels: int, kernel_size: Sequence[int],
+                stride: Sequence[int] = (), padding: Sequence[int] = (), dilation: Sequence[int] = (),
+                groups: int = 1, use_native: Optional[bool] = None) -> torch.Tensor:
+    """``mul_c * dot(sign(x), W_packed) + add_c`` for a packed conv (``kernel_size`` of length 1 or 2) or linear (``()``).
+
+    ``x`` is ``[N, C, *spatial]`` (conv) or ``[*, C]`` (linear); padding is
+    symmetric zero padding of the binarized input. ``use_native=None`` takes the
+    C kernel when :func:`native_applies`, else the pure-torch path (any device,
+    any float dtype); both give bit-identical results. The native result of a
+    2-d conv is channels-last.
+    """
+    ks, st, pd, dl = tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation)
+    native = native_applies(x, words, mul, add, threshold) if use_native is None else use_native
+    if not native:
+        return binary_conv_torch(x, words, mul, add, threshold, out_channels, ks, st, pd, dl, groups)
+    if _kernel.native() is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it); use_native=False")
+    words = words.to(torch.int64).contiguous()
+    mul = mul.to(torch.float32).contiguous()
+    add = None if add is None else add.to(torch.float32).contiguous()
+    threshold = None if threshold is None else threshold.to(torch.float32).contiguous()
+    if x.numel() == 0:
+        return binary_conv_torch(x, words, mul, add, threshold, out_channels, ks, st, pd, dl, groups)
+    plan = native_plan(tuple(x.shape), words.shape[3], out_channels, ks, st, pd, dl, groups)
+    return plan.run(x, words, mul, add, threshold, layer_constants(words, plan))
+
+
+# -- torch.library custom op: the packed conv as one opaque node for torch.compile / torch.export ----------------
+def _op_output(x: torch.Tensor, out_channels: int, kernel_size: Sequence[int], stride: Sequence[int],
+               padding: Sequence[int], dilation: Sequence[int]) -> torch.Tensor:
+    """An empty output of the op's shape and layout (the layout of :meth:`NativePlan.run`)."""
+    nd = len(kernel_size)
+    if nd == 0:
+        return x.new_empty(*x.shape[:-1], out_channels)
+    spatial = output_size(x.shape[2:], kernel_size, stride, padding, dilation)
+    if nd == 1:
+        return x.new_empty(x.shape[0], spatial[0], out_channels).transpose(1, 2)
+    return torch.empty((x.shape[0], out_channels, *spatial), dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("bnn::binary_conv", mutates_args=())
+def binary_conv_op(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
+                   threshold: Optional[torch.Tensor], out_channels: int, kernel_size: List[int], stride: List[int],
+                   padding: List[int], dilation: List[int], groups: int) -> torch.Tensor:
+    """``torch.ops.bnn.binary_conv``: :func:`binary_conv` as a custom op (its output always has the native layout)."""
+    if native_supports(x, words, mul, add, threshold):  # real tensors here: nothing is being traced
+        return binary_conv(x, words, mul, add, threshold, out_channels, kernel_size, stride, padding, dilation, groups,
+                           use_native=True)
+    y = binary_conv_torch(x, words, mul, add, threshold, out_channels, kernel_size, stride, padding, dilation, groups)
+    return _op_output(x, out_channels, kernel_size, stride, padding, dilation).copy_(y)  # the promised layout
+
+
+@binary_conv_op.register_fake
+def _binary_conv_fake(x, words, mul, add, threshold, out_channels, kernel_size, stride, padding, dilation, groups):
+    return _op_output(x, out_channels, kernel_size, stride, padding, dilation)

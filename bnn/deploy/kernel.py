@@ -1,15 +1,25 @@
-"""Loader of the optional native kernel ``bnn.deploy._kernel`` (plain C, OpenMP).
+"""Loader of the optional native kernel ``bnn.deploy._kernel`` (plain C, OpenMP), and its Python entry points.
 
 ``native()`` returns the extension module, or ``None`` when it was not built
 (no compiler at install time) or was switched off with ``BNN_DISABLE_KERNEL=1``;
 every packed layer then runs its pure-torch path, which gives the same numbers.
+
+* binary-input convs (``bconv``; XNOR-Net, Rastegari et al. 2016): dot = K - 2 popcount(a XOR w),
+  AVX-512 VPOPCNTDQ, AVX2 or scalar chosen at run time; :func:`conv_constants` makes the per-layer
+  constants once per input shape (the packed layers cache them);
+* int8-input, 1-bit-weight convs and linear layers (:func:`int8_conv`): the k-bit input codes
+  (k <= 8) are added or subtracted as the weight bits say (``vpmaddubsw`` on AVX2);
+  :func:`int8_conv_reference` is the pure-torch twin (the same numbers).
 """
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
-__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa"]
+import torch
+
+__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa", "conv_constants",
+           "int8_conv", "int8_conv_reference", "int8_conv_constants", "int8_codes"]
 
 _ISA_CODES = {"scalar": 0, "avx2": 1, "avx512": 2}
 _state = {"module": None, "tried": False, "isa": -1}
@@ -52,3 +62,111 @@ def set_isa(isa: Optional[str]) -> None:
 
 def get_isa() -> int:
     return _state["isa"]
+
+
+def conv_constants(words: torch.Tensor, ints: Sequence[int], num_threads: Optional[int] = None) -> torch.Tensor:
+    """The layer constants of one packed conv at one input geometry, for ``bconv(..., consts.data_ptr())``.
+
+    ``ints`` are the integer kernel arguments of a :func:`bnn.deploy.functional.native_plan` (its ``ints``).
+    The constants (tap offsets, pixel classes, the bias table ``Tv * Cg + 2 * popcount`` of the padded
+    taps, and the nibble-split weights of the AVX2 tiles) depend only on the weight words and that
+    geometry: computing them once per layer and input shape, instead of on every call, saves their
+    cost at batch 1. They must be recomputed when the weight words change. The kernel checks that
+    they were made for the geometry it is given.
+    """
+    mod = native()
+    if mod is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
+    if words.dtype != torch.int64 or not words.is_contiguous() or words.device.type != "cpu":
+        raise ValueError("bnn.deploy.conv_constants: words must be a contiguous int64 CPU tensor")
+    n = mod.bconv_constants(words.data_ptr(), 0, *ints, 1)
+    consts = torch.empty(n, dtype=torch.int64)
+    mod.bconv_constants(words.data_ptr(), consts.data_ptr(), *ints,
+                        torch.get_num_threads() if num_threads is None else num_threads)
+    return consts
+
+
+# -- int8-input / 1-bit-weight layers ---------------------------------------------------------------
+def _geometry(kernel_size, stride, padding, dilation):
+    if len(kernel_size) == 0:
+        return (1, 1), (1, 1), (0, 0), (1, 1)
+    if len(kernel_size) != 2:
+        raise ValueError(f"bnn.deploy.int8_conv: 2-D convs and linear layers only, got kernel_size {kernel_size}")
+    return tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation)
+
+
+def int8_conv_constants(words: torch.Tensor, out_channels: int, in_channels: int, kernel_size) -> torch.Tensor:
+    """The layer constants of :func:`int8_conv` (the +-1 weights as bytes, and 128 * their sums), from the
+    packed weight words ``[1, CB, T, Wg, 32]`` of a ``groups=1`` layer. Recompute when the words change."""
+    mod = native()
+    if mod is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
+    if words.dim() != 5 or words.shape[0] != 1:
+        raise ValueError("bnn.deploy.int8_conv_constants: groups=1 packed weight words [1, CB, T, Wg, 32] expected")
+    words = words.to(torch.int64).contiguous()
+    taps = words.shape[2]
+    n = mod.qconv_constants(0, 0, out_channels, in_channels, taps)
+    consts = torch.empty(n, dtype=torch.uint8)
+    mod.qconv_constants(words.data_ptr(), consts.data_ptr(), out_channels, in_channels, taps)
+    return consts
+
+
+def int8_codes(x: torch.Tensor, step: torch.Tensor, bits: int) -> torch.Tensor:
+    """clamp(round(x / step), -2^(bits-1), 2^(bits-1) - 1): the integer codes of the symmetric k-bit
+    quantizer (:class:`bnn.ops.KBitActivationQuantizer`; round half to even, like ``torch.round``)."""
+    qmax = 2 ** (bits - 1) - 1
+    return (x / step).round().clamp(-qmax - 1, qmax)
+
+
+def int8_conv_reference(x: torch.Tensor, words: torch.Tensor, step: torch.Tensor, bits: int, mul: torch.Tensor,
+                        add: Optional[torch.Tensor], out_channels: int, kernel_size=(), stride=(), padding=(),
+                        dilation=()) -> torch.Tensor:
+    """Pure-torch :func:`int8_conv`: the same numbers (the integer dot products are exact in float32 for
+    |dot| < 2^24), on any device, and traceable."""
+    from .functional import _conv, _epilogue, unpack_weight_signs
+
+    cdim = 1 if kernel_size else x.dim() - 1
+    codes = int8_codes(x, step.to(x.dtype), bits)
+    w = unpack_weight_signs(words, out_channels, x.shape[cdim], kernel_size, dtype=x.dtype).to(x.device)
+    dot = _conv(codes, w, stride, padding, dilation, 1)
+    return _epilogue(dot, mul, add, cdim)
+
+
+def int8_conv(x: torch.Tensor, consts: torch.Tensor, step: torch.Tensor, bits: int, mul: torch.Tensor,
+              add: Optional[torch.Tensor], out_channels: int, kernel_size=(), stride=(), padding=(),
+              dilation=()) -> torch.Tensor:
+    """``float(dot) * mul_c + add_c`` with ``dot = sum code(x) * s`` for int8 input codes and +-1 weights.
+
+    ``code(x) = clamp(round(x / step), -2^(bits-1), 2^(bits-1) - 1)`` (bits <= 8), zero padding is code 0.
+    The weights ``s`` come from :func:`int8_conv_constants`. ``x`` is a float32 CPU tensor ``[N, C, H, W]``
+    (conv; the result is channels-last) or ``[*, C]`` (``kernel_size=()``: a linear layer). The products are
+    additions and subtractions of the codes chosen by the weight bits (``vpmaddubsw`` on AVX2), exactly
+    :func:`int8_conv_reference`.
+    """
+    mod = native()
+    if mod is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bnn.deploy.int8_conv: bits must be in 1..8, got {bits}")
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise ValueError("bnn.deploy.int8_conv: float32 CPU input expected; use int8_conv_reference")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(kernel_size, stride, padding, dilation)
+    qmax = 2 ** (bits - 1) - 1
+    mul = mul.to(torch.float32).contiguous()
+    add = None if add is None else add.to(torch.float32).contiguous()
+    step_f = float(step)
+    if kernel_size:
+        n, c, h, w = x.shape
+        xc = x.contiguous(memory_format=torch.channels_last)
+        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        out = torch.empty((n, out_channels, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
+    else:
+        lead, c = x.shape[:-1], x.shape[-1]
+        xc = x.reshape(-1, c).contiguous()
+        n, h, w, oh, ow = 1, 1, xc.shape[0], 1, xc.shape[0]
+        out = torch.empty((*lead, out_channels), dtype=torch.float32)
+    if out.numel():
+        mod.qconv(xc.data_ptr(), step_f, -qmax - 1, qmax, consts.data_ptr(), mul.data_ptr(),
+                  0 if add is None else add.data_ptr(), out.data_ptr(), n, h, w, c, out_channels, oh, ow, kh, kw,
+                  sh, sw, ph, pw, dh, dw, get_isa(), torch.get_num_threads())
+    return out

@@ -8,9 +8,10 @@ came from computes (``post(op(pre(x), wpre(W), b), x)``), with
 * binary input mode (``pre`` emits +-1: sign, ApproxSign, SwishSign, the eval
   mode of the stochastic sign, RSign = sign(x + b_c)): the input is binarized
   and packed on the fly, dot = K - 2 popcount(a XOR w) (XNOR-Net, Rastegari et
-  al. 2016; REFERENCE.md section 5), zero padding left out of K;
+  al. 2016), zero padding left out of K;
 * real input mode (any other ``pre``, kept as the submodule ``input_quantizer``):
-  W is unpacked to +-1 for the forward only;
+  k-bit input codes (k <= 8) run the int8-input kernel (integer adds and
+  subtracts), any other input meets W unpacked to +-1 for the forward only;
 * ``y = dot * scale_c + shift_c`` (scale = alpha times any folded output scale,
   shift = the folded conv bias / output bias / BatchNorm), then ``post`` if it
   needs the float input (XNOR-Net's K).
@@ -21,13 +22,15 @@ and of the same layer in float32, for :func:`bnn.summary`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..ops.activation import KBitActivationQuantizer
 from . import functional as BF
-from .kernel import _state as _ISA  # _ISA["isa"]: the code path chosen by bnn.deploy.set_isa (-1: best)
+from . import kernel as _K
 
 __all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "PackedLinear", "PackedFormatError"]
 
@@ -35,33 +38,27 @@ FORMAT_VERSION = 1
 _FORMAT_KEY = "bnn_packed_format"
 
 
-def _exporting_slow() -> bool:
-    return torch.onnx.is_in_onnx_export()
+@dataclass(frozen=True)
+class _CachedPlan:
+    """A layer's kernel plan and constants for its last input shape, with the buffers they were made from."""
+
+    shape: torch.Size
+    words: torch.Tensor
+    words_version: int  # ``words._version`` when the constants were made
+    scale: torch.Tensor
+    shift: Optional[torch.Tensor]
+    threshold: Optional[torch.Tensor]
+    post: nn.Module
+    post_is_identity: bool
+    plan: BF.NativePlan
+    consts: torch.Tensor  # the kernel's layer constants for these words at this geometry
 
 
-def _exporting() -> bool:
-    """``torch.onnx.is_in_onnx_export()``, read from its flags directly (it runs on every forward)."""
-    global _exporting
-    try:
-        from torch.onnx._internal.exporter import _flags
-        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-
-        def fast() -> bool:
-            return GLOBALS.in_onnx_export or _flags._is_onnx_exporting
-
-        fast()
-        _exporting = fast
-    except Exception:  # another torch version: the public function
-        _exporting = _exporting_slow
-    return _exporting()
-
-
-def _storage_uses(t: torch.Tensor) -> int:
-    """Tensors sharing the storage of ``t`` (``t`` included), plus 1 for the storage object made here."""
-    try:
-        return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
-    except Exception:  # no such private API: never reuse
-        return 1 << 30
+def _int8_bits(q: nn.Module) -> int:
+    """The bit width k of an input quantizer whose eval output is k-bit codes times a step (k <= 8), else 0."""
+    if isinstance(q, KBitActivationQuantizer) and q.enabled and q.ratio == 1.0 and q.bits <= 8 and not q.training:
+        return q.bits
+    return 0
 
 
 class PackedFormatError(RuntimeError):
@@ -84,11 +81,13 @@ class PackedLayer(nn.Module):
     output channel; ``shift`` may be None), ``input_threshold`` (float32 per
     input channel, -bias of RSign; None for the plain sign). Inference only.
 
-    On the native (C kernel) path the layer caches, for the last input shape, the
-    kernel arguments and one output and one scratch buffer (not saved): the output
-    buffer is reused when no tensor returned earlier (nor a view of one) is still
-    alive, since a fresh large allocation costs page faults at batch 1; the
-    returned tensor is always a new alias of it.
+    On the native (C kernel) path the layer keeps, for the last input shape, the
+    :class:`~bnn.deploy.functional.NativePlan` of the kernel call (not saved), so
+    that a call costs a few microseconds of Python. Every other call checks its
+    input first (:meth:`check_input`: rank, channels, size, dtype, device) and
+    raises a one-line error naming the layer (``layer_name``, set by the packer).
+    Under ``torch.compile`` / ``torch.export`` the kernel is the custom op
+    ``torch.ops.bnn.binary_conv``.
     """
 
     _kernel_dims = 0
@@ -105,15 +104,19 @@ class PackedLayer(nn.Module):
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
         self.padding, self.dilation, self.groups = tuple(padding), tuple(dilation), int(groups)
         self.binary_input = bool(binary_input)
-        cg, coutg = self.in_channels // self.groups, self.out_channels // self.groups
-        shape = (self.groups, -(-coutg // BF.NR), int(math.prod(self.kernel_size)), max(1, -(-cg // 64)), BF.NR)
-        self.register_buffer("packed_weight", torch.zeros(shape, dtype=torch.int64))
+        self.register_buffer("packed_weight", torch.zeros(self._words_shape(), dtype=torch.int64))
         self.register_buffer("scale", torch.ones(self.out_channels))
         self.register_buffer("shift", torch.zeros(self.out_channels) if has_shift else None)
         self.register_buffer("input_threshold", torch.zeros(self.in_channels) if has_threshold else None)
         self.input_quantizer = input_quantizer if input_quantizer is not None else nn.Identity()
         self.post_process = post_process if post_process is not None else nn.Identity()
         self.use_native: Optional[bool] = None  # None: the C kernel when it applies, False: pure torch
+        self.layer_name = ""  # the layer's name in the packed model (set by the packer), for error messages
+
+    def _words_shape(self) -> Tuple[int, ...]:
+        """``[G, CB, T, Wg, NR]`` of the weight words (:mod:`bnn.deploy.functional`, format version 1)."""
+        cg, coutg = self.in_channels // self.groups, self.out_channels // self.groups
+        return (self.groups, -(-coutg // BF.NR), int(math.prod(self.kernel_size)), max(1, -(-cg // 64)), BF.NR)
 
     # -- format version ---------------------------------------------------------------------------
     def get_extra_state(self) -> dict:
@@ -168,113 +171,123 @@ class PackedLayer(nn.Module):
                                       self.kernel_size, dtype)
 
     # -- forward ----------------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """How errors name this layer: its name in the packed model (set at pack time), else its class."""
+        name = self.__dict__.get("layer_name") or ""
+        return f"packed layer '{name}'" if name else type(self).__name__
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            raise RuntimeError(f"{type(self).__name__} is inference only: call .eval() (it cannot be trained)")
-        # fast path: the kernel arguments cached for this input shape still hold (same buffers, float32 CPU
-        # plain tensor, not tracing or exporting), so the per-call Python work stays a few microseconds
-        st = self.__dict__.get("_native_plan")
-        if st is not None and st[0] == x.shape and type(x) is torch.Tensor and x.dtype == torch.float32 and x.is_cpu:
+        # fast path: the plan made for this input shape by an earlier call applies (float32 CPU plain tensor, the
+        # buffers it was checked with, no compile / trace): a few microseconds of Python per call
+        c = self.__dict__.get("_plan")
+        if (c is not None and not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.shape == c.shape
+                and x.dtype == torch.float32 and x.is_cpu and self.use_native is not False and not self.training):
             b = self._buffers
-            w = b["packed_weight"]
-            if not (w is st[2] and b["scale"] is st[3] and b["shift"] is st[4] and b["input_threshold"] is st[5]
-                    and w.data_ptr() == st[6][3] and self.use_native is not False and self.binary_input
-                    and not torch.jit.is_tracing()
-                    and not _exporting()):
-                st = None
-        else:
-            st = None
-        y = self._run_fast(st, x) if st is not None else self._forward_slow(x)
-        if not isinstance(self.post_process, nn.Identity):
-            y = self.post_process(y, x)
-        return y
+            if (b["packed_weight"] is c.words and c.words._version == c.words_version and b["scale"] is c.scale
+                    and b["shift"] is c.shift and b["input_threshold"] is c.threshold
+                    and self._modules["post_process"] is c.post and not torch.jit.is_tracing()):
+                y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts)
+                return y if c.post_is_identity else c.post(y, x)
+        y = self._forward_checked(x)
+        post = self.post_process
+        return y if isinstance(post, nn.Identity) else post(y, x)
 
-    def _run_fast(self, st, x: torch.Tensor) -> torch.Tensor:
-        """Call the C kernel with the cached arguments; output and scratch buffers are reused when free."""
-        plan = st[1]
-        nd = plan[0]
-        if nd == 2:
-            if not x.is_contiguous(memory_format=torch.channels_last):
-                x = x.contiguous(memory_format=torch.channels_last)
-        elif nd == 1:
-            x = x.transpose(1, 2).contiguous()
-        elif not x.is_contiguous():
-            x = x.contiguous()
-        # Reused buffers (fresh large allocations cost page faults): taken out of the cache while in use, so
-        # that another Python thread allocates its own; the output is reused only when no alias handed out
-        # earlier (nor any view of it) is alive, i.e. when its storage has no user but the cached tensor.
-        bufs = st[7]
-        out, a = bufs
-        bufs[0] = bufs[1] = None
-        if out is None or _storage_uses(out) > 2:
-            out = st[8]()
-        if a is None:
-            a = torch.empty(plan[5], dtype=torch.int64)
-        p = st[6]
-        st[9].bconv(x.data_ptr(), p[0], a.data_ptr(), p[3], p[4], p[5], out.data_ptr(), *plan[6], _ISA["isa"],
-                    torch.get_num_threads())
-        # hand out an alias (never the cached tensor itself), made before the buffers go back to the cache
-        if nd == 1:
-            y = out.transpose(1, 2)
-        elif nd == 0:
-            y = out.view(*st[0][:-1], self.out_channels)
-        else:
-            y = out.detach()
-        bufs[0], bufs[1] = out, a
-        return y
+    def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """Every call the fast path does not take: check the input, then the native kernel or pure torch."""
+        if self.training:
+            raise RuntimeError(f"{self.label} is inference only: call .eval() (it cannot be trained)")
+        self.check_input(x)
+        if not self.binary_input:
+            return self._forward_real_input(x)
+        w, s, b, t = self.packed_weight, self.scale, self.shift, self.input_threshold
+        if self.use_native is not False and BF.native_applies(x, w, s, b, t):
+            if type(x) is not torch.Tensor or torch.compiler.is_compiling():  # torch.compile / torch.export
+                return torch.ops.bnn.binary_conv(x, w, s, b, t, self.out_channels, list(self.kernel_size),
+                                                 list(self.stride), list(self.padding), list(self.dilation),
+                                                 self.groups)
+            plan = BF.native_plan(tuple(x.shape), w.shape[3], self.out_channels, self.kernel_size, self.stride,
+                                  self.padding, self.dilation, self.groups)
+            # the layer constants (tap offsets, padded-tap bias table, rearranged weight bits) of this geometry,
+            # once per input shape; they copy the weight bits, so an in-place change of the words (a new
+            # version, e.g. load_state_dict) drops the cached plan
+            consts = BF.layer_constants(w, plan)
+            post = self.post_process
+            self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post, isinstance(post, nn.Identity),
+                                                 plan, consts)
+            return plan.run(x, w, s, b, t, consts)
+        return BF.binary_conv_torch(x, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,
+                                    self.dilation, self.groups)
 
-    def _forward_slow(self, x: torch.Tensor) -> torch.Tensor:
-        if self.binary_input and self._fast_ok(x):
-            # cache the kernel arguments for this input shape: the per-call Python work stays small
-            w, s, b, t = self.packed_weight, self.scale, self.shift, self.input_threshold
-            shape2 = x.shape if self.kernel_size else x.reshape(-1, self.in_channels).shape
-            plan = BF.native_plan(shape2, w.shape[3], self.out_channels, self.kernel_size, self.stride,
-                                  self.padding, self.dilation, self.groups, self.in_channels)
-            nd, n, oh, ow, cout = plan[:5]
-            if nd == 2:
-                make = lambda: torch.empty((n, cout, oh, ow), dtype=torch.float32,  # noqa: E731
-                                           memory_format=torch.channels_last)
-            elif nd == 1:
-                make = lambda: torch.empty((n, ow, cout), dtype=torch.float32)  # noqa: E731
-            else:
-                make = lambda: torch.empty((ow, cout), dtype=torch.float32)  # noqa: E731
-            ptrs = (0 if t is None else t.data_ptr(), 0, 0, w.data_ptr(), s.data_ptr(),
-                    0 if b is None else b.data_ptr())
-            st = (x.shape, plan, w, s, b, t, ptrs, [None, None], make, BF._kernel.native())
-            self.__dict__["_native_plan"] = st
-            return self._run_fast(st, x)
-        if self.binary_input:
-            return BF.binary_conv(x, self.packed_weight, self.scale, self.shift, self.input_threshold,
-                                  self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
-                                  self.groups, self.in_channels, use_native=self._native(x))
+    def _forward_real_input(self, x: torch.Tensor) -> torch.Tensor:
+        bits = _int8_bits(self.input_quantizer)
+        if bits and self.groups == 1 and self._kernel_dims in (0, 2):
+            return self._forward_int8(x, bits)
         xq = self.input_quantizer(x)
         w = self.weight_signs(xq.dtype).to(xq.device)
         y = BF._conv(xq, w, self.stride, self.padding, self.dilation, self.groups)
         return BF._epilogue(y, self.scale, self.shift, 1 if self.kernel_size else y.dim() - 1)
 
-    def _fast_ok(self, x: torch.Tensor) -> bool:
-        """The native kernel applies directly: float32 CPU input and buffers, not tracing/exporting, non-empty."""
-        if self.use_native is False or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
-            return False
-        if type(x) is not torch.Tensor:  # FakeTensor, FunctionalTensor, ... (export, torch.compile): no data
-            return False
-        if BF._kernel.native() is None or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return False
-        w, s, b, t = self.packed_weight, self.scale, self.shift, self.input_threshold
-        return (w.dtype == torch.int64 and w.is_contiguous() and s.dtype == torch.float32 and s.is_contiguous()
-                and (b is None or (b.dtype == torch.float32 and b.is_contiguous()))
-                and (t is None or (t.dtype == torch.float32 and t.is_contiguous())))
+    def _forward_int8(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        """k-bit input codes (k <= 8) times +-1 weights: integer adds and subtracts (the native int8 kernel
+        :func:`bnn.deploy.kernel.int8_conv`, or its pure-torch twin, which gives the same numbers).
+        y = float(sum code * s) * (scale_c * step) + shift_c, with step the quantizer's grid step."""
+        q = self.input_quantizer
+        step = (q.running_absmax / (2 ** (bits - 1) - 1)).clamp_min(torch.finfo(x.dtype).tiny).to(x.dtype)
+        mul = self.scale.to(x.dtype) * step
+        geometry = (self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation)
+        if (self.use_native is not False and type(x) is torch.Tensor and not torch.compiler.is_compiling()
+                and BF.native_applies(x, self.packed_weight, self.scale, self.shift)):
+            w, cache = self.packed_weight, self.__dict__.get("_int8_consts")
+            if cache is None or cache[0] is not w or cache[1] != w._version:  # weights changed: new constants
+                consts = _K.int8_conv_constants(w, self.out_channels, self.in_channels, self.kernel_size)
+                cache = self.__dict__["_int8_consts"] = (w, w._version, consts)
+            return _K.int8_conv(x, cache[2], step, bits, mul, self.shift, *geometry)
+        return _K.int8_conv_reference(x, self.packed_weight, step, bits, mul, self.shift, *geometry)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a one-line error naming the layer unless ``x`` fits it (rank, channels, size, dtype, device)."""
+        nd = len(self.kernel_size)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{self.label}: expects a tensor, got {type(x).__name__}")
+        if nd:
+            want = "[N, C, L]" if nd == 1 else "[N, C, H, W]"
+            if x.dim() != nd + 2:
+                raise ValueError(f"{self.label}: expects a {nd + 2}-d input {want} with C = {self.in_channels}, "
+                                 f"got shape {list(x.shape)}")
+            if x.shape[1] != self.in_channels:
+                raise ValueError(f"{self.label}: expects {self.in_channels} input channels (dim 1), got shape "
+                                 f"{list(x.shape)}")
+            out = BF.output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)
+            if min(out) < 1:
+                raise ValueError(f"{self.label}: input {list(x.shape)} is smaller than the (padded, dilated) kernel "
+                                 f"{self.kernel_size}")
+        elif x.dim() < 1 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"{self.label}: expects an input [*, {self.in_channels}] (in_features last), got shape "
+                             f"{list(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{self.label}: expects a floating-point input, got {x.dtype}")
+        if x.device != self.packed_weight.device:
+            raise ValueError(f"{self.label}: input is on {x.device} but the layer is on {self.packed_weight.device}; "
+                             f"move one of them (.to(device))")
+        self._check_buffers()
+
+    def _check_buffers(self) -> None:
+        """The buffers have the sizes of this layer's geometry (a replaced buffer cannot make the kernel read
+        past its end)."""
+        expected = {"packed_weight": self._words_shape(), "scale": (self.out_channels,),
+                    "shift": (self.out_channels,), "input_threshold": (self.in_channels,)}
+        for name, shape in expected.items():
+            t = self._buffers.get(name)
+            if t is not None and tuple(t.shape) != shape:
+                raise ValueError(f"{self.label}: buffer {name!r} has shape {list(t.shape)}, this layer needs "
+                                 f"{list(shape)}; load a state dict packed for this layer")
 
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
-        state.pop("_native_plan", None)  # a cache, not part of the saved format
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state.pop("_plan", None)  # caches, not part of the saved format
+        state.pop("_int8_consts", None)
         return state
-
-    def _native(self, x: torch.Tensor) -> Optional[bool]:
-        if self.use_native is False or torch.onnx.is_in_onnx_export():
-            return False
-        return None
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}"

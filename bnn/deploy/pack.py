@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from . import functional as BF
 from ..ops.base import in_channels
+from .fold import fold_batchnorms
 from .layers import PackedConv1d, PackedConv2d, PackedLayer, PackedLinear
 
 __all__ = ["pack_binary_model", "pack_layer", "UnsupportedLayerError"]
@@ -109,11 +110,13 @@ def pack_layer(layer: nn.Module, name: str = "") -> PackedLayer:
         packed.shift.copy_(shift)
     if threshold is not None:
         packed.input_threshold.copy_(threshold)
+    packed.layer_name = name
     packed.eval()
     return packed.to(layer.weight.device)
 
 
-def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: bool = False) -> nn.Module:
+def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: bool = False,
+                      fold_batchnorm: bool = True) -> nn.Module:
     """Pack every fake-binarized layer of ``model`` (in eval mode) to 1-bit weights for inference.
 
     Each ``bnn.layers`` Conv1d / Conv2d / Linear whose weights are binarized
@@ -126,11 +129,19 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
     eval mode the result equals the fake-binarized model's output up to float
     rounding.
 
+    The whole graph is prepared for inference too: with ``fold_batchnorm`` each
+    BatchNorm that directly follows a conv (packed or float) is folded into it
+    (:func:`bnn.deploy.fold.fold_batchnorms`), and a model with packed 2-d convs
+    gets channels-last float weights, so that every activation keeps the
+    channels-last layout of the packed kernels end to end (no layout mixing in
+    residual adds and pools).
+
     Args:
         model: a prepared model (or one binary layer) in eval mode.
         on_unsupported: ``"error"`` (default) raises for a binarized layer that
             cannot be packed exactly; ``"warn"`` leaves it unpacked with a warning.
         inplace: modify ``model`` itself instead of a deep copy.
+        fold_batchnorm: fold conv -> BatchNorm pairs (default True).
 
     Returns:
         The packed model (a packed layer if ``model`` is a single binary layer), in eval mode.
@@ -172,4 +183,10 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, packed)
+    if fold_batchnorm:
+        fold_batchnorms(model)
+    if any(isinstance(m, PackedConv2d) for m in model.modules()):
+        for m in model.modules():  # float 2-d convs give channels-last outputs when their weights are
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
     return model.eval()

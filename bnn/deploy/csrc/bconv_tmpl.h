@@ -205,6 +205,133 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
     default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, 0); break;
     }
 }
+#elif BNN_ISA == 1
+/* AVX2 (no vector popcount).  Tile: MR pixels x one panel of NR = 32 channels, run as blocks of MR pixels x
+ * NV vectors of 4 channels (8 / NV blocks per panel).  Each 64-bit lane holds one channel.  The weights
+ * come nibble-split from the layer constants (per word: the low nibbles of its bytes, then the high
+ * nibbles, each as a 0..15 byte), and the input word is split once per pixel and tap, so that one
+ * (pixel, 4-channel) step is xor, xor, vpshufb, vpshufb, add, add: 6 operations instead of the 8 of the
+ * plain nibble lookup (Mula et al. 2018), with the split of the input word shared by the NV vectors.
+ * Byte accumulators (each step adds at most 8 to a byte) are summed into 64-bit lanes by `vpsadbw` once
+ * every 31 steps only. */
+#ifndef AVX2_MR
+#define AVX2_MR 1
+#endif
+#define TILE_MR AVX2_MR
+#define AVX2_NV (AVX2_MR == 1 ? 8 : (AVX2_MR == 2 ? 4 : 2))
+
+static inline __attribute__((always_inline)) void CAT(blk, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, const int MR_,
+                                                                 const int NV_, const uint64_t* a,
+                                                                 const uint64_t* ws, int64_t* acc)
+{
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    const int T = ctx->T, Wg = ctx->Wg;
+    const int64_t ps = ctx->pstep;
+    __m256i c[AVX2_MR][AVX2_NV]; /* fixed sizes: after the unrolling, registers */
+#pragma GCC unroll 8
+    for (int m = 0; m < MR_; ++m)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV_; ++v) c[m][v] = zero;
+    int steps = 0;
+    for (int t = 0; t < T; ++t) {
+        const uint64_t* ap = a + ctx->tapoff[t];
+        for (int j = 0; j < Wg; ++j) {
+            /* pixel by pixel, low nibbles then high nibbles: few live registers, no spills */
+#pragma GCC unroll 8
+            for (int m = 0; m < MR_; ++m) {
+                const __m256i b = _mm256_set1_epi64x((long long)ap[m * ps + j]);
+                const __m256i lo = _mm256_and_si256(b, m4);
+#pragma GCC unroll 8
+                for (int v = 0; v < NV_; ++v)
+                    c[m][v] = _mm256_add_epi8(c[m][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
+                                                           lo, _mm256_loadu_si256((const __m256i*)(ws + 4 * v)))));
+                /* keep GCC from reassociating the two halves' sums (it then runs out of registers) */
+#pragma GCC unroll 8
+                for (int v = 0; v < NV_; ++v) __asm__("" : "+x"(c[m][v]));
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+#pragma GCC unroll 8
+                for (int v = 0; v < NV_; ++v)
+                    c[m][v] = _mm256_add_epi8(c[m][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
+                                                           hi, _mm256_loadu_si256((const __m256i*)(ws + NR + 4 * v)))));
+            }
+            ws += 2 * NR;
+            if (++steps == 31) {
+                steps = 0;
+#pragma GCC unroll 8
+                for (int m = 0; m < MR_; ++m)
+#pragma GCC unroll 8
+                    for (int v = 0; v < NV_; ++v) {
+                        __m256i* q = (__m256i*)(acc + m * NR + 4 * v);
+                        _mm256_store_si256(q, _mm256_add_epi64(_mm256_load_si256(q), _mm256_sad_epu8(c[m][v], zero)));
+                        c[m][v] = zero;
+                    }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < MR_; ++m)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV_; ++v) {
+            __m256i* q = (__m256i*)(acc + m * NR + 4 * v);
+            _mm256_store_si256(q, _mm256_add_epi64(_mm256_load_si256(q), _mm256_sad_epu8(c[m][v], zero)));
+        }
+}
+
+static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
+    const CAT(tile_ctx, SUFFIX) * ctx, const int MR_, const uint64_t* a, const uint64_t* ws,
+    const int64_t* const* bias, const float* mul, const float* add, float* o, int cn)
+{
+    int64_t acc[AVX2_MR * NR] __attribute__((aligned(32)));
+#pragma GCC unroll 24
+    for (int i = 0; i < MR_ * NR; i += 4) _mm256_store_si256((__m256i*)(acc + i), _mm256_setzero_si256());
+#pragma GCC unroll 8
+    for (int v0 = 0; v0 < NR / 4; v0 += AVX2_NV) CAT(blk, SUFFIX)(ctx, MR_, AVX2_NV, a, ws + 4 * v0, acc + 4 * v0);
+    /* epilogue, 8 channels at a time: out = float(bias - 2 acc) * mul + add (two roundings, like the torch
+     * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly) */
+    const int Cout = ctx->Cout;
+    for (int m = 0; m < MR_; ++m) {
+        const int64_t* bs = bias[m];
+        const int64_t* am = acc + m * NR;
+        float* om = o + (int64_t)m * Cout;
+        for (int v = 0; v < NR && v < cn; v += 8) {
+            const __m256i a0 = _mm256_load_si256((const __m256i*)(am + v));
+            const __m256i a1 = _mm256_load_si256((const __m256i*)(am + v + 4));
+            const __m256i d0 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v)), _mm256_add_epi64(a0, a0));
+            const __m256i d1 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v + 4)), _mm256_add_epi64(a1, a1));
+            /* low dwords of d0 (lanes 0..3) then of d1 (lanes 4..7) */
+            const __m256 sh = _mm256_shuffle_ps(_mm256_castsi256_ps(d0), _mm256_castsi256_ps(d1), _MM_SHUFFLE(2, 0, 2, 0));
+            const __m256i d = _mm256_permute4x64_epi64(_mm256_castps_si256(sh), _MM_SHUFFLE(3, 1, 2, 0));
+            const int rem = cn - v;
+            if (rem >= 8) {
+                __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + v));
+                if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + v));
+                _mm256_storeu_ps(om + v, y);
+            } else {
+                const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + v, mk));
+                if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
+                _mm256_maskstore_ps(om + v, mk, y);
+            }
+        }
+    }
+}
+
+static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
+                              const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
+                              int nts)
+{
+    (void)nts;
+#if AVX2_MR >= 3
+    if (nm == 3) { CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn); return; }
+#endif
+#if AVX2_MR >= 2
+    if (nm == 2) { CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn); return; }
+#endif
+    CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn);
+}
 #else
 #define TILE_MR 1
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
@@ -215,30 +342,6 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
     (void)nts;
     const int T = ctx->T, Wg = ctx->Wg;
     (void)nm;
-#if BNN_ISA == 1
-    /* AVX2 has no vector popcount: nibble lookup with vpshufb, bytes summed by vpsadbw. */
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    const __m256i zero = _mm256_setzero_si256();
-    __m256i c[8];
-    for (int v = 0; v < 8; ++v) c[v] = zero;
-    for (int t = 0; t < T; ++t) {
-        const uint64_t* a0 = a + ctx->tapoff[t];
-        for (int j = 0; j < Wg; ++j) {
-            __m256i b = _mm256_set1_epi64x((long long)a0[j]);
-            for (int v = 0; v < 8; ++v) {
-                __m256i x = _mm256_xor_si256(b, _mm256_loadu_si256((const __m256i*)(w + 4 * v)));
-                __m256i lo = _mm256_and_si256(x, low);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
-                __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-                c[v] = _mm256_add_epi64(c[v], _mm256_sad_epu8(cnt, zero));
-            }
-            w += NR;
-        }
-    }
-    for (int v = 0; v < 8; ++v) _mm256_storeu_si256((__m256i*)(acc + 4 * v), c[v]);
-#else
     for (int n = 0; n < NR; ++n) acc[n] = 0;
     for (int t = 0; t < T; ++t) {
         const uint64_t* a0 = a + ctx->tapoff[t];
@@ -248,7 +351,6 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
             w += NR;
         }
     }
-#endif
     const int64_t* bs = bias[0];
     if (add) {
         for (int n = 0; n < cn; ++n) {
@@ -273,9 +375,10 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
  *   a:    scratch for the padded bit image [N, Hs + 2 ph, Ws + 2 pw, G, Wg] words
  *   w:    packed weight [G, CB, T, Wg, NR] words (CB = ceil(CoutG / NR), T = KH * KW)
  *   out:  float32 [N, OH, OW, G * CoutG] (channels last); out = float(dot) * mul[c] + add[c]
- * Phases: (1) pack the padded image and the per-tap weight popcounts, (2) the bias table of the
- * pixel classes, (3) the tiles, statically scheduled over (image, output row, group, panel).   */
-static void CAT(bconv, SUFFIX)(const conv_args* p)
+ *   consts: the layer constants (bnn_kernel.c), or NULL to compute them for this call
+ * Phases: (1) pack the padded image, (2) the tiles, statically scheduled over (image, output row,
+ * group, panel).                                                                                 */
+static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 {
     const int N = p->N, Hs = p->Hs, Ws = p->Ws, G = p->G, Cg = p->Cg, Wg = p->Wg, CoutG = p->CoutG;
     const int OH = p->OH, OW = p->OW, KH = p->KH, KW = p->KW, T = KH * KW;
@@ -283,48 +386,28 @@ static void CAT(bconv, SUFFIX)(const conv_args* p)
     const int Hp = Hs + 2 * p->ph, Wp = Ws + 2 * p->pw;
     const int64_t rs = (int64_t)G * Wg; /* words per packed pixel */
     const int npan = G * CB;
+    (void)Cg;
 
-    /* pixel classes: the valid kernel rows of output row oh form an interval [lo, hi] */
-    int* rid = (int*)malloc(sizeof(int) * (size_t)(OH + OW));
-    int* cid = rid + OH;
-    int* rcls = (int*)malloc(sizeof(int) * 2 * (size_t)(OH + OW)); /* (lo, hi) pairs: rows then cols */
-    int64_t* tapoff = (int64_t*)malloc(sizeof(int64_t) * (size_t)T);
-    int64_t* wpop = (int64_t*)malloc(sizeof(int64_t) * (size_t)npan * T * NR);
-    if (!rid || !rcls || !tapoff || !wpop) {
-        free(rid); free(rcls); free(tapoff); free(wpop);
-        p->status[0] = -1;
-        return;
-    }
-    int nR = 0, nC = 0;
-    int* ccls = rcls + 2 * OH;
-    for (int pass = 0; pass < 2; ++pass) {
-        const int O = pass ? OW : OH, S = pass ? p->sw : p->sh, P = pass ? p->pw : p->ph;
-        const int D = pass ? p->dw : p->dh, K = pass ? KW : KH, I = pass ? Ws : Hs;
-        int* ids = pass ? cid : rid;
-        int* cls = pass ? ccls : rcls;
-        int n = 0;
-        for (int o = 0; o < O; ++o) {
-            int lo = K, hi = -1;
-            for (int k = 0; k < K; ++k) {
-                int i = o * S - P + k * D;
-                if (i >= 0 && i < I) { if (k < lo) lo = k; hi = k; }
-            }
-            int f = 0;
-            while (f < n && !(cls[2 * f] == lo && cls[2 * f + 1] == hi)) ++f;
-            if (f == n) { cls[2 * n] = lo; cls[2 * n + 1] = hi; ++n; }
-            ids[o] = f;
+    /* the layer constants (tap offsets, pixel classes, bias table, split weights): given, or made here */
+    int64_t* own = NULL;
+    if (!consts) {
+        int nR0, nC0;
+        const int64_t words = consts_layout(p, &nR0, &nC0, NULL, NULL, NULL);
+        own = words < 0 ? NULL : (int64_t*)malloc(sizeof(int64_t) * (size_t)words);
+        if (!own || consts_fill(p, own, p->nthreads)) {
+            free(own);
+            p->status[0] = -1;
+            return;
         }
-        if (pass) nC = n; else nR = n;
+        consts = own;
     }
-    int64_t* btab = (int64_t*)malloc(sizeof(int64_t) * (size_t)nR * nC * npan * NR);
-    if (!btab) {
-        free(rid); free(rcls); free(tapoff); free(wpop);
-        p->status[0] = -1;
-        return;
-    }
-    for (int kh = 0; kh < KH; ++kh)
-        for (int kw = 0; kw < KW; ++kw)
-            tapoff[kh * KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * rs;
+    const int nR = (int)consts[1], nC = (int)consts[2];
+    const int64_t* tapoff = consts + CONST_HDR;
+    const int64_t* rid = tapoff + T;
+    const int64_t* cid = rid + OH;
+    const int64_t* btab = cid + OW;
+    const uint64_t* wsplit = (const uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
+    (void)wsplit;
 
     const int64_t pack_rows = (int64_t)N * Hp;
     const int64_t items = (int64_t)N * OH * npan;
@@ -344,8 +427,8 @@ static void CAT(bconv, SUFFIX)(const conv_args* p)
     if (items < 2 * nt && pack_rows < 2 * nt) nt = 1;
 #pragma omp parallel num_threads(nt)
     {
-        /* (1a) padded bit image: border words 0, interior packed signs */
-#pragma omp for schedule(static) nowait
+        /* (1) padded bit image: border words 0, interior packed signs */
+#pragma omp for schedule(static)
         for (int64_t r = 0; r < pack_rows; ++r) {
             const int n = (int)(r / Hp), i = (int)(r % Hp) - p->ph;
             uint64_t* orow = p->a + r * Wp * rs;
@@ -371,32 +454,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p)
                 CAT(packpix, SUFFIX)(xrow + j * xstep, p->thr, op + j * rs, G, Cg, Wg);
             }
         }
-        /* (1b) per-tap weight popcounts [G, CB, T, NR] */
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < (int64_t)npan * T; ++i) {
-            const uint64_t* wi = p->w + i * Wg * NR;
-            int64_t* q = wpop + i * NR;
-            for (int n = 0; n < NR; ++n) q[n] = 0;
-            for (int j = 0; j < Wg; ++j)
-                for (int n = 0; n < NR; ++n) q[n] += __builtin_popcountll(wi[j * NR + n]);
-        }
-        /* (2) bias table [nR, nC, G, CB, NR] = Tv * Cg + 2 * sum of wpop over padded taps */
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < (int64_t)nR * nC * npan; ++i) {
-            const int pan = (int)(i % npan), rc = (int)(i / npan), cc = rc % nC, rr = rc / nC;
-            const int rlo = rcls[2 * rr], rhi = rcls[2 * rr + 1], clo = ccls[2 * cc], chi = ccls[2 * cc + 1];
-            int64_t* q = btab + i * NR;
-            const int tv = (rhi >= rlo ? rhi - rlo + 1 : 0) * (chi >= clo ? chi - clo + 1 : 0);
-            for (int n = 0; n < NR; ++n) q[n] = (int64_t)tv * Cg;
-            if (tv == T) continue;
-            for (int kh = 0; kh < KH; ++kh)
-                for (int kw = 0; kw < KW; ++kw) {
-                    if (kh >= rlo && kh <= rhi && kw >= clo && kw <= chi) continue;
-                    const int64_t* wq = wpop + ((int64_t)pan * T + kh * KW + kw) * NR;
-                    for (int n = 0; n < NR; ++n) q[n] += 2 * wq[n];
-                }
-        }
-        /* (3) tiles */
+        /* (2) tiles */
         const int64_t* bptr[TILE_MR];
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
@@ -407,7 +465,11 @@ static void CAT(bconv, SUFFIX)(const conv_args* p)
             int cn = CoutG - cb * NR;
             if (cn > NR) cn = NR;
             const int c0 = g * CoutG + cb * NR;
+#if BNN_ISA == 1
+            const uint64_t* wp = wsplit + (int64_t)pan * T * Wg * 2 * NR;
+#else
             const uint64_t* wp = p->w + (int64_t)pan * T * Wg * NR;
+#endif
             const uint64_t* arow = p->a + (((int64_t)n * Hp + (int64_t)oh * p->sh) * Wp) * rs + (int64_t)g * Wg;
             const int64_t* brow = btab + ((int64_t)rid[oh] * nC * npan + pan) * NR;
             const int64_t bcs = (int64_t)npan * NR;
@@ -424,11 +486,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p)
         if (nts) _mm_sfence();
 #endif
     }
-    free(rid);
-    free(rcls);
-    free(tapoff);
-    free(wpop);
-    free(btab);
+    free(own);
 }
 
 #undef TILE_MR

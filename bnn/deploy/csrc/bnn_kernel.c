@@ -15,6 +15,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
+#include <time.h>
+#include <math.h>
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define BNN_X86 1
 #include <immintrin.h>
@@ -41,6 +44,127 @@ typedef struct {
     int N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, nthreads;
     int* status;
 } conv_args;
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Per-layer constants of one conv geometry ("layer constants", computed once by bconv_constants and
+ * cached by the caller, or on every call when the caller passes none).  int64 words:
+ *   [0] total words, [1] nR, [2] nC, [3] geometry fingerprint,
+ *   tapoff [T]                 word offset of each tap in the padded bit image,
+ *   rid [OH], cid [OW]         pixel class of each output row / column,
+ *   btab [nR, nC, npan, NR]    bias = Tv * Cg + 2 * (popcount of the weights on padded taps), per class,
+ *   wsplit [npan, T, Wg, 2, NR] the weight words nibble-split (low nibbles, then high nibbles; AVX2 tiles).
+ * The valid taps of an output pixel are a product of an interval of kernel rows and an interval of kernel
+ * columns, so the pixel classes are the distinct (row interval, column interval) pairs. */
+#define CONST_HDR 4
+
+static int64_t geom_fingerprint(const conv_args* p)
+{
+    const int v[] = {p->H, p->W, p->uh, p->uw, p->Hs, p->Ws, p->G, p->Cg, p->Wg, p->CoutG, p->OH, p->OW,
+                     p->KH, p->KW, p->sh, p->sw, p->ph, p->pw, p->dh, p->dw};
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); ++i) h = (h ^ (uint64_t)(uint32_t)v[i]) * 1099511628211ull;
+    return (int64_t)(h >> 1);
+}
+
+/* classes of one axis: ids[o] = class of output o, cls = (lo, hi) pairs; returns the number of classes */
+static int axis_classes(int O, int S, int P, int D, int K, int I, int64_t* ids, int* cls)
+{
+    int n = 0;
+    for (int o = 0; o < O; ++o) {
+        int lo = K, hi = -1;
+        for (int k = 0; k < K; ++k) {
+            int i = o * S - P + k * D;
+            if (i >= 0 && i < I) { if (k < lo) lo = k; hi = k; }
+        }
+        int f = 0;
+        while (f < n && !(cls[2 * f] == lo && cls[2 * f + 1] == hi)) ++f;
+        if (f == n) { cls[2 * n] = lo; cls[2 * n + 1] = hi; ++n; }
+        if (ids) ids[o] = f;
+    }
+    return n;
+}
+
+/* words of the constants; *nR, *nC and the classes when the arrays are given; -1 when out of memory */
+static int64_t consts_layout(const conv_args* p, int* nR, int* nC, int64_t* rid, int64_t* cid, int** rcls)
+{
+    int* cls = (int*)malloc(sizeof(int) * 2 * (size_t)(p->OH + p->OW));
+    if (!cls) return -1;
+    *nR = axis_classes(p->OH, p->sh, p->ph, p->dh, p->KH, p->Hs, rid, cls);
+    *nC = axis_classes(p->OW, p->sw, p->pw, p->dw, p->KW, p->Ws, cid, cls + 2 * p->OH);
+    if (rcls) *rcls = cls;
+    else free(cls);
+    const int64_t T = (int64_t)p->KH * p->KW, npan = (int64_t)p->G * ((p->CoutG + NR - 1) / NR);
+    return CONST_HDR + T + p->OH + p->OW + (int64_t)*nR * *nC * npan * NR + npan * T * p->Wg * 2 * NR;
+}
+
+static int64_t pop64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (int64_t)((x * 0x0101010101010101ull) >> 56);
+}
+
+/* fill the constants (c must hold consts_layout words); 0, or -1 when out of memory */
+static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
+{
+    int nR, nC, *rcls = NULL;
+    const int T = p->KH * p->KW, Wg = p->Wg, Cg = p->Cg, KH = p->KH, KW = p->KW;
+    const int npan = p->G * ((p->CoutG + NR - 1) / NR);
+    int64_t* tapoff = c + CONST_HDR;
+    int64_t* rid = tapoff + T;
+    int64_t* cid = rid + p->OH;
+    const int64_t total = consts_layout(p, &nR, &nC, rid, cid, &rcls);
+    if (total < 0) return -1;
+    int* ccls = rcls + 2 * p->OH;
+    int64_t* btab = cid + p->OW;
+    uint64_t* wsplit = (uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
+    int64_t* wpop = (int64_t*)malloc(sizeof(int64_t) * (size_t)npan * T * NR);
+    if (!wpop) { free(rcls); return -1; }
+    c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p);
+    const int64_t rs = (int64_t)p->G * Wg, Wp = p->Ws + 2 * p->pw;
+    for (int kh = 0; kh < KH; ++kh)
+        for (int kw = 0; kw < KW; ++kw) tapoff[kh * KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * rs;
+    const int64_t nwt = (int64_t)npan * T;
+    const int nt = nwt * Wg * NR > (1 << 14) ? nthreads : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        /* per-tap weight popcounts [npan, T, NR] and the nibble-split weights */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < nwt; ++i) {
+            const uint64_t* wi = p->w + i * Wg * NR;
+            uint64_t* si = wsplit + i * Wg * 2 * NR;
+            int64_t* q = wpop + i * NR;
+            for (int n = 0; n < NR; ++n) q[n] = 0;
+            for (int j = 0; j < Wg; ++j)
+                for (int n = 0; n < NR; ++n) {
+                    const uint64_t v = wi[j * NR + n];
+                    q[n] += pop64(v);
+                    si[j * 2 * NR + n] = v & 0x0f0f0f0f0f0f0f0full;
+                    si[j * 2 * NR + NR + n] = (v >> 4) & 0x0f0f0f0f0f0f0f0full;
+                }
+        }
+        /* bias table [nR, nC, npan, NR] = Tv * Cg + 2 * sum of wpop over the padded taps */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < (int64_t)nR * nC * npan; ++i) {
+            const int pan = (int)(i % npan), rc = (int)(i / npan), cc = rc % nC, rr = rc / nC;
+            const int rlo = rcls[2 * rr], rhi = rcls[2 * rr + 1], clo = ccls[2 * cc], chi = ccls[2 * cc + 1];
+            int64_t* q = btab + i * NR;
+            const int tv = (rhi >= rlo ? rhi - rlo + 1 : 0) * (chi >= clo ? chi - clo + 1 : 0);
+            for (int n = 0; n < NR; ++n) q[n] = (int64_t)tv * Cg;
+            if (tv == T) continue;
+            for (int kh = 0; kh < KH; ++kh)
+                for (int kw = 0; kw < KW; ++kw) {
+                    if (kh >= rlo && kh <= rhi && kw >= clo && kw <= chi) continue;
+                    const int64_t* wq = wpop + ((int64_t)pan * T + kh * KW + kw) * NR;
+                    for (int n = 0; n < NR; ++n) q[n] += 2 * wq[n];
+                }
+        }
+    }
+    free(wpop);
+    free(rcls);
+    return 0;
+}
 
 /* scalar */
 #define SUFFIX _scalar
@@ -94,17 +218,22 @@ static PyObject* py_isas(PyObject* self, PyObject* args)
     return l;
 }
 
+#define CONV_INTS "iiiiiiiiiiiiiiiiiiiii"
+#define CONV_INT_ARGS(p)                                                                                        \
+    &p.N, &p.H, &p.W, &p.uh, &p.uw, &p.Hs, &p.Ws, &p.G, &p.Cg, &p.Wg, &p.CoutG, &p.OH, &p.OW, &p.KH, &p.KW,      \
+        &p.sh, &p.sw, &p.ph, &p.pw, &p.dh, &p.dw
+
 /* bconv(x, thr, a, w, mul, add, out, N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw,
- *       dh, dw, isa, nthreads): x float32 [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0, a int64 scratch
- *       of N*(Hs+2ph)*(Ws+2pw)*G*Wg words, w packed weight [G, CB, KH*KW, Wg, NR], out float32 [N, OH, OW, G*CoutG] */
+ *       dh, dw, isa, nthreads[, consts]): x float32 [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0, a int64
+ *       scratch of N*(Hs+2ph)*(Ws+2pw)*G*Wg words, w packed weight [G, CB, KH*KW, Wg, NR], out float32
+ *       [N, OH, OW, G*CoutG]; consts: the layer constants of this geometry (bconv_constants) or 0 */
 static PyObject* py_bconv(PyObject* self, PyObject* args)
 {
-    unsigned long long x, thr, a, w, mul, add, out;
+    unsigned long long x, thr, a, w, mul, add, out, consts = 0;
     conv_args p;
     int isa, status = 0;
-    if (!PyArg_ParseTuple(args, "KKKKKKKiiiiiiiiiiiiiiiiiiiiiii", &x, &thr, &a, &w, &mul, &add, &out, &p.N, &p.H, &p.W,
-                          &p.uh, &p.uw, &p.Hs, &p.Ws, &p.G, &p.Cg, &p.Wg, &p.CoutG, &p.OH, &p.OW, &p.KH, &p.KW, &p.sh,
-                          &p.sw, &p.ph, &p.pw, &p.dh, &p.dw, &isa, &p.nthreads))
+    if (!PyArg_ParseTuple(args, "KKKKKKK" CONV_INTS "ii|K", &x, &thr, &a, &w, &mul, &add, &out, CONV_INT_ARGS(p),
+                          &isa, &p.nthreads, &consts))
         return NULL;
     isa = pick_isa(isa);
     if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
@@ -117,21 +246,144 @@ static PyObject* py_bconv(PyObject* self, PyObject* args)
     p.add = (const float*)add;
     p.out = (float*)out;
     p.status = &status;
+    const int64_t* c = (const int64_t*)consts;
+    if (c && c[3] != geom_fingerprint(&p)) {
+        PyErr_SetString(PyExc_ValueError, "bnn kernel: the layer constants were made for another input shape");
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
 #if HAVE_SIMD
-    if (isa == 2) bconv_avx512(&p);
-    else if (isa == 1) bconv_avx2(&p);
+    if (isa == 2) bconv_avx512(&p, c);
+    else if (isa == 1) bconv_avx2(&p, c);
     else
 #endif
-        bconv_scalar(&p);
+        bconv_scalar(&p, c);
     Py_END_ALLOW_THREADS
     if (status) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
+/* bconv_constants(w, consts, N, H, ..., dw, nthreads) -> words: with consts = 0 only the size in int64 words,
+ * else fills the layer constants of this geometry and weight into consts */
+static PyObject* py_bconv_constants(PyObject* self, PyObject* args)
+{
+    unsigned long long w, consts;
+    conv_args p;
+    memset(&p, 0, sizeof(p));
+    if (!PyArg_ParseTuple(args, "KK" CONV_INTS "i", &w, &consts, CONV_INT_ARGS(p), &p.nthreads)) return NULL;
+    p.w = (const uint64_t*)w;
+    int nR, nC;
+    const int64_t words = consts_layout(&p, &nR, &nC, NULL, NULL, NULL);
+    if (words < 0) return PyErr_NoMemory();
+    if (consts) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = consts_fill(&p, (int64_t*)consts, p.nthreads < 1 ? 1 : p.nthreads);
+        Py_END_ALLOW_THREADS
+        if (rc) return PyErr_NoMemory();
+    }
+    return PyLong_FromLongLong((long long)words);
+}
+
+#include "ceiling.h"
+#include "qconv.h"
+
+/* qconv_constants(words, consts, Cout, Cin, T) -> bytes: with consts = 0 only the size */
+static PyObject* py_qconv_constants(PyObject* self, PyObject* args)
+{
+    unsigned long long w, c;
+    int Cout, Cin, T;
+    if (!PyArg_ParseTuple(args, "KKiii", &w, &c, &Cout, &Cin, &T)) return NULL;
+    if (c) qconv_consts_fill((const uint64_t*)w, Cout, Cin, T, (uint8_t*)c);
+    return PyLong_FromLongLong((long long)qconv_consts_bytes(Cout, Cin, T));
+}
+
+/* qconv(x, step, qmin, qmax, consts, mul, add, out, N, H, W, Cin, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw,
+ *       isa, nthreads): x float32 channels last [N, H, W, Cin], out float32 [N, OH, OW, Cout] */
+static PyObject* py_qconv(PyObject* self, PyObject* args)
+{
+    unsigned long long x, c, mul, add, out;
+    qconv_args p;
+    int isa, rc;
+    if (!PyArg_ParseTuple(args, "KfiiKKKKiiiiiiiiiiiiiiiii", &x, &p.step, &p.qmin, &p.qmax, &c, &mul, &add, &out,
+                          &p.N, &p.H, &p.W, &p.Cin, &p.Cout, &p.OH, &p.OW, &p.KH, &p.KW, &p.sh, &p.sw, &p.ph, &p.pw,
+                          &p.dh, &p.dw, &isa, &p.nthreads))
+        return NULL;
+    isa = pick_isa(isa);
+    if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
+    if (p.qmin < -128 || p.qmax > 127) { PyErr_SetString(PyExc_ValueError, "qconv: codes must fit in 8 bits"); return NULL; }
+    if (p.nthreads < 1) p.nthreads = 1;
+    p.x = (const float*)x;
+    p.w = (const int8_t*)c;
+    p.corr = (const int32_t*)((const uint8_t*)c + (int64_t)QCB8(p.Cout) * p.KH * p.KW * ((p.Cin + 3) / 4) * 32);
+    p.mul = (const float*)mul;
+    p.add = (const float*)add;
+    p.out = (float*)out;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qconv_run(&p, isa);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* popcount_ceiling(method, nwords, reps, nthreads) -> (seconds, checksum): every thread runs the method's loop
+ * (ceiling.h) on its own two arrays of nwords words; seconds is the CPU time of the slowest thread (the time
+ * it ran: other processes sharing the cores do not lower the figure). */
+static PyObject* py_popcount_ceiling(PyObject* self, PyObject* args)
+{
+    int method, nwords, reps, nt;
+    if (!PyArg_ParseTuple(args, "iiii", &method, &nwords, &reps, &nt)) return NULL;
+#if HAVE_CEILING
+    static const int needs[4] = {1, 1, 1, 2}; /* method -> ISA it needs */
+    if (method < 0 || method > 3 || !isa_ok[needs[method]]) {
+        PyErr_SetString(PyExc_ValueError, "popcount_ceiling: method not available on this CPU");
+        return NULL;
+    }
+    if (nwords < 64 || nwords % 64 || reps < 1 || nt < 1) {
+        PyErr_SetString(PyExc_ValueError, "popcount_ceiling: nwords must be a positive multiple of 64");
+        return NULL;
+    }
+    double secs = 0.0;
+    uint64_t check = 0;
+    int fail = 0;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel num_threads(nt) reduction(+ : check) reduction(max : secs) reduction(| : fail)
+    {
+        uint64_t* buf = (uint64_t*)aligned_alloc(64, sizeof(uint64_t) * 2 * (size_t)nwords);
+        if (!buf) fail = 1;
+        else {
+            uint64_t s = 0x9e3779b97f4a7c15ull;
+            for (int i = 0; i < 2 * nwords; ++i) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; buf[i] = s; }
+            const uint64_t *a = buf, *b = buf + nwords;
+#pragma omp barrier
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+            if (method == 0) check += ceil_scalar(a, b, nwords, reps);
+            else if (method == 1) check += ceil_lut(a, b, nwords, reps);
+            else if (method == 2) check += ceil_hs(a, b, nwords, reps);
+            else check += ceil_avx512(a, b, nwords, reps);
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+            secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            free(buf);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (fail) return PyErr_NoMemory();
+    return Py_BuildValue("dK", secs, (unsigned long long)check);
+#else
+    PyErr_SetString(PyExc_ValueError, "popcount_ceiling: x86 only");
+    return NULL;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"popcount_ceiling", py_popcount_ceiling, METH_VARARGS,
+     "(method, nwords, reps, nthreads) -> (seconds, checksum): xor+popcount throughput loop, in L1."},
     {"isas", py_isas, METH_NOARGS, "ISAs usable on this CPU, slowest first."},
     {"bconv", py_bconv, METH_VARARGS, "Sign-pack a channels-last float32 input and run the xnor-popcount conv."},
+    {"qconv", py_qconv, METH_VARARGS, "int8-input, 1-bit-weight conv of a channels-last float32 input."},
+    {"qconv_constants", py_qconv_constants, METH_VARARGS, "Size of, or fill, the int8 conv's layer constants."},
+    {"bconv_constants", py_bconv_constants, METH_VARARGS, "Size of, or fill, the layer constants of a conv geometry."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernel", "bnn packed-inference kernels", -1, methods};

@@ -1,0 +1,195 @@
+"""Where the time of a packed ResNet-18 forward goes, at 224x224 batch 1, on N CPU threads (2 by default).
+
+    python benchmarks/packed_overhead.py [--threads 2] [--reps 20] [--compile]
+
+1. Python work per packed layer: a packed layer's call against the bare C
+   kernel call with the same arguments (and the cost of a fresh output buffer
+   against a reused one), for a small and a large ResNet-18 layer.
+2. A per-op breakdown of the packed torchvision ResNet-18 forward (first conv
+   and fc float, every BatchNorm folded, channels-last end to end), timed with
+   forward hooks on the leaf modules; "block glue" is the rest (residual adds,
+   flatten, Python of the blocks).
+3. The residual add at batch 8: channels-last + channels-last (the packed
+   model's layout) against the NCHW + channels-last mix a packed model must avoid.
+4. With ``--compile``: ``torch.compile`` (inductor) of the packed model against
+   eager (compiling takes a minute or more on a small CPU).
+
+Timings are medians of interleaved repetitions.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+import bnn
+from bnn import ops
+from bnn.deploy import PackedConv2d, PackedLayer, available_isas, kernel_available, pack_binary_model
+from bnn.deploy import functional as BF
+from bnn.deploy import kernel as K
+from inference import interleaved  # benchmarks/inference.py: the same interleaved medians
+
+
+def packed_resnet18():
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=1000)
+    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
+    fake = bnn.prepare_binary_model(model, bc, ignore_layers_name=["_first_", "_last_"]).eval()
+    return model.eval(), pack_binary_model(fake)
+
+
+def fastest(fns, reps, inner=4):
+    """Fastest seconds per call of each function (interleaved; the minimum filters a busy machine's noise)."""
+    best = [float("inf")] * len(fns)
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t0) / inner)
+    return best
+
+
+@torch.no_grad()
+def layer_overhead(reps):
+    print("1. Python work per packed layer call, batch 1 (fastest of interleaved calls, us)")
+    print(f"   {'layer':<22} {'layer()':>9} {'C call':>9} {'fresh output':>12}")
+    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
+    python_us = None
+    for cin, cout, hw in ((64, 64, 2), (512, 512, 7), (64, 64, 56)):
+        layer = pack_binary_model(bnn.prepare_binary_model(nn.Conv2d(cin, cout, 3, padding=1, bias=False), bc).eval())
+        x = torch.randn(1, cin, hw, hw).contiguous(memory_format=torch.channels_last)
+        layer(x)
+        plan = BF.native_plan(tuple(x.shape), layer.packed_weight.shape[3], cout, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+        consts = BF.layer_constants(layer.packed_weight, plan)
+        out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
+        scratch = torch.empty(plan.scratch_words, dtype=torch.int64)
+        mod, w, s = K.native(), layer.packed_weight, layer.scale
+        args = (x.data_ptr(), 0, scratch.data_ptr(), w.data_ptr(), s.data_ptr(), 0)
+
+        def bare(out=out):  # the C call alone, buffers and layer constants reused
+            mod.bconv(*args, out.data_ptr(), *plan.ints, K.get_isa(), torch.get_num_threads(), consts.data_ptr())
+
+        def fresh():  # the C call into a freshly allocated output, as the layer does
+            bare(torch.empty(plan.buffer_shape, memory_format=torch.channels_last))
+
+        t_layer, t_bare, t_fresh = fastest([lambda: layer(x), bare, fresh], reps * 50)
+        python_us = (t_layer - t_bare) * 1e6 if python_us is None else python_us
+        name = f"{cin}->{cout} 3x3 @{hw}x{hw}"
+        print(f"   {name:<22} {t_layer * 1e6:9.1f} {t_bare * 1e6:9.1f} {(t_fresh - t_bare) * 1e6:12.1f}")
+    print(f"   Python work per packed layer call: {python_us:.1f} us (layer() - C call on the smallest layer, where the")
+    print("   kernel time is short and steady: input checks, fresh output, scratch pool, Module.__call__);")
+    print("   fresh output = allocating (and first touching) a new output tensor instead of reusing one")
+
+
+def _op_name(mod: nn.Module) -> str:
+    if isinstance(mod, PackedConv2d):
+        k, s = mod.kernel_size[0], mod.stride[0]
+        return f"packed conv {k}x{k}" + (" stride 2" if s > 1 else "")
+    if type(mod) is nn.Conv2d:
+        return "float conv (first)"
+    return type(mod).__name__
+
+
+@torch.no_grad()
+def breakdown(packed, reps):
+    print("\n2. Packed ResNet-18 forward, 224x224 batch 1, per op (forward hooks on leaf modules)")
+    x = torch.randn(1, 3, 224, 224)
+    totals = collections.defaultdict(list)
+    start = {}
+
+    def pre(mod, inputs):
+        start[id(mod)] = time.perf_counter()
+
+    def post(mod, inputs, output):
+        acc[_op_name(mod)] += time.perf_counter() - start.pop(id(mod))
+
+    leaves = [m for m in packed.modules()
+              if (isinstance(m, PackedLayer) or not list(m.children())) and not isinstance(m, nn.Identity)
+              and not any(m in p.modules() for p in packed.modules() if isinstance(p, PackedLayer) and p is not m)]
+    handles = [h for m in leaves for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        for i in range(reps + 3):
+            acc = collections.defaultdict(float)
+            t0 = time.perf_counter()
+            packed(x)
+            whole = time.perf_counter() - t0
+            if i >= 3:
+                acc["block glue (adds, flatten, Python)"] = whole - sum(acc.values())
+                acc["total (with hooks)"] = whole
+                for k, v in acc.items():
+                    totals[k].append(v)
+    finally:
+        for h in handles:
+            h.remove()
+    med = {k: statistics.median(v) for k, v in totals.items()}
+    total = med.pop("total (with hooks)")
+    for k, v in sorted(med.items(), key=lambda kv: -kv[1]):
+        print(f"   {k:<36} {v * 1e3:7.2f} ms {100 * v / total:5.1f} %")
+    print(f"   {'total (with hooks)':<36} {total * 1e3:7.2f} ms")
+
+
+@torch.no_grad()
+def residual_add(reps):
+    print("\n3. Memory layout. Residual add at batch 8, [8, 64, 56, 56]")
+    a = torch.randn(8, 64, 56, 56)
+    b = torch.randn(8, 64, 56, 56)
+    a_cl, b_cl = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
+    t_cl, t_mix, t_nchw = interleaved([lambda: a_cl + b_cl, lambda: a + b_cl, lambda: a + b], reps)
+    print(f"   channels-last + channels-last (packed model) {t_cl * 1e3:6.2f} ms")
+    print(f"   NCHW + channels-last (mixed layouts)         {t_mix * 1e3:6.2f} ms  ({t_mix / t_cl:.1f}x)")
+    print(f"   NCHW + NCHW (float model)                    {t_nchw * 1e3:6.2f} ms")
+    print("   Float stem (7x7/2 conv with folded BN, ReLU, 3x3/2 max pool) at batch 1, 224x224")
+    stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)).eval()
+    stem_cl = copy.deepcopy(stem).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 224, 224)
+    t_nchw, t_cl = interleaved([lambda: stem(x), lambda: stem_cl(x)], reps)
+    print(f"   NCHW weights {t_nchw * 1e3:6.2f} ms, channels-last weights (packed model) {t_cl * 1e3:6.2f} ms")
+
+
+@torch.no_grad()
+def whole_model(float_model, packed, reps, compile_too):
+    print("\n4. Whole model, 224x224 batch 1")
+    x = torch.randn(1, 3, 224, 224)
+    fns, names = [lambda: float_model(x), lambda: packed(x)], ["float eager (NCHW)", "packed eager"]
+    if compile_too:
+        compiled = torch.compile(packed)
+        t0 = time.perf_counter()
+        torch.testing.assert_close(compiled(x), packed(x), rtol=1e-4, atol=1e-4 * packed(x).abs().max().item())
+        print(f"   torch.compile (inductor) of the packed model: compiled in {time.perf_counter() - t0:.0f} s, "
+              f"same outputs")
+        fns.append(lambda: compiled(x))
+        names.append("packed torch.compile")
+    times = interleaved(fns, reps)
+    for name, t in zip(names, times):
+        print(f"   {name:<24} {t * 1e3:7.2f} ms   float / this = {times[0] / t:5.2f}x")
+    if compile_too:
+        print(f"   torch.compile / eager (packed): {times[1] / times[2]:.2f}x faster")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the packed model")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    isa = {-1: (available_isas() or ["none"])[-1]}.get(K.get_isa(), K.get_isa())
+    print(f"threads {args.threads}, native kernel {'built, ISA ' + str(isa) if kernel_available() else 'NOT built'}, "
+          f"torch {torch.__version__}\n")
+    if kernel_available():
+        layer_overhead(args.reps)
+    float_model, packed = packed_resnet18()
+    breakdown(packed, args.reps)
+    residual_add(args.reps)
+    whole_model(float_model, packed, args.reps, args.compile)
+
+
+if __name__ == "__main__":
+    main()

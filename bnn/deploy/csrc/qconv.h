@@ -1,0 +1,254 @@
+/* int8-input / 1-bit-weight convolution (included by bnn_kernel.c).
+ *
+ * For a layer whose input quantizer is symmetric k-bit (k <= 8) and whose weights are +-1:
+ *   code = clamp(rint(x / step), qmin, qmax)       (exactly the fake quantizer's rounding, half to even)
+ *   dot[co] = sum_{t, ci} code[t, ci] * s[co, t, ci],   s in {-1, +1}
+ *   out = float(dot) * mul[co] + add[co]
+ * The products are additions and subtractions of the input codes, chosen by the weight bit. The codes
+ * are stored biased as unsigned bytes u = code + 128 (zero padding = 128, code 0) so that `vpmaddubsw`
+ * (unsigned byte x signed byte, adjacent pairs summed to int16) computes sum u * s; the bias adds
+ * 128 * sum_{t, ci} s[co, t, ci], one constant per output channel (padding included, since a padded
+ * tap holds code 0 = u 128), subtracted in the epilogue.  Each int16 lane gains at most 510 per step,
+ * so 64 steps are accumulated in int16 before `vpmaddwd` widens them to int32.
+ *
+ * Layer constants (bytes): weights s as int8 [CB8, T, C4, 8, 4] (CB8 = 2 ceil(Cout / 16) blocks of 8 output
+ * channels, C4 = ceil(Cin / 4) groups of 4 input channels; 0 for padded channels and outputs), then
+ * corr int32 [CB8 * 8] = 128 * sum s.  Input image: uint8 [N, Hp, Wp, C4 * 4], padded with 128.
+ */
+typedef struct {
+    const float* x; /* float32 [N, H, W, Cin] channels last */
+    float step;
+    int qmin, qmax;
+    const int8_t* w;
+    const int32_t* corr;
+    const float* mul;
+    const float* add;
+    float* out; /* float32 [N, OH, OW, Cout] */
+    int N, H, W, Cin, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, nthreads;
+} qconv_args;
+
+/* CB8 is even: the tiles read blocks of 16 output channels */
+#define QCB8(Cout) (2 * (((Cout) + 15) / 16))
+
+static int64_t qconv_consts_bytes(int Cout, int Cin, int T)
+{
+    const int64_t CB8 = QCB8(Cout), C4 = (Cin + 3) / 4;
+    return CB8 * T * C4 * 32 + CB8 * 8 * 4;
+}
+
+/* weights from the packed words [1, CB, T, Wg, NR] (bit 1 = -1) */
+static void qconv_consts_fill(const uint64_t* words, int Cout, int Cin, int T, uint8_t* c)
+{
+    const int CB8 = QCB8(Cout), C4 = (Cin + 3) / 4, Wg = (Cin + 63) / 64;
+    int8_t* w = (int8_t*)c;
+    int32_t* corr = (int32_t*)(c + (int64_t)CB8 * T * C4 * 32);
+    memset(c, 0, (size_t)qconv_consts_bytes(Cout, Cin, T));
+    for (int co = 0; co < Cout; ++co) {
+        const int cb = co / NR, n = co % NR;
+        int32_t sum = 0;
+        for (int t = 0; t < T; ++t)
+            for (int ci = 0; ci < Cin; ++ci) {
+                const uint64_t word = words[(((int64_t)cb * T + t) * Wg + ci / 64) * NR + n];
+                const int s = (word >> (ci % 64)) & 1 ? -1 : 1;
+                w[((((int64_t)(co / 8) * T + t) * C4 + ci / 4) * 8 + co % 8) * 4 + ci % 4] = (int8_t)s;
+                sum += s;
+            }
+        corr[co] = 128 * sum;
+    }
+}
+
+static inline uint8_t qcode(float v, float step, int qmin, int qmax)
+{
+    float r = rintf(v / step);
+    if (r < (float)qmin) r = (float)qmin;
+    if (r > (float)qmax) r = (float)qmax;
+    return (uint8_t)((int)r + 128);
+}
+
+#if BNN_X86 && defined(__GNUC__)
+__attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx2_nm(
+    const uint8_t* const* a, const int64_t* tapoff, int T, int C4, const int8_t* w, const int32_t* corr,
+    const float* mul, const float* add, float* o, int Cout, const int nm, int cn)
+{
+    /* nm <= 6 pixels x 16 output channels (two blocks of 8); int32 sums in memory (touched every 64 steps) */
+    __m256i c16[6][2], c32[6][2];
+    const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 6
+    for (int m = 0; m < 6; ++m) c16[m][0] = c16[m][1] = c32[m][0] = c32[m][1] = z;
+    const int64_t wstride = (int64_t)T * C4 * 8; /* int32 words from one 8-channel block to the next */
+    const int32_t* w0 = (const int32_t*)w;
+    int steps = 0;
+    for (int t = 0; t < T; ++t) {
+        const int64_t to = tapoff[t];
+        for (int j = 0; j < C4; ++j) {
+            const __m256i wa = _mm256_loadu_si256((const __m256i*)(w0 + ((int64_t)t * C4 + j) * 8));
+            const __m256i wb = _mm256_loadu_si256((const __m256i*)(w0 + wstride + ((int64_t)t * C4 + j) * 8));
+#define QSTEP(m)                                                                                                     \
+    if (m < nm) {                                                                                                    \
+        int32_t v_;                                                                                                  \
+        memcpy(&v_, a[m] + to + 4 * j, 4);                                                                    \
+        const __m256i b_ = _mm256_set1_epi32(v_);                                                                    \
+        c16[m][0] = _mm256_add_epi16(c16[m][0], _mm256_maddubs_epi16(b_, wa));                                       \
+        c16[m][1] = _mm256_add_epi16(c16[m][1], _mm256_maddubs_epi16(b_, wb));                                       \
+        __asm__("" : "+x"(c16[m][0]), "+x"(c16[m][1])); /* pixel by pixel: no spills */                          \
+    }
+            QSTEP(0) QSTEP(1) QSTEP(2) QSTEP(3) QSTEP(4) QSTEP(5)
+#undef QSTEP
+            if (++steps == 64) {
+                steps = 0;
+#pragma GCC unroll 6
+                for (int m = 0; m < nm; ++m)
+                    for (int v = 0; v < 2; ++v) {
+                        c32[m][v] = _mm256_add_epi32(c32[m][v], _mm256_madd_epi16(c16[m][v], ones));
+                        c16[m][v] = z;
+                    }
+                __asm__ volatile("" : : "m"(c32) : );
+            }
+        }
+    }
+#pragma GCC unroll 6
+    for (int m = 0; m < nm; ++m) {
+        float* om = o + (int64_t)m * Cout;
+        for (int v = 0; v < 2; ++v) {
+            const int rem = cn - 8 * v;
+            if (rem <= 0) break;
+            const __m256i s = _mm256_add_epi32(c32[m][v], _mm256_madd_epi16(c16[m][v], ones));
+            const __m256i d = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i*)(corr + 8 * v)));
+            if (rem >= 8) {
+                __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + 8 * v));
+                if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + 8 * v));
+                _mm256_storeu_ps(om + 8 * v, y);
+            } else {
+                const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + 8 * v, mk));
+                if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + 8 * v, mk));
+                _mm256_maskstore_ps(om + 8 * v, mk, y);
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2"))) static void qconv_tile_avx2(const uint8_t* const* a, const int64_t* tapoff, int T,
+                                                             int C4, const int8_t* w, const int32_t* corr,
+                                                             const float* mul, const float* add, float* o, int Cout,
+                                                             int nm, int cn)
+{
+    switch (nm) {
+    case 6: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 6, cn); break;
+    case 5: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 5, cn); break;
+    case 4: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 4, cn); break;
+    case 3: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 3, cn); break;
+    case 2: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 2, cn); break;
+    default: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 1, cn); break;
+    }
+}
+
+/* codes of one pixel's Cin floats as biased bytes (u = code + 128), 8 at a time */
+__attribute__((target("avx2"))) static void qcode_pixel_avx2(const float* xp, uint8_t* op, int Cin, float step,
+                                                              int qmin, int qmax)
+{
+    const __m256 st = _mm256_set1_ps(step), lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
+    const __m256i b128 = _mm256_set1_epi32(128);
+    int c = 0;
+    for (; c + 8 <= Cin; c += 8) {
+        __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(xp + c), st), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+        const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(r), b128); /* 0..255 */
+        const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i*)(op + c), _mm_packus_epi16(w16, w16));
+    }
+    for (; c < Cin; ++c) op[c] = qcode(xp[c], step, qmin, qmax);
+}
+#endif
+
+static void qconv_tile_scalar(const uint8_t* const* a, const int64_t* tapoff, int T, int C4, const int8_t* w,
+                              const int32_t* corr, const float* mul, const float* add, float* o, int Cout, int nm,
+                              int cn)
+{
+    const int64_t wstride = (int64_t)T * C4 * 32;
+    for (int m = 0; m < nm; ++m)
+        for (int n = 0; n < cn; ++n) {
+            const int8_t* wn = w + (n / 8) * wstride + (n % 8) * 4;
+            int32_t s = 0;
+            for (int t = 0; t < T; ++t) {
+                const uint8_t* ap = a[m] + tapoff[t];
+                for (int j = 0; j < C4; ++j)
+                    for (int i = 0; i < 4; ++i) s += (int32_t)ap[4 * j + i] * wn[((int64_t)t * C4 + j) * 32 + i];
+            }
+            const float d = (float)(s - corr[n]);
+            const float y = d * mul[n];
+            o[(int64_t)m * Cout + n] = add ? y + add[n] : y;
+        }
+}
+
+/* 0, or -1 when out of memory */
+static int qconv_run(const qconv_args* p, int isa)
+{
+    const int C4 = (p->Cin + 3) / 4, Cp = 4 * C4, T = p->KH * p->KW, CB16 = (p->Cout + 15) / 16;
+    /* a 1x1 unpadded strided conv codes only the pixels it reads, then runs with stride 1 */
+    const int sub = p->KH == 1 && p->KW == 1 && p->ph == 0 && p->pw == 0 && (p->sh > 1 || p->sw > 1);
+    const int uh = sub ? p->sh : 1, uw = sub ? p->sw : 1, sh = sub ? 1 : p->sh, sw = sub ? 1 : p->sw;
+    const int Hs = sub ? p->OH : p->H, Ws = sub ? p->OW : p->W;
+    const int Hp = Hs + 2 * p->ph, Wp = Ws + 2 * p->pw;
+    uint8_t* img = (uint8_t*)malloc((size_t)p->N * Hp * Wp * Cp);
+    int64_t* tapoff = (int64_t*)malloc(sizeof(int64_t) * (size_t)T);
+    if (!img || !tapoff) { free(img); free(tapoff); return -1; }
+    for (int kh = 0; kh < p->KH; ++kh)
+        for (int kw = 0; kw < p->KW; ++kw)
+            tapoff[kh * p->KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * Cp;
+    const int64_t NP = (int64_t)p->N * p->OH * p->OW, ntiles = (NP + 5) / 6;
+    const int64_t rows = (int64_t)p->N * Hp, items = ntiles * CB16;
+    int nt = p->nthreads;
+    if (items < 2 * nt) nt = 1;
+    const int8_t* wts = p->w;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const int n = (int)(r / Hp), i = (int)(r % Hp) - p->ph;
+            uint8_t* orow = img + r * Wp * Cp;
+            if (i < 0 || i >= Hs) { memset(orow, 128, (size_t)Wp * Cp); continue; }
+            memset(orow, 128, (size_t)p->pw * Cp);
+            memset(orow + (int64_t)(p->pw + Ws) * Cp, 128, (size_t)p->pw * Cp);
+            const float* xr = p->x + ((int64_t)n * p->H + (int64_t)i * uh) * p->W * p->Cin;
+            for (int j = 0; j < Ws; ++j) {
+                uint8_t* op = orow + (int64_t)(p->pw + j) * Cp;
+                const float* xp = xr + (int64_t)j * uw * p->Cin;
+#if BNN_X86 && defined(__GNUC__)
+                if (isa >= 1) qcode_pixel_avx2(xp, op, p->Cin, p->step, p->qmin, p->qmax);
+                else
+#endif
+                    for (int c = 0; c < p->Cin; ++c) op[c] = qcode(xp[c], p->step, p->qmin, p->qmax);
+                for (int c = p->Cin; c < Cp; ++c) op[c] = 128;
+            }
+        }
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            /* blocks of 16 output channels outermost: a thread's pixels share one block of weights (L1/L2);
+             * 6 consecutive output pixels per tile, across row ends */
+            const int cb = (int)(it / ntiles);
+            const int64_t pix0 = (it % ntiles) * 6;
+            const int nm = NP - pix0 < 6 ? (int)(NP - pix0) : 6;
+            const int c0 = cb * 16, cn = p->Cout - c0 < 16 ? p->Cout - c0 : 16;
+            const uint8_t* ap[6];
+            for (int m = 0; m < nm; ++m) {
+                const int64_t q = pix0 + m, row = q / p->OW;
+                const int ow = (int)(q % p->OW), oh = (int)(row % p->OH), n = (int)(row / p->OH);
+                ap[m] = img + (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
+            }
+            const int8_t* wb = wts + (int64_t)(2 * cb) * T * C4 * 32;
+            float* o = p->out + pix0 * p->Cout + c0;
+#if BNN_X86 && defined(__GNUC__)
+            if (isa >= 1)
+                qconv_tile_avx2(ap, tapoff, T, C4, wb, p->corr + c0, p->mul + c0, p->add ? p->add + c0 : NULL, o,
+                                p->Cout, nm, cn);
+            else
+#endif
+                qconv_tile_scalar(ap, tapoff, T, C4, wb, p->corr + c0, p->mul + c0, p->add ? p->add + c0 : NULL, o,
+                                  p->Cout, nm, cn);
+        }
+    }
+    free(img);
+    free(tapoff);
+    return 0;
+}

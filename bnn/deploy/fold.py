@@ -1,0 +1,107 @@
+"""Fold each BatchNorm that directly follows a conv into that conv, found on the model's ``torch.fx`` graph.
+
+For a packed conv ``y = dot * scale_c + shift_c`` followed by an eval-mode
+BatchNorm ``BN(y) = (y - mu_c) * k_c + beta_c`` with ``k_c = gamma_c /
+sqrt(var_c + eps)``, the pair is one packed conv with ``scale_c * k_c`` and
+``(shift_c - mu_c) * k_c + beta_c`` (a BatchNorm after a binary conv folds into
+the per-channel multiplier and bias of the popcount result, not into the +-1
+weights; XNOR-Net, Rastegari et al. 2016). A float ``nn.Conv1d`` / ``nn.Conv2d``
+followed by a BatchNorm is fused by ``torch.nn.utils.fusion.fuse_conv_bn_eval``.
+The folded BatchNorm becomes ``nn.Identity``.
+
+A pair is folded only when the graph proves it safe: the BatchNorm's only input
+is the conv's output, that output has no other user, each module is called
+exactly once, neither has hooks, the BatchNorm uses running statistics and
+matches the conv's dimensionality and channels (BatchNorm2d after a 2-d conv,
+BatchNorm1d after a 1-d conv; not after a Linear, whose BatchNorm1d normalizes
+dim 1, the features only for 2-d inputs), and the packed conv keeps no output
+post-process. A model ``torch.fx`` cannot trace is left unfolded (with
+a warning): never folded wrongly.
+"""
+from __future__ import annotations
+
+import collections
+import warnings
+from typing import List
+
+import torch
+import torch.fx
+import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .layers import PackedConv1d, PackedConv2d, PackedLayer
+
+__all__ = ["fold_batchnorms"]
+
+_BN_FOR = {PackedConv2d: nn.BatchNorm2d, PackedConv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d,
+           nn.Conv1d: nn.BatchNorm1d}
+
+
+class _Tracer(torch.fx.Tracer):
+    """Leaves: packed layers, bnn binary layers and every module without children (their own forward may check
+    shapes or branch on data, e.g. RPReLU); only the containers' wiring is traced."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        from ..layers import BinaryLayerMixin
+
+        return (isinstance(m, (PackedLayer, BinaryLayerMixin)) or next(m.children(), None) is None
+                or super().is_leaf_module(m, qualname))
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
+
+
+@torch.no_grad()
+def _fold_into_packed(conv: PackedLayer, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    k = (bn.weight.double() if bn.weight is not None else 1.0) * (bn.running_var.double() + bn.eps).rsqrt()
+    beta = bn.bias.double() if bn.bias is not None else 0.0
+    shift = conv.shift.double() if conv.shift is not None else 0.0
+    new_shift = ((shift - bn.running_mean.double()) * k + beta).to(conv.scale)
+    conv.scale.copy_((conv.scale.double() * k).to(conv.scale))
+    if conv.shift is None:
+        conv.shift = new_shift  # assigning to a registered (None) buffer name keeps it a buffer
+    else:
+        conv.shift.copy_(new_shift)
+
+
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module) -> List[str]:
+    """Fold every provably safe conv -> BatchNorm pair of ``model`` (eval mode) in place; returns the folded BN names."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as exc:  # data-dependent control flow, unsupported Python: no folding
+        warnings.warn(f"bnn.pack_binary_model: torch.fx cannot trace {type(model).__name__} "
+                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); BatchNorms are left "
+                      f"unfolded", stacklevel=3)
+        return []
+    calls = collections.Counter(id(model.get_submodule(n.target)) for n in graph.nodes if n.op == "call_module")
+    folded = []
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.users) != 1:
+            continue
+        conv = model.get_submodule(node.target)
+        user = next(iter(node.users))
+        if type(conv) not in _BN_FOR or user.op != "call_module" or user.args != (node,) or user.kwargs:
+            continue
+        bn = model.get_submodule(user.target)
+        if (type(bn) is not _BN_FOR[type(conv)] or bn.training or bn.running_mean is None
+                or bn.num_features != conv.out_channels or calls[id(conv)] != 1 or calls[id(bn)] != 1
+                or _has_hooks(conv) or _has_hooks(bn)):
+            continue
+        if isinstance(conv, PackedLayer):
+            if not isinstance(conv.post_process, nn.Identity):
+                continue
+            _fold_into_packed(conv, bn)
+        else:
+            if conv.training or conv.padding_mode != "zeros":
+                continue
+            _set(model, node.target, fuse_conv_bn_eval(conv, bn))
+        _set(model, user.target, nn.Identity())
+        folded.append(user.target)
+    return folded

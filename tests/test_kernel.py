@@ -1,0 +1,139 @@
+"""The native xnor-popcount kernel: every ISA path bit-identical to the pure-torch path on edge shapes,
+the per-layer constants, and the xor+popcount throughput loops of the benchmark."""
+import pytest
+import torch
+import torch.nn as nn
+
+import bnn
+from bnn import ops
+from bnn.deploy import available_isas, kernel_available, pack_binary_model, set_isa
+from bnn.deploy import functional as BF
+from bnn.deploy import kernel as K
+
+pytestmark = pytest.mark.skipif(not kernel_available(), reason="native kernel not built")
+
+ISAS = available_isas() or ["scalar"]
+
+# N, C, H, W, Cout, k, stride, pad: channels that are not multiples of 64 (inputs) or 32 (outputs), odd and
+# tiny images, stride 2, padding 0-2, 1x1 strided, batch 1 and 8, and K over 31 words (byte accumulators
+# summed more than once per output)
+SHAPES = [
+    (1, 1, 5, 5, 1, 3, 1, 1), (8, 63, 7, 9, 31, 3, 1, 1), (1, 65, 9, 7, 33, 3, 2, 1), (8, 100, 5, 6, 70, 3, 2, 0),
+    (1, 130, 11, 11, 64, 3, 1, 2), (8, 64, 3, 3, 96, 3, 2, 1), (1, 200, 7, 7, 40, 1, 2, 0),
+    (8, 96, 6, 6, 48, 1, 1, 0), (1, 64, 2, 2, 32, 3, 1, 1), (1, 256, 5, 5, 33, 5, 1, 2), (1, 512, 3, 4, 5, 3, 1, 1),
+]
+
+
+def _args(n, c, h, w, cout, k, s, p, with_affine, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g)
+    x.view(-1)[::7] = 0.0  # sign(0) = +1 in both paths
+    neg = torch.rand(cout, c, k, k, generator=g) < 0.5
+    words = BF.pack_weight_bits(neg)
+    mul = torch.rand(cout, generator=g) + 0.5
+    add = torch.randn(cout, generator=g) if with_affine else None
+    thr = torch.randn(c, generator=g) * 0.3 if with_affine else None
+    return x, words, mul, add, thr
+
+
+def _run(x, words, mul, add, thr, cout, k, s, p, consts):
+    """The native kernel with (or without) precomputed layer constants."""
+    plan = BF.native_plan(tuple(x.shape), words.shape[3], cout, (k, k), (s, s), (p, p), (1, 1), 1)
+    ints = plan.ints
+    xc = x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
+    a = torch.empty(plan.scratch_words, dtype=torch.int64)
+    c = K.conv_constants(words, ints) if consts else None
+    K.native().bconv(xc.data_ptr(), 0 if thr is None else thr.data_ptr(), a.data_ptr(), words.data_ptr(),
+                     mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(), *ints, K.get_isa(),
+                     torch.get_num_threads(), 0 if c is None else c.data_ptr())
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_isa_equals_torch_path_on_edge_shapes(isa):
+    set_isa(isa)
+    try:
+        for i, (n, c, h, w, cout, k, s, p) in enumerate(SHAPES):
+            for with_affine in (False, True):
+                x, words, mul, add, thr = _args(n, c, h, w, cout, k, s, p, with_affine, seed=i)
+                ref = BF.binary_conv(x, words, mul, add, thr, cout, (k, k), (s, s), (p, p), (1, 1), 1,
+                                     use_native=False)
+                # the integer dot products, against a float conv of the +-1 tensors
+                xb = torch.where(x < (0 if thr is None else thr.view(1, -1, 1, 1)), -1.0, 1.0)
+                wb = BF.unpack_weight_signs(words, cout, c, (k, k))
+                dot = nn.functional.conv2d(xb, wb, None, s, p)
+                assert torch.equal(ref, dot * mul.view(1, -1, 1, 1) + (0 if add is None else add.view(1, -1, 1, 1)))
+                for consts in (False, True):
+                    out = _run(x, words, mul, add, thr, cout, k, s, p, consts)
+                    assert torch.equal(out, ref), (isa, consts, n, c, h, w, cout, k, s, p, with_affine)
+    finally:
+        set_isa(None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_counts_give_the_same_result(threads):
+    x, words, mul, add, thr = _args(8, 70, 9, 9, 40, 3, 1, 1, True, seed=3)
+    ref = BF.binary_conv(x, words, mul, add, thr, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1, use_native=False)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert torch.equal(_run(x, words, mul, add, thr, 40, 3, 1, 1, True), ref)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_constants_of_another_geometry_are_refused():
+    x, words, mul, add, thr = _args(1, 64, 8, 8, 32, 3, 1, 1, False, seed=0)
+    other = BF.native_plan((1, 64, 9, 8), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    c = K.conv_constants(words, other.ints)
+    plan = BF.native_plan(tuple(x.shape), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    ints = plan.ints
+    out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
+    a = torch.empty(plan.scratch_words, dtype=torch.int64)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="another input shape"):
+        K.native().bconv(xc.data_ptr(), 0, a.data_ptr(), words.data_ptr(), mul.data_ptr(), 0, out.data_ptr(), *ints,
+                         -1, 1, c.data_ptr())
+
+
+def test_packed_layer_sees_weights_changed_in_place():
+    """The layer caches its constants (a copy of the weight bits): loading new weights must refresh them."""
+    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
+    fakes = [bnn.prepare_binary_model(nn.Conv2d(64, 32, 3, padding=1, bias=False), bc).eval() for _ in range(2)]
+    packed = [pack_binary_model(f) for f in fakes]
+    x = torch.randn(1, 64, 6, 6)
+    with torch.no_grad():
+        first = packed[0](x)
+        packed[0].load_state_dict(packed[1].state_dict())  # copies into the same buffers
+        second = packed[0](x)
+        assert not torch.equal(first, second)
+        assert torch.equal(second, packed[1](x))
+        torch.testing.assert_close(second, fakes[1](x), rtol=1e-5, atol=1e-5)
+
+
+def _xorshift_words(n):
+    s, out = 0x9E3779B97F4A7C15, []
+    m = (1 << 64) - 1
+    for _ in range(n):
+        s ^= (s << 13) & m
+        s ^= s >> 7
+        s ^= (s << 17) & m
+        out.append(s)
+    return out
+
+
+def test_popcount_ceiling_loops_count_right():
+    """Every throughput loop of the benchmark computes the same, correct, xor+popcount sum."""
+    mod = K.native()
+    if not hasattr(mod, "popcount_ceiling"):
+        pytest.skip("no throughput loops on this architecture")
+    words = _xorshift_words(2 * 128)
+    expected = sum(bin(a ^ b).count("1") for a, b in zip(words[:128], words[128:]))
+    methods = [0, 1, 2] if "avx2" in available_isas() else []
+    methods += [3] if "avx512" in available_isas() else []
+    for m in methods:
+        for threads in (1, 2):
+            secs, total = mod.popcount_ceiling(m, 128, 3, threads)
+            assert total == 3 * threads * expected, m
+            assert secs >= 0.0
