@@ -319,7 +319,7 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     }
 }
 
-static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
+static inline __attribute__((always_inline)) void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts)
 {
