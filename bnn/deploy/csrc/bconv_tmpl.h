@@ -460,15 +460,8 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
         const int64_t* bptr[TILE_MR];
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
-#if BNN_ISA == 1
-            /* panels outermost: a thread's rows share one panel of (nibble-split, twice as large) weights,
-             * which then stays in L1/L2 instead of streaming all panels from L3 for every row */
-            const int pan = (int)(it / ((int64_t)N * OH));
-            const int64_t row = it % ((int64_t)N * OH); /* n * OH + oh */
-#else
             const int pan = (int)(it % npan);
             const int64_t row = it / npan; /* n * OH + oh */
-#endif
             const int oh = (int)(row % OH), n = (int)(row / OH);
             const int g = pan / CB, cb = pan % CB;
             int cn = CoutG - cb * NR;
