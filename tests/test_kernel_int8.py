@@ -120,3 +120,12 @@ def test_blended_quantizer_keeps_the_float_path():
     x = torch.randn(2, 40, 9, 9)
     with torch.no_grad():
         torch.testing.assert_close(packed(x), fake(x), rtol=1e-4, atol=1e-4)
+
+
+@native_only
+def test_constants_of_another_layer_are_refused():
+    words = BF.pack_weight_bits(torch.rand(16, 8, 3, 3) < 0.5)
+    consts = K.int8_conv_constants(words, 16, 8, (3, 3))
+    x = torch.randn(1, 9, 5, 5)  # one channel more than the constants hold
+    with pytest.raises(ValueError, match="not made for 9 -> 16 channels"):
+        K.int8_conv(x, consts, torch.tensor(0.1), 8, torch.ones(16), None, 16, (3, 3), (1, 1), (1, 1), (1, 1))

@@ -151,6 +151,12 @@ def int8_conv(x: torch.Tensor, consts: torch.Tensor, step: torch.Tensor, bits: i
     if x.dtype != torch.float32 or x.device.type != "cpu":
         raise ValueError("bnn.deploy.int8_conv: float32 CPU input expected; use int8_conv_reference")
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(kernel_size, stride, padding, dilation)
+    cin = x.shape[1] if kernel_size else x.shape[-1]
+    if consts.dtype != torch.uint8 or consts.numel() != mod.qconv_constants(0, 0, out_channels, cin, kh * kw):
+        raise ValueError(f"bnn.deploy.int8_conv: the constants were not made for {cin} -> {out_channels} channels "
+                         f"and kernel {tuple(kernel_size)} (int8_conv_constants)")
+    if mul.numel() != out_channels or (add is not None and add.numel() != out_channels):
+        raise ValueError(f"bnn.deploy.int8_conv: mul and add need {out_channels} values")
     qmax = 2 ** (bits - 1) - 1
     mul = mul.to(torch.float32).contiguous()
     add = None if add is None else add.to(torch.float32).contiguous()
