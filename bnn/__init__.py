@@ -7,6 +7,7 @@ attributes and call :func:`convert`), train it with the recipes of
 from . import data, layers, models, ops, presets
 from .config import BConfig
 from .deploy import pack_binary_model
+from .diagnostics import diagnose
 from .nncf_config import NNCFSchedule, from_nncf_config
 from .prepare import convert, prepare_binary_model
 from .summary import summary
@@ -22,6 +23,7 @@ __all__ = [
     "from_nncf_config",
     "NNCFSchedule",
     "summary",
+    "diagnose",
     "pack_binary_model",
     "layers",
     "ops",

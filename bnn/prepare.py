@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from .config import BConfig
 from .layers import BinaryLayerMixin, Conv1d, Conv2d, Linear
+from .ops import name_binarizers
 
 __all__ = [
     "DEFAULT_MODULES_MAPPING",
@@ -236,7 +237,7 @@ def prepare_binary_model(
     """
     mapping = _mapping(modules_mapping)
     configs = propagate_bconfig(model, bconfig, mapping, custom_config_layers_name, ignore_layers_name)
-    return swap_modules(model, configs, mapping)
+    return name_binarizers(swap_modules(model, configs, mapping))
 
 
 def convert(model: nn.Module, modules_mapping: Optional[Mapping[type, type]] = None) -> nn.Module:

@@ -4,7 +4,8 @@ Each saves the least it needs for its backward and makes no needless copy:
 the input itself where the layer keeps it alive anyway, a boolean mask (1 byte
 per element) where the input is a temporary, the sign mask and the scales of a
 weight. ``sign`` maps 0 to +1, as Larq
-and Brevitas do, so every binarized value is exactly +1 or -1.
+and Brevitas do, so every binarized value of a real input is exactly +1 or -1;
+NaN stays NaN.
 """
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ __all__ = [
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """+1 where ``x >= 0``, -1 elsewhere, in ``x``'s dtype (no gradient)."""
-    return torch.where(x < 0, -1.0, 1.0).to(x.dtype)
+    """-1 where ``x < 0``, +1 where ``x >= 0``, NaN where ``x`` is NaN; in ``x``'s dtype (no gradient).
+
+    NaN propagates (as in Larq's ``ste_sign``), so a NaN produced inside a
+    network reaches the loss instead of vanishing at the next binary layer.
+    Packed inference (:func:`bnn.pack_binary_model`) stores bits, which cannot
+    be NaN: there the test is ``x >= t`` alone, and a NaN input gives +1.
+    """
+    return x.clamp(1.0, 1.0).masked_fill_(x < 0, -1.0)  # clamp keeps NaN; one pass cheaper than where()
 
 
 class _SignSTE(Function):
@@ -110,7 +117,8 @@ class _SignStochastic(Function):
     def forward(ctx, x):
         ctx.save_for_backward(torch.le(x.abs(), 1.0))
         prob = ((x + 1.0) * 0.5).clamp_(0.0, 1.0)
-        return torch.where(torch.rand_like(x) < prob, 1.0, -1.0).to(x.dtype)
+        out = torch.where(torch.rand_like(x) < prob, 1.0, -1.0).to(x.dtype)
+        return out.masked_fill_(x.isnan(), float("nan"))  # NaN propagates, as in sign()
 
     @staticmethod
     def backward(ctx, grad):
@@ -185,18 +193,19 @@ class _ScaledSign(Function):
             n = w.numel() // _numel_kept(w, dims)
             alpha = torch.linalg.vector_norm(w, ord=1, dim=dims, keepdim=True) / n
             out = torch.where(negative, -alpha, alpha)
-        ctx.save_for_backward(w if scale == "grad" else None, alpha)
+        # the backward needs only sgn(W') in {-1, 0, +1}: one byte per weight instead of a float copy
+        ctx.save_for_backward(torch.sgn(w).to(torch.int8) if scale == "grad" else None, alpha)
         ctx.dims, ctx.center, ctx.scale = dims, center, scale
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        centered, alpha = ctx.saved_tensors
+        sgn, alpha = ctx.saved_tensors
         dims = ctx.dims
         if ctx.scale == "grad":
             n = grad.numel() // _numel_kept(grad, dims)
-            grad_alpha = torch.where(centered < 0, -grad, grad).sum(dim=dims, keepdim=True) / n
-            grad_w = torch.addcmul(grad * alpha, torch.sgn(centered), grad_alpha)
+            grad_alpha = torch.where(sgn < 0, -grad, grad).sum(dim=dims, keepdim=True) / n
+            grad_w = torch.addcmul(grad * alpha, sgn.to(grad.dtype), grad_alpha)
         elif ctx.scale == "detach":
             grad_w = grad * alpha
         else:
