@@ -71,6 +71,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "onnx>=1.14", "onnxscript>=0.1", "tensorboard>=2.10"],
         "tensorboard": ["tensorboard>=2.10"],
+        "bench": ["scikit-learn>=1.0"],  # benchmarks/accuracy.py: the digits data set it ships
     },
     entry_points={"console_scripts": ["bnn-train=bnn.cli:main"]},
     ext_modules=[_kernel_extension()],

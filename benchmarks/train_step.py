@@ -9,6 +9,11 @@ One step = forward + cross-entropy + backward + SGD step, batch 64, 32x32,
 ``torch.set_num_threads(2)``. Float and binary steps are interleaved (so drift
 of the machine hits both alike); the ratio of medians is printed.
 
+Activation memory: what the process holds more once the forward has built the
+autograd graph (resident set size after minus before the forward, Linux; large
+blocks are mmapped with ``mallopt`` so that freed memory leaves the RSS), for
+each model, and the ratio binary/float.
+
     python benchmarks/train_step.py [--reps 15] [--warmup 3] [--batch 64] [--threads 2] [--cpu-time] [--profile]
 
 On a machine shared with other jobs, wall-clock medians are noisy; ``--cpu-time``
@@ -18,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -64,6 +72,23 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     return step
 
 
+def activation_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes the process holds more after the forward (graph and saved tensors alive) than before it."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    F.cross_entropy(model(x), y).backward()  # lazy initialisations and .grad buffers happen here, not below
+    before = rss()
+    loss = F.cross_entropy(model(x), y)
+    held = rss() - before
+    loss.backward()
+    model.zero_grad(set_to_none=False)
+    return held
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15)
@@ -103,6 +128,11 @@ def main() -> None:
     print(f"float  step: median {med['float'] * 1e3:.1f} ms (min {min(times['float']) * 1e3:.1f})")
     print(f"binary step: median {med['binary'] * 1e3:.1f} ms (min {min(times['binary']) * 1e3:.1f})")
     print(f"ratio binary/float: {med['binary'] / med['float']:.3f}x (target <= 1.25x)")
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD = 64 KiB: freed blocks leave the RSS
+        mem = {name: activation_memory(model, x, y) for name, model in (("float", float_model), ("binary", binary_model))}
+        print(f"activation memory: float {mem['float'] / 2**20:.0f} MiB, binary {mem['binary'] / 2**20:.0f} MiB, "
+              f"ratio {mem['binary'] / mem['float']:.2f}x (target <= 1.3x)")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

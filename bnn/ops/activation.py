@@ -44,6 +44,8 @@ class BasicInputBinarizer(SignBinarizer):
     backward: dL/dx = dL/dy * 1[|x| <= 1]
     """
 
+    binary_in_training = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.sign_ste_clipped(x) if self.enabled else x
 
@@ -54,6 +56,8 @@ class ApproxSignBinarizer(SignBinarizer):
     forward: y = sign(x)
     backward: dL/dx = dL/dy * (2 - 2|x|) * 1[|x| <= 1]
     """
+
+    binary_in_training = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.sign_approx(x) if self.enabled else x
@@ -68,6 +72,8 @@ class SwishSignBinarizer(SignBinarizer):
     Unlike the reference toolkit's tanh-based binarizer, the sign is not taken
     under ``no_grad``: the surrogate gradient really flows.
     """
+
+    binary_in_training = True
 
     def __init__(self, beta: float = 5.0) -> None:
         super().__init__()
@@ -89,6 +95,8 @@ class InputBiasBinarizer(Binarizer):
 
     Works for Conv1d, Conv2d (channels are dim 1) and Linear (the last dim).
     """
+
+    binary_in_training = True
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -148,6 +156,8 @@ class StochasticInputBinarizer(SignBinarizer):
     eval: y = sign(x) (deterministic)
     backward: dL/dx = dL/dy * 1[|x| <= 1]; the input is never modified.
     """
+
+    binary_in_training = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

@@ -32,6 +32,12 @@ class Binarizer(nn.Module):
     of the float model) keeps the binarizer's own initial values, so a float
     ``state_dict`` loads into a prepared model.
 
+    ``binary_in_training`` says that the training forward emits exactly +1 or
+    -1 per element (an activation binarizer) or +c_k or -c_k per output channel
+    k (a weight binarizer); a binary layer then lets autograd keep those tensors
+    as 1-byte masks (:func:`bnn.ops.functional.compact_saved_signs`). A subclass
+    whose training output is anything else (a soft sign) must set it to False.
+
     **Dead-input check.** A binarizer that declares a sign threshold watches its
     first ``SATURATION_STEPS`` enabled training forwards (a forward hook that
     removes itself afterwards, so later steps cost nothing): if more than
@@ -42,6 +48,7 @@ class Binarizer(nn.Module):
     """
 
     weight_bits: int | None = None
+    binary_in_training: bool = False
     layer_name: str = ""
     SATURATION_STEPS = 8
     SATURATION_LIMIT = 0.99
@@ -98,7 +105,7 @@ def _watch_saturation(module: "Binarizer", inputs, output) -> None:
     module._forward_hooks.pop(module._watch_id, None)
     high = int(module._watch[0]) / max(1, module._watch[1])
     if max(high, 1.0 - high) > module.SATURATION_LIMIT:
-        warnings.warn(_dead_input_message(module, high, tuple(output.shape)), RuntimeWarning, stacklevel=2)
+        warnings.warn(_dead_input_message(module, high, tuple(output.shape)), RuntimeWarning)
 
 
 def _dead_input_message(module: "Binarizer", high: float, shape: tuple) -> str:

@@ -9,6 +9,9 @@ NaN stays NaN.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Optional
+
 import torch
 from torch.autograd import Function
 
@@ -22,6 +25,7 @@ __all__ = [
     "scale_threshold",
     "fake_quantize",
     "scaled_sign",
+    "compact_saved_signs",
 ]
 
 
@@ -236,3 +240,63 @@ sign_swish = _SignSwish.apply
 sign_stochastic = _SignStochastic.apply
 scale_threshold = _ScaleThreshold.apply
 fake_quantize = _FakeQuantize.apply
+
+
+class _SavedAsSigns(torch.autograd.graph.saved_tensors_hooks):
+    """Autograd keeps the listed tensors as 1-byte sign masks instead of float copies.
+
+    ``signs``: tensors whose entries are exactly +1 or -1 (binarized
+    activations), kept as their sign bits and rebuilt as ``1 - 2 * signbit``.
+    ``channel_signs``: tensors whose entries are exactly +c_k or -c_k in each
+    output channel k (dim 0: binarized weights, also after a per-channel scale),
+    kept as sign bits and c = |t| of one entry per channel, rebuilt as ``where(signbit, -c, c)``.
+    Both rebuilds are bit-exact, so gradients are unchanged;
+    every other saved tensor is kept as it is.
+    """
+
+    def __init__(self, signs=(), channel_signs=()) -> None:
+        self.signs = [t for t in signs if t is not None]
+        self.channel_signs = [t for t in channel_signs if t is not None]
+        super().__init__(self._pack, _unpack_sign)
+
+    def __enter__(self) -> "_SavedAsSigns":
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        self.signs, self.channel_signs = [], []  # drop the float tensors now (self is in a cycle with _pack)
+
+    def _pack(self, t: torch.Tensor):
+        if any(t is s for s in self.signs):
+            return (torch.signbit(t), None, t.dtype)
+        if any(t is w for w in self.channel_signs):
+            first = t.reshape(t.shape[0], -1)[:, :1]  # |t| is the same across a channel: read one entry
+            return (torch.signbit(t), first.abs().reshape((-1,) + (1,) * (t.dim() - 1)), t.dtype)
+        return t
+
+
+def _unpack_sign(packed):
+    if isinstance(packed, torch.Tensor):
+        return packed
+    negative, magnitude, dtype = packed
+    if magnitude is None:
+        return negative.to(dtype).mul_(-2.0).add_(1.0)  # 1 - 2 * [t < 0]: faster than where() with scalars
+    return torch.where(negative, -magnitude, magnitude)
+
+
+def compact_saved_signs(activation_binarizer, weight_binarizer, x_in: torch.Tensor,
+                        weight: torch.Tensor) -> "contextlib.AbstractContextManager[Optional[_SavedAsSigns]]":
+    """The context a binary layer computes its product in: it saves ``x_in`` and ``weight`` as sign masks.
+
+    Only what the binarizers vouch for (``binary_in_training``: the training
+    output is exactly +-1 per element, or +-c per output channel for a weight),
+    only when autograd records (training with gradients), and never under
+    ``torch.compile``. A ``channel_signs`` list on the returned object takes a
+    weight derived later (a per-channel scale folded into it). Otherwise a null context.
+    """
+    exact_in = getattr(activation_binarizer, "binary_in_training", False) and activation_binarizer.enabled
+    exact_w = getattr(weight_binarizer, "binary_in_training", False) and weight_binarizer.enabled
+    if not (exact_in or exact_w) or not torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return _SavedAsSigns([x_in] if exact_in else [], [weight] if exact_w else [])
