@@ -10,6 +10,11 @@ import bnn
 from bnn import ops
 
 
+@pytest.fixture(autouse=True)
+def fresh_warning_state(monkeypatch):
+    monkeypatch.setattr(ops.base, "_dead_input_warned", [False])  # the warning is given once per process
+
+
 def conv_net(before_sign: nn.Module) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), before_sign, nn.Conv2d(8, 8, 3, padding=1))
 

@@ -104,8 +104,12 @@ def _watch_saturation(module: "Binarizer", inputs, output) -> None:
         return
     module._forward_hooks.pop(module._watch_id, None)
     high = int(module._watch[0]) / max(1, module._watch[1])
-    if max(high, 1.0 - high) > module.SATURATION_LIMIT:
+    if max(high, 1.0 - high) > module.SATURATION_LIMIT and not _dead_input_warned[0]:
+        _dead_input_warned[0] = True  # one warning per process; bnn.diagnose lists every dead layer
         warnings.warn(_dead_input_message(module, high, tuple(output.shape)), RuntimeWarning)
+
+
+_dead_input_warned = [False]
 
 
 def _dead_input_message(module: "Binarizer", high: float, shape: tuple) -> str:
@@ -116,7 +120,8 @@ def _dead_input_message(module: "Binarizer", high: float, shape: tuple) -> str:
         f"threshold over the first {module._watch_steps} training steps, so it emits an almost constant {value} "
         "and the layer learns nothing. Likely cause: a ReLU (or another non-negative op) right before it. "
         "Fix: a binarizer with a learnable threshold (bnn.presets.relu_friendly(), "
-        "bnn.ops.LearnedThresholdBinarizer), or BatchNorm right before the binarized layer."
+        "bnn.ops.LearnedThresholdBinarizer), or BatchNorm right before the binarized layer. "
+        "This warning is given once; bnn.diagnose(model, batch) lists every binarized layer's fraction of +1 inputs."
     )
 
 
