@@ -42,10 +42,13 @@ def _binary_output(pre: nn.Module) -> bool:
 
 
 def diagnose(model: nn.Module, batch: Any, print_fn=print) -> List[InputBinarizerStats]:
-    """Run ``model(batch)`` in eval mode and report each binarized layer's fraction of +1 inputs.
+    """Run ``model(batch)`` without gradients and report each binarized layer's fraction of +1 inputs.
 
     ``batch`` is what ``model`` takes (a tensor, or a tuple passed as
-    positional arguments). One row per layer whose input binarizer emits two
+    positional arguments). The model runs in its current mode: eval for a
+    trained model; in training mode (a fresh model, whose BatchNorm running
+    statistics mean nothing yet) BatchNorm uses and updates batch statistics,
+    as in a training step. One row per layer whose input binarizer emits two
     levels (a sign, or NNCF's ``{0, s}``): the layer name, the binarizer, the
     percentage of its outputs at the high level, and ``DEAD`` where more than
     99 % are on one side. Prints through ``print_fn`` (``None``: silent) and
@@ -60,13 +63,10 @@ def diagnose(model: nn.Module, batch: Any, print_fn=print) -> List[InputBinarize
                 stats[name] = (high + int((output > 0).sum()), total + output.numel())
 
             handles.append(module.activation_pre_process.register_forward_hook(count))
-    was_training = model.training
     try:
-        model.eval()
         with torch.no_grad():
             model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     rows = [

@@ -80,14 +80,15 @@ def test_diagnose_reports_the_fraction_of_plus_one_inputs():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
                         nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1))
-    model = bnn.prepare_binary_model(net, bnn.presets.bireal(), ignore_layers_name=["_first_"]).train()
+    model = bnn.prepare_binary_model(net, bnn.presets.bireal(), ignore_layers_name=["_first_"]).eval()
     batch = torch.randn(8, 3, 8, 8)
     lines = []
     rows = bnn.diagnose(model, batch, print_fn=lines.append)
-    assert model.training  # restored
+    assert not model.training  # the model's own mode
     assert [row.layer for row in rows] == ["2", "4"]
     assert rows[0].high_fraction == 1.0 and rows[0].dead
-    bn_out = model[3].eval()(model[2](model[1](model[0](batch))))
+    with torch.no_grad():
+        bn_out = model[3](model[2](model[1](model[0](batch))))
     assert rows[1].high_fraction == pytest.approx((bn_out >= 0).float().mean().item())
     assert not rows[1].dead
     assert "DEAD" in lines[0].splitlines()[2] and "DEAD" not in lines[0].splitlines()[3]

@@ -187,15 +187,15 @@ class _ScaledSign(Function):
 
     @staticmethod
     def forward(ctx, w, dims, center: bool, scale: str):
-        # w + 0.0 turns -0.0 into +0.0, so copysign (much faster than where()) gives sign(0) = +1
-        w = w - w.mean(dim=dims, keepdim=True) + 0.0 if center else w + 0.0
+        if center:
+            w = w - w.mean(dim=dims, keepdim=True)
+        out = _plus_minus_one(w < 0, w.dtype)
         if scale == "none":
             alpha = None
-            out = torch.copysign(torch.ones((), dtype=w.dtype, device=w.device), w)
         else:
             n = w.numel() // _numel_kept(w, dims)
             alpha = torch.linalg.vector_norm(w, ord=1, dim=dims, keepdim=True) / n
-            out = torch.copysign(alpha, w)
+            out = out.mul_(alpha)
         # the backward needs only sgn(W') in {-1, 0, +1}: one byte per weight instead of a float copy
         ctx.save_for_backward(torch.sgn(w).to(torch.int8) if scale == "grad" else None, alpha)
         ctx.dims, ctx.center, ctx.scale = dims, center, scale
@@ -243,6 +243,11 @@ scale_threshold = _ScaleThreshold.apply
 fake_quantize = _FakeQuantize.apply
 
 
+def _plus_minus_one(negative: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """-1 where ``negative``, else +1: ``1 - 2 * negative``, several times faster on CPU than ``where()`` with scalars."""
+    return negative.to(dtype).mul_(-2.0).add_(1.0)
+
+
 class _SavedAsSigns(torch.autograd.graph.saved_tensors_hooks):
     """Autograd keeps the listed tensors as 1-byte sign masks instead of float copies.
 
@@ -281,9 +286,8 @@ def _unpack_sign(packed):
     if isinstance(packed, torch.Tensor):
         return packed
     negative, magnitude, dtype = packed
-    if magnitude is None:
-        return negative.to(dtype).mul_(-2.0).add_(1.0)  # 1 - 2 * [t < 0]: faster than where() with scalars
-    return negative.to(dtype).mul_(-2.0).add_(1.0).mul_(magnitude)
+    out = _plus_minus_one(negative, dtype)
+    return out if magnitude is None else out.mul_(magnitude)
 
 
 def compact_saved_signs(activation_binarizer, weight_binarizer, x_in: torch.Tensor,
