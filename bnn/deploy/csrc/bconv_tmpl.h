@@ -1,7 +1,7 @@
 /* Binary convolution kernels, instantiated once per ISA by bnn_kernel.c
  * (which defines SUFFIX and BNN_ISA before including this).
  *
- * Arithmetic (REFERENCE.md section 5): with +1 -> bit 0 and -1 -> bit 1,
+ * Arithmetic (XNOR-Net, Rastegari et al. 2016): with +1 -> bit 0 and -1 -> bit 1,
  * dot(a, w) = K - 2 * popcount(a XOR w) over the K valid bits.
  *
  * Zero padding.  The input is first packed into a *padded* bit image whose
@@ -186,24 +186,19 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts)
 {
-    if (nts) {
-        switch (nm) {
-        case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, 1); return;
-        case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, 1); return;
-        case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, 1); return;
-        case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, 1); return;
-        case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, 1); return;
-        default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, 1); return;
-        }
+    /* nm and nts as compile-time constants: one unrolled tile per (pixel count, store kind) */
+#define TILE_CASES(NTS)                                                                                      \
+    switch (nm) {                                                                                            \
+    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS); return;                       \
     }
-    switch (nm) {
-    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, 0); break;
-    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, 0); break;
-    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, 0); break;
-    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, 0); break;
-    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, 0); break;
-    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, 0); break;
-    }
+    if (nts) TILE_CASES(1)
+    TILE_CASES(0)
+#undef TILE_CASES
 }
 #elif BNN_ISA == 1
 /* AVX2 (no vector popcount).  Tile: MR pixels x one panel of NR = 32 channels, run as blocks of MR pixels x
