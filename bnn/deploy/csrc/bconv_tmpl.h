@@ -18,6 +18,8 @@
  */
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
+/* words of the padded bit image per input word: the AVX2 tiles read it nibble-split (2 words per word) */
+#define SPLIT (BNN_ISA == 1 ? 2 : 1)
 
 /* ---------------------------------------------------------------------------------------------- */
 /* sign packing of one input pixel: C = G * Cg floats -> G * Wg words                               */
@@ -224,19 +226,17 @@ static inline __attribute__((always_inline)) void CAT(chunk, SUFFIX)(const CAT(t
 {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i zero = _mm256_setzero_si256();
     const int Wg = ctx->Wg;
     __m256i c[8]; /* fixed size: after the unrolling, registers */
 #pragma GCC unroll 8
     for (int v = 0; v < 8; ++v) c[v] = zero;
     for (int t = t0; t < t1; ++t) {
-        const uint64_t* ap = a + ctx->tapoff[t];
+        const uint64_t* ap = a + SPLIT * ctx->tapoff[t];
         const uint64_t* wt = ws + ((int64_t)t * Wg + j0) * 2 * NR;
         for (int j = j0; j < j1; ++j, wt += 2 * NR) {
-            /* low nibbles then high nibbles: few live registers, no spills */
-            const __m256i b = _mm256_set1_epi64x((long long)ap[j]);
-            const __m256i lo = _mm256_and_si256(b, m4);
+            /* low nibbles then high nibbles (split when the image was packed): few live registers, no spills */
+            const __m256i lo = _mm256_set1_epi64x((long long)ap[2 * j]);
 #pragma GCC unroll 8
             for (int v = 0; v < 8; ++v)
                 c[v] = _mm256_add_epi8(c[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
@@ -244,7 +244,7 @@ static inline __attribute__((always_inline)) void CAT(chunk, SUFFIX)(const CAT(t
             /* keep GCC from reassociating the two halves' sums (it then runs out of registers) */
 #pragma GCC unroll 8
             for (int v = 0; v < 8; ++v) __asm__("" : "+x"(c[v]));
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+            const __m256i hi = _mm256_set1_epi64x((long long)ap[2 * j + 1]);
 #pragma GCC unroll 8
             for (int v = 0; v < 8; ++v)
                 c[v] = _mm256_add_epi8(c[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
@@ -366,7 +366,8 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
  *   x:    float32 channels-last input [N, H, W, G * Cg]; the conv sees the subsampled image
  *         Hs x Ws with pixel (i, j) = x[n, i * uh, j * uw] (uh = uw = 1 except for a 1x1 unpadded
  *         strided conv, which then runs with stride 1: only the pixels it reads are packed)
- *   a:    scratch for the padded bit image [N, Hs + 2 ph, Ws + 2 pw, G, Wg] words
+ *   a:    scratch for the padded bit image [N, Hs + 2 ph, Ws + 2 pw, G, Wg] words, [.., G, Wg, 2] on AVX2
+ *         (each word nibble-split: its low nibbles, then its high nibbles, as 0..15 bytes)
  *   w:    packed weight [G, CB, T, Wg, NR] words (CB = ceil(CoutG / NR), T = KH * KW)
  *   out:  float32 [N, OH, OW, G * CoutG] (channels last); out = float(dot) * mul[c] + add[c]
  *   consts: the layer constants (bnn_kernel.c), or NULL to compute them for this call
@@ -378,7 +379,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     const int OH = p->OH, OW = p->OW, KH = p->KH, KW = p->KW, T = KH * KW;
     const int CB = (CoutG + NR - 1) / NR, Cout = G * CoutG, C = G * Cg;
     const int Hp = Hs + 2 * p->ph, Wp = Ws + 2 * p->pw;
-    const int64_t rs = (int64_t)G * Wg; /* words per packed pixel */
+    const int64_t rs = (int64_t)G * Wg * SPLIT; /* words per packed pixel */
     const int npan = G * CB;
     (void)Cg;
 
@@ -446,6 +447,14 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
                 }
 #endif
                 CAT(packpix, SUFFIX)(xrow + j * xstep, p->thr, op + j * rs, G, Cg, Wg);
+#if SPLIT == 2
+                /* nibble-split in place, last word first: word k -> (its low nibbles, its high nibbles) */
+                for (int64_t k = (int64_t)G * Wg - 1; k >= 0; --k) {
+                    const uint64_t v = op[j * rs + k];
+                    op[j * rs + 2 * k] = v & 0x0f0f0f0f0f0f0f0full;
+                    op[j * rs + 2 * k + 1] = (v >> 4) & 0x0f0f0f0f0f0f0f0full;
+                }
+#endif
             }
         }
         /* (2) tiles */
@@ -464,7 +473,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 #else
             const uint64_t* wp = p->w + (int64_t)pan * T * Wg * NR;
 #endif
-            const uint64_t* arow = p->a + (((int64_t)n * Hp + (int64_t)oh * p->sh) * Wp) * rs + (int64_t)g * Wg;
+            const uint64_t* arow = p->a + (((int64_t)n * Hp + (int64_t)oh * p->sh) * Wp) * rs + (int64_t)g * Wg * SPLIT;
             const int64_t* brow = btab + ((int64_t)rid[oh] * nC * npan + pan) * NR;
             const int64_t bcs = (int64_t)npan * NR;
             float* orow = p->out + row * OW * Cout + c0;
@@ -484,5 +493,6 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 }
 
 #undef TILE_MR
+#undef SPLIT
 #undef CAT
 #undef CAT_
