@@ -1,11 +1,11 @@
 """Where the time of a packed ResNet-18 forward goes, at 224x224 batch 1, on N CPU threads (2 by default).
 
-    python benchmarks/packed_overhead.py [--threads 2] [--reps 20] [--compile]
+    python benchmarks/packed_overhead.py [--threads 2] [--reps 20] [--batch 1] [--compile]
 
 1. Python work per packed layer: a packed layer's call against the bare C
    kernel call with the same arguments (and the cost of a fresh output buffer
    against a reused one), for a small and a large ResNet-18 layer.
-2. A per-op breakdown of the packed torchvision ResNet-18 forward (first conv
+2. A per-op breakdown of the packed torchvision ResNet-18 forward at ``--batch`` (first conv
    and fc float, every BatchNorm folded, channels-last end to end), timed with
    forward hooks on the leaf modules; "block glue" is the rest (residual adds,
    flatten, Python of the blocks).
@@ -98,9 +98,9 @@ def _op_name(mod: nn.Module) -> str:
 
 
 @torch.no_grad()
-def breakdown(packed, reps):
-    print("\n2. Packed ResNet-18 forward, 224x224 batch 1, per op (forward hooks on leaf modules)")
-    x = torch.randn(1, 3, 224, 224)
+def breakdown(packed, reps, batch=1):
+    print(f"\n2. Packed ResNet-18 forward, 224x224 batch {batch}, per op (forward hooks on leaf modules)")
+    x = torch.randn(batch, 3, 224, 224)
     totals = collections.defaultdict(list)
     start = {}
 
@@ -177,6 +177,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1, help="batch of the per-op breakdown")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the packed model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,7 +187,7 @@ def main():
     if kernel_available():
         layer_overhead(args.reps)
     float_model, packed = packed_resnet18()
-    breakdown(packed, args.reps)
+    breakdown(packed, args.reps, args.batch)
     residual_add(args.reps)
     whole_model(float_model, packed, args.reps, args.compile)
 

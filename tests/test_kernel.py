@@ -16,8 +16,10 @@ ISAS = available_isas() or ["scalar"]
 
 # N, C, H, W, Cout, k, stride, pad: channels that are not multiples of 64 (inputs) or 32 (outputs), odd and
 # tiny images, stride 2, padding 0-2, 1x1 strided, batch 1 and 8, and K over 31 words (byte accumulators
-# summed more than once per output)
+# summed more than once per output; the AVX2 tiles then run the reduction in chunks of whole taps, over rows
+# longer than a tile, or in parts of one tap when a tap has more than 31 words: 2100 channels)
 SHAPES = [
+    (2, 512, 2, 11, 33, 3, 1, 1), (1, 2100, 3, 3, 40, 3, 1, 1),
     (1, 1, 5, 5, 1, 3, 1, 1), (8, 63, 7, 9, 31, 3, 1, 1), (1, 65, 9, 7, 33, 3, 2, 1), (8, 100, 5, 6, 70, 3, 2, 0),
     (1, 130, 11, 11, 64, 3, 1, 2), (8, 64, 3, 3, 96, 3, 2, 1), (1, 200, 7, 7, 40, 1, 2, 0),
     (8, 96, 6, 6, 48, 1, 1, 0), (1, 64, 2, 2, 32, 3, 1, 1), (1, 256, 5, 5, 33, 5, 1, 2), (1, 512, 3, 4, 5, 3, 1, 1),

@@ -358,3 +358,26 @@ def test_kernel_constants_follow_in_place_weight_changes():
     assert torch.equal(BF.binary_conv(x, words, mul, None, *args), expected)
     assert torch.equal(torch.ops.bnn.binary_conv(x, words, mul, None, None, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
                        expected)
+
+
+@pytest.mark.skipif(not kernel_available(), reason="native kernel not built")
+def test_compiled_and_exported_models_reuse_the_layer_constants(monkeypatch):
+    """The custom op (torch.compile, torch.export) takes each layer's constants made once, not on every call."""
+    from bnn.deploy import kernel as K
+
+    made = []
+    real = K.conv_constants
+    monkeypatch.setattr(K, "conv_constants", lambda *a, **k: made.append(1) or real(*a, **k))
+    _, packed = _tiny()
+    x = torch.randn(2, 3, 8, 8)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        eager = packed(x)
+        assert len(made) == 3  # one per packed layer at this input shape
+        compiled = torch.compile(packed, fullgraph=True, backend="aot_eager")
+        exported = torch.export.export(packed, (x,)).module()
+        for _ in range(3):
+            assert torch.equal(compiled(x), eager)
+            assert torch.equal(exported(x), eager)
+    torch._dynamo.reset()
+    assert len(made) == 3

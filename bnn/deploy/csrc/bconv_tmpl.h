@@ -1,7 +1,7 @@
 /* Binary convolution kernels, instantiated once per ISA by bnn_kernel.c
  * (which defines SUFFIX and BNN_ISA before including this).
  *
- * Arithmetic (REFERENCE.md section 5): with +1 -> bit 0 and -1 -> bit 1,
+ * Arithmetic (XNOR-Net, Rastegari et al. 2016): with +1 -> bit 0 and -1 -> bit 1,
  * dot(a, w) = K - 2 * popcount(a XOR w) over the K valid bits.
  *
  * Zero padding.  The input is first packed into a *padded* bit image whose
@@ -18,6 +18,8 @@
  */
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
+/* words of the padded bit image per input word: the AVX2 tiles read it nibble-split (2 words per word) */
+#define SPLIT (BNN_ISA == 1 ? 2 : 1)
 
 /* ---------------------------------------------------------------------------------------------- */
 /* sign packing of one input pixel: C = G * Cg floats -> G * Wg words                               */
@@ -186,153 +188,143 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts)
 {
-    if (nts) {
-        switch (nm) {
-        case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, 1); return;
-        case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, 1); return;
-        case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, 1); return;
-        case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, 1); return;
-        case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, 1); return;
-        default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, 1); return;
-        }
+    /* nm and nts as compile-time constants: one unrolled tile per (pixel count, store kind) */
+#define TILE_CASES(NTS)                                                                                      \
+    switch (nm) {                                                                                            \
+    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS); return;                        \
+    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS); return;                       \
     }
-    switch (nm) {
-    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, 0); break;
-    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, 0); break;
-    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, 0); break;
-    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, 0); break;
-    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, 0); break;
-    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, 0); break;
-    }
+    if (nts) TILE_CASES(1)
+    TILE_CASES(0)
+#undef TILE_CASES
 }
 #elif BNN_ISA == 1
-/* AVX2 (no vector popcount).  Tile: MR pixels x one panel of NR = 32 channels, run as blocks of MR pixels x
- * NV vectors of 4 channels (8 / NV blocks per panel).  Each 64-bit lane holds one channel.  The weights
- * come nibble-split from the layer constants (per word: the low nibbles of its bytes, then the high
- * nibbles, each as a 0..15 byte), and the input word is split once per pixel and tap, so that one
- * (pixel, 4-channel) step is xor, xor, vpshufb, vpshufb, add, add: 6 operations instead of the 8 of the
- * plain nibble lookup (Mula et al. 2018), with the split of the input word shared by the NV vectors.
- * Byte accumulators (each step adds at most 8 to a byte) are summed into 64-bit lanes by `vpsadbw` once
- * every 31 steps only.  AVX2_MR = 1 (one pixel x the whole panel: 8 accumulators, the input split once
- * per 8 vectors) measured fastest on AMD Zen 3 for every ResNet-18 shape; 2 (2 x 16 channels) and 3
- * (3 x 8) are kept selectable at build time (CFLAGS=-DAVX2_MR=2) for other cores. */
-#ifndef AVX2_MR
-#define AVX2_MR 1
-#endif
-#define TILE_MR AVX2_MR
-#define AVX2_NV (AVX2_MR == 1 ? 8 : (AVX2_MR == 2 ? 4 : 2))
+/* AVX2 (no vector popcount).  One pixel x one panel of NR = 32 channels at a time: 8 vectors of 4 channels,
+ * each 64-bit lane one channel.  The weights come nibble-split from the layer constants (per word: the low
+ * nibbles of its bytes, then the high nibbles, each as a 0..15 byte), and the input word is split once per
+ * pixel and tap, so that one (pixel, 4-channel) step is xor, xor, vpshufb, vpshufb, add, add: 6 operations
+ * instead of the 8 of the plain nibble lookup (Mula et al. 2018), with the split of the input word shared
+ * by the 8 vectors.  Byte accumulators (each step adds at most 8 to a byte) are summed into 64-bit lanes by
+ * `vpsadbw` once per chunk of at most 31 steps.
+ * Tile: up to AVX2_PB pixels of one output row.  When the whole reduction fits one chunk (T * Wg <= 31 words:
+ * the 64- and 128-channel 3x3 layers) each pixel goes straight from its registers to the epilogue.  Longer
+ * reductions run chunk by chunk, every pixel of the tile through one chunk before the next: the chunk's
+ * weights (at most 31 x 512 bytes) stay in L1 and are reused by all the tile's pixels, instead of the whole
+ * panel (36 KB for a 512-channel 3x3 layer, more than L1) being streamed from L2 once per pixel. */
+#define AVX2_PB 8
+#define TILE_MR AVX2_PB
 
-static inline __attribute__((always_inline)) void CAT(blk, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, const int MR_,
-                                                                 const int NV_, const uint64_t* a,
-                                                                 const uint64_t* ws, int64_t* acc)
+/* the popcounts of steps (t, j), t0 <= t < t1, j0 <= j < j1, of one pixel: s[v] = 64-bit sums of channels
+ * 4v..4v+3 (at most 31 steps) */
+static inline __attribute__((always_inline)) void CAT(chunk, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx,
+                                                                   const uint64_t* a, const uint64_t* ws, int t0,
+                                                                   int t1, int j0, int j1, __m256i* s)
 {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i zero = _mm256_setzero_si256();
-    const int T = ctx->T, Wg = ctx->Wg;
-    const int64_t ps = ctx->pstep;
-    __m256i c[AVX2_MR][AVX2_NV]; /* fixed sizes: after the unrolling, registers */
+    const int Wg = ctx->Wg;
+    __m256i c[8]; /* fixed size: after the unrolling, registers */
 #pragma GCC unroll 8
-    for (int m = 0; m < MR_; ++m)
+    for (int v = 0; v < 8; ++v) c[v] = zero;
+    for (int t = t0; t < t1; ++t) {
+        const uint64_t* ap = a + SPLIT * ctx->tapoff[t];
+        const uint64_t* wt = ws + ((int64_t)t * Wg + j0) * 2 * NR;
+        for (int j = j0; j < j1; ++j, wt += 2 * NR) {
+            /* low nibbles then high nibbles (split when the image was packed): few live registers, no spills */
+            const __m256i lo = _mm256_set1_epi64x((long long)ap[2 * j]);
 #pragma GCC unroll 8
-        for (int v = 0; v < NV_; ++v) c[m][v] = zero;
-    int steps = 0;
-    for (int t = 0; t < T; ++t) {
-        const uint64_t* ap = a + ctx->tapoff[t];
-        for (int j = 0; j < Wg; ++j) {
-            /* pixel by pixel, low nibbles then high nibbles: few live registers, no spills */
+            for (int v = 0; v < 8; ++v)
+                c[v] = _mm256_add_epi8(c[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
+                                                 lo, _mm256_loadu_si256((const __m256i*)(wt + 4 * v)))));
+            /* keep GCC from reassociating the two halves' sums (it then runs out of registers) */
 #pragma GCC unroll 8
-            for (int m = 0; m < MR_; ++m) {
-                const __m256i b = _mm256_set1_epi64x((long long)ap[m * ps + j]);
-                const __m256i lo = _mm256_and_si256(b, m4);
+            for (int v = 0; v < 8; ++v) __asm__("" : "+x"(c[v]));
+            const __m256i hi = _mm256_set1_epi64x((long long)ap[2 * j + 1]);
 #pragma GCC unroll 8
-                for (int v = 0; v < NV_; ++v)
-                    c[m][v] = _mm256_add_epi8(c[m][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
-                                                           lo, _mm256_loadu_si256((const __m256i*)(ws + 4 * v)))));
-                /* keep GCC from reassociating the two halves' sums (it then runs out of registers) */
-#pragma GCC unroll 8
-                for (int v = 0; v < NV_; ++v) __asm__("" : "+x"(c[m][v]));
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
-#pragma GCC unroll 8
-                for (int v = 0; v < NV_; ++v)
-                    c[m][v] = _mm256_add_epi8(c[m][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
-                                                           hi, _mm256_loadu_si256((const __m256i*)(ws + NR + 4 * v)))));
-            }
-            ws += 2 * NR;
-            if (++steps == 31) {
-                steps = 0;
-#pragma GCC unroll 8
-                for (int m = 0; m < MR_; ++m)
-#pragma GCC unroll 8
-                    for (int v = 0; v < NV_; ++v) {
-                        __m256i* q = (__m256i*)(acc + m * NR + 4 * v);
-                        _mm256_store_si256(q, _mm256_add_epi64(_mm256_load_si256(q), _mm256_sad_epu8(c[m][v], zero)));
-                        c[m][v] = zero;
-                    }
-            }
+            for (int v = 0; v < 8; ++v)
+                c[v] = _mm256_add_epi8(c[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(
+                                                 hi, _mm256_loadu_si256((const __m256i*)(wt + NR + 4 * v)))));
         }
     }
 #pragma GCC unroll 8
-    for (int m = 0; m < MR_; ++m)
-#pragma GCC unroll 8
-        for (int v = 0; v < NV_; ++v) {
-            __m256i* q = (__m256i*)(acc + m * NR + 4 * v);
-            _mm256_store_si256(q, _mm256_add_epi64(_mm256_load_si256(q), _mm256_sad_epu8(c[m][v], zero)));
-        }
+    for (int v = 0; v < 8; ++v) s[v] = _mm256_sad_epu8(c[v], zero);
 }
 
-static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
-    const CAT(tile_ctx, SUFFIX) * ctx, const int MR_, const uint64_t* a, const uint64_t* ws,
-    const int64_t* const* bias, const float* mul, const float* add, float* o, int cn)
+/* out = float(bias - 2 acc) * mul + add for one pixel, 8 channels at a time (two roundings, like the torch
+ * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly) */
+static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __m256i* s, const int64_t* bs,
+                                                                      const float* mul, const float* add, float* om,
+                                                                      int cn)
 {
-    int64_t acc[AVX2_MR * NR] __attribute__((aligned(32)));
-#pragma GCC unroll 24
-    for (int i = 0; i < MR_ * NR; i += 4) _mm256_store_si256((__m256i*)(acc + i), _mm256_setzero_si256());
-#pragma GCC unroll 8
-    for (int v0 = 0; v0 < NR / 4; v0 += AVX2_NV) CAT(blk, SUFFIX)(ctx, MR_, AVX2_NV, a, ws + 4 * v0, acc + 4 * v0);
-    /* epilogue, 8 channels at a time: out = float(bias - 2 acc) * mul + add (two roundings, like the torch
-     * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly) */
-    const int Cout = ctx->Cout;
-    for (int m = 0; m < MR_; ++m) {
-        const int64_t* bs = bias[m];
-        const int64_t* am = acc + m * NR;
-        float* om = o + (int64_t)m * Cout;
-        for (int v = 0; v < NR && v < cn; v += 8) {
-            const __m256i a0 = _mm256_load_si256((const __m256i*)(am + v));
-            const __m256i a1 = _mm256_load_si256((const __m256i*)(am + v + 4));
-            const __m256i d0 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v)), _mm256_add_epi64(a0, a0));
-            const __m256i d1 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v + 4)), _mm256_add_epi64(a1, a1));
-            /* low dwords of d0 (lanes 0..3) then of d1 (lanes 4..7) */
-            const __m256 sh = _mm256_shuffle_ps(_mm256_castsi256_ps(d0), _mm256_castsi256_ps(d1), _MM_SHUFFLE(2, 0, 2, 0));
-            const __m256i d = _mm256_permute4x64_epi64(_mm256_castps_si256(sh), _MM_SHUFFLE(3, 1, 2, 0));
-            const int rem = cn - v;
-            if (rem >= 8) {
-                __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + v));
-                if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + v));
-                _mm256_storeu_ps(om + v, y);
-            } else {
-                const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-                __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + v, mk));
-                if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
-                _mm256_maskstore_ps(om + v, mk, y);
-            }
+#pragma GCC unroll 4
+    for (int v = 0; v < NR; v += 8) {
+        if (v >= cn) break;
+        const __m256i a0 = s[v / 4], a1 = s[v / 4 + 1];
+        const __m256i d0 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v)), _mm256_add_epi64(a0, a0));
+        const __m256i d1 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v + 4)), _mm256_add_epi64(a1, a1));
+        /* low dwords of d0 (lanes 0..3) then of d1 (lanes 4..7) */
+        const __m256 sh = _mm256_shuffle_ps(_mm256_castsi256_ps(d0), _mm256_castsi256_ps(d1), _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256i d = _mm256_permute4x64_epi64(_mm256_castps_si256(sh), _MM_SHUFFLE(3, 1, 2, 0));
+        const int rem = cn - v;
+        if (rem >= 8) {
+            __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + v));
+            if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + v));
+            _mm256_storeu_ps(om + v, y);
+        } else {
+            const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + v, mk));
+            if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
+            _mm256_maskstore_ps(om + v, mk, y);
         }
     }
 }
 
-static inline __attribute__((always_inline)) void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
+/* one pixel whose reduction fits one chunk: registers to the epilogue (a function of its own: inlined into
+ * the tile's pixel loop it measured 15 % slower) */
+static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, const uint64_t* a,
+                                                         const uint64_t* ws, const int64_t* bs, const float* mul,
+                                                         const float* add, float* om, int cn)
+{
+    __m256i s[8];
+    CAT(chunk, SUFFIX)(ctx, a, ws, 0, ctx->T, 0, ctx->Wg, s);
+    CAT(epilogue, SUFFIX)(s, bs, mul, add, om, cn);
+}
+
+static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* ws,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts)
 {
+    const int T = ctx->T, Wg = ctx->Wg, Cout = ctx->Cout;
+    const int64_t ps = ctx->pstep;
+    __m256i s[8];
     (void)nts;
-#if AVX2_MR >= 3
-    if (nm == 3) { CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn); return; }
-#endif
-#if AVX2_MR >= 2
-    if (nm == 2) { CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn); return; }
-#endif
-    CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn);
+    if (T * Wg <= 31) { /* one chunk: registers to the epilogue */
+        for (int m = 0; m < nm; ++m) CAT(pixel, SUFFIX)(ctx, a + m * ps, ws, bias[m], mul, add, o + (int64_t)m * Cout, cn);
+        return;
+    }
+    __m256i acc[AVX2_PB][8];
+    for (int m = 0; m < nm; ++m)
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) acc[m][v] = _mm256_setzero_si256();
+    /* chunks of at most 31 steps: whole taps when a tap has at most 31 words, else 31-word parts of a tap */
+    const int tpc = Wg <= 31 ? 31 / Wg : 1, jpc = Wg <= 31 ? Wg : 31;
+    for (int t0 = 0; t0 < T; t0 += tpc) {
+        const int t1 = t0 + tpc < T ? t0 + tpc : T;
+        for (int j0 = 0; j0 < Wg; j0 += jpc) {
+            const int j1 = j0 + jpc < Wg ? j0 + jpc : Wg;
+            for (int m = 0; m < nm; ++m) {
+                CAT(chunk, SUFFIX)(ctx, a + m * ps, ws, t0, t1, j0, j1, s);
+#pragma GCC unroll 8
+                for (int v = 0; v < 8; ++v) acc[m][v] = _mm256_add_epi64(acc[m][v], s[v]);
+            }
+        }
+    }
+    for (int m = 0; m < nm; ++m) CAT(epilogue, SUFFIX)(acc[m], bias[m], mul, add, o + (int64_t)m * Cout, cn);
 }
 #else
 #define TILE_MR 1
@@ -374,7 +366,8 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
  *   x:    float32 channels-last input [N, H, W, G * Cg]; the conv sees the subsampled image
  *         Hs x Ws with pixel (i, j) = x[n, i * uh, j * uw] (uh = uw = 1 except for a 1x1 unpadded
  *         strided conv, which then runs with stride 1: only the pixels it reads are packed)
- *   a:    scratch for the padded bit image [N, Hs + 2 ph, Ws + 2 pw, G, Wg] words
+ *   a:    scratch for the padded bit image [N, Hs + 2 ph, Ws + 2 pw, G, Wg] words, [.., G, Wg, 2] on AVX2
+ *         (each word nibble-split: its low nibbles, then its high nibbles, as 0..15 bytes)
  *   w:    packed weight [G, CB, T, Wg, NR] words (CB = ceil(CoutG / NR), T = KH * KW)
  *   out:  float32 [N, OH, OW, G * CoutG] (channels last); out = float(dot) * mul[c] + add[c]
  *   consts: the layer constants (bnn_kernel.c), or NULL to compute them for this call
@@ -386,7 +379,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     const int OH = p->OH, OW = p->OW, KH = p->KH, KW = p->KW, T = KH * KW;
     const int CB = (CoutG + NR - 1) / NR, Cout = G * CoutG, C = G * Cg;
     const int Hp = Hs + 2 * p->ph, Wp = Ws + 2 * p->pw;
-    const int64_t rs = (int64_t)G * Wg; /* words per packed pixel */
+    const int64_t rs = (int64_t)G * Wg * SPLIT; /* words per packed pixel */
     const int npan = G * CB;
     (void)Cg;
 
@@ -454,6 +447,14 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
                 }
 #endif
                 CAT(packpix, SUFFIX)(xrow + j * xstep, p->thr, op + j * rs, G, Cg, Wg);
+#if SPLIT == 2
+                /* nibble-split in place, last word first: word k -> (its low nibbles, its high nibbles) */
+                for (int64_t k = (int64_t)G * Wg - 1; k >= 0; --k) {
+                    const uint64_t v = op[j * rs + k];
+                    op[j * rs + 2 * k] = v & 0x0f0f0f0f0f0f0f0full;
+                    op[j * rs + 2 * k + 1] = (v >> 4) & 0x0f0f0f0f0f0f0f0full;
+                }
+#endif
             }
         }
         /* (2) tiles */
@@ -472,7 +473,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 #else
             const uint64_t* wp = p->w + (int64_t)pan * T * Wg * NR;
 #endif
-            const uint64_t* arow = p->a + (((int64_t)n * Hp + (int64_t)oh * p->sh) * Wp) * rs + (int64_t)g * Wg;
+            const uint64_t* arow = p->a + (((int64_t)n * Hp + (int64_t)oh * p->sh) * Wp) * rs + (int64_t)g * Wg * SPLIT;
             const int64_t* brow = btab + ((int64_t)rid[oh] * nC * npan + pan) * NR;
             const int64_t bcs = (int64_t)npan * NR;
             float* orow = p->out + row * OW * Cout + c0;
@@ -492,5 +493,6 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 }
 
 #undef TILE_MR
+#undef SPLIT
 #undef CAT
 #undef CAT_

@@ -225,7 +225,7 @@ static PyObject* py_isas(PyObject* self, PyObject* args)
 
 /* bconv(x, thr, a, w, mul, add, out, N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw,
  *       dh, dw, isa, nthreads[, consts]): x float32 [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0, a int64
- *       scratch of N*(Hs+2ph)*(Ws+2pw)*G*Wg words, w packed weight [G, CB, KH*KW, Wg, NR], out float32
+ *       scratch of 2*N*(Hs+2ph)*(Ws+2pw)*G*Wg words (the AVX2 path packs the image nibble-split), w packed weight [G, CB, KH*KW, Wg, NR], out float32
  *       [N, OH, OW, G*CoutG]; consts: the layer constants of this geometry (bconv_constants) or 0 */
 static PyObject* py_bconv(PyObject* self, PyObject* args)
 {

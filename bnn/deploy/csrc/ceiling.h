@@ -75,25 +75,24 @@ __attribute__((target("avx2"))) static uint64_t ceil_hs(const uint64_t* a, const
     __m256i tot = z;
 #define XV(k) _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(a + i + 4 * (k))), \
                                _mm256_loadu_si256((const __m256i*)(b + i + 4 * (k))))
+    /* eight vectors k0..k0+7 into the ones and twos, their carries into the fours, the fours' carry out */
+#define HS8(eights_out, k0)                                                                                          \
+    do {                                                                                                             \
+        CSA(twosA, ones, ones, XV((k0) + 0), XV((k0) + 1));                                                          \
+        CSA(twosB, ones, ones, XV((k0) + 2), XV((k0) + 3));                                                          \
+        CSA(foursA, twos, twos, twosA, twosB);                                                                       \
+        CSA(twosA, ones, ones, XV((k0) + 4), XV((k0) + 5));                                                          \
+        CSA(twosB, ones, ones, XV((k0) + 6), XV((k0) + 7));                                                          \
+        CSA(foursB, twos, twos, twosA, twosB);                                                                       \
+        CSA(eights_out, fours, fours, foursA, foursB);                                                               \
+    } while (0)
     for (int r = 0; r < reps; ++r) {
         CEIL_BARRIER(a);
         __m256i ones = z, twos = z, fours = z, eights = z, sixteens, twosA, twosB, foursA, foursB, eightsA, eightsB;
         __m256i cnt = z;
         for (int i = 0; i + 64 <= n; i += 64) {
-            CSA(twosA, ones, ones, XV(0), XV(1));
-            CSA(twosB, ones, ones, XV(2), XV(3));
-            CSA(foursA, twos, twos, twosA, twosB);
-            CSA(twosA, ones, ones, XV(4), XV(5));
-            CSA(twosB, ones, ones, XV(6), XV(7));
-            CSA(foursB, twos, twos, twosA, twosB);
-            CSA(eightsA, fours, fours, foursA, foursB);
-            CSA(twosA, ones, ones, XV(8), XV(9));
-            CSA(twosB, ones, ones, XV(10), XV(11));
-            CSA(foursA, twos, twos, twosA, twosB);
-            CSA(twosA, ones, ones, XV(12), XV(13));
-            CSA(twosB, ones, ones, XV(14), XV(15));
-            CSA(foursB, twos, twos, twosA, twosB);
-            CSA(eightsB, fours, fours, foursA, foursB);
+            HS8(eightsA, 0);
+            HS8(eightsB, 8);
             CSA(sixteens, eights, eights, eightsA, eightsB);
             cnt = _mm256_add_epi64(cnt, _mm256_sad_epu8(ceil_cnt8(sixteens, lut, m4), z));
         }
@@ -105,6 +104,7 @@ __attribute__((target("avx2"))) static uint64_t ceil_hs(const uint64_t* a, const
         tot = _mm256_add_epi64(tot, cnt);
     }
 #undef XV
+#undef HS8
     uint64_t t[4];
     _mm256_storeu_si256((__m256i*)t, tot);
     return t[0] + t[1] + t[2] + t[3];
