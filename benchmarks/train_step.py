@@ -9,6 +9,12 @@ One step = forward + cross-entropy + backward + SGD step, batch 64, 32x32,
 ``torch.set_num_threads(2)``. Float and binary steps are interleaved (so drift
 of the machine hits both alike); the ratio of medians is printed.
 
+Activation memory: what the process holds more once the forward has built the
+autograd graph (resident set size after minus before the forward, Linux),
+for each model, and the ratio binary/float. It is measured in a fresh child
+process started with ``MALLOC_MMAP_THRESHOLD_=65536``, so that every large
+block is mmapped and unmapped when freed and the RSS follows live memory.
+
     python benchmarks/train_step.py [--reps 15] [--warmup 3] [--batch 64] [--threads 2] [--cpu-time] [--profile]
 
 On a machine shared with other jobs, wall-clock medians are noisy; ``--cpu-time``
@@ -18,8 +24,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -64,6 +75,23 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     return step
 
 
+def activation_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes the process holds more after the forward (graph and saved tensors alive) than before it."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    F.cross_entropy(model(x), y).backward()  # lazy initialisations and .grad buffers happen here, not below
+    before = rss()
+    loss = F.cross_entropy(model(x), y)
+    held = rss() - before
+    loss.backward()
+    model.zero_grad(set_to_none=False)
+    return held
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15)
@@ -72,8 +100,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time instead of wall clock")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one binary step")
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    warnings.simplefilter("ignore", RuntimeWarning)  # the dead-input warning: this is a timing benchmark
     global CLOCK
     if args.cpu_time:
         CLOCK = time.process_time
@@ -81,6 +111,12 @@ def main() -> None:
     torch.manual_seed(0)
     float_model = cifar_resnet18().train()
     binary_model = binarize(copy.deepcopy(float_model)).train()
+    if args.memory_only:  # the child process of the activation-memory measurement
+        x = torch.randn(args.batch, 3, 32, 32)
+        y = torch.randint(0, 10, (args.batch,))
+        models = (("float", float_model), ("binary", binary_model))
+        print(json.dumps({name: activation_memory(model, x, y) for name, model in models}))
+        return
     n_bin = sum(isinstance(m, bnn.layers.BinaryLayerMixin) and not m.applied_bconfig.is_float for m in binary_model.modules())
     x = torch.randn(args.batch, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
@@ -103,6 +139,13 @@ def main() -> None:
     print(f"float  step: median {med['float'] * 1e3:.1f} ms (min {min(times['float']) * 1e3:.1f})")
     print(f"binary step: median {med['binary'] * 1e3:.1f} ms (min {min(times['binary']) * 1e3:.1f})")
     print(f"ratio binary/float: {med['binary'] / med['float']:.3f}x (target <= 1.25x)")
+    if sys.platform.startswith("linux"):
+        child = subprocess.run([sys.executable, __file__, "--memory-only", "--batch", str(args.batch),
+                                "--threads", str(args.threads)], env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+                               capture_output=True, text=True, check=True)
+        mem = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"activation memory: float {mem['float'] / 2**20:.0f} MiB, binary {mem['binary'] / 2**20:.0f} MiB, "
+              f"ratio {mem['binary'] / mem['float']:.2f}x (target <= 1.3x)")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

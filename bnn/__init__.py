@@ -8,6 +8,7 @@ packed to 1-bit weights.
 from . import data, layers, models, ops, presets
 from .config import BConfig
 from .deploy import pack_binary_model
+from .diagnostics import diagnose
 from .nncf_config import NNCFSchedule, from_nncf_config
 from .prepare import convert, prepare_binary_model
 from .summary import summary
@@ -23,6 +24,7 @@ __all__ = [
     "from_nncf_config",
     "NNCFSchedule",
     "summary",
+    "diagnose",
     "pack_binary_model",
     "load_trained",
     "layers",

@@ -39,6 +39,7 @@ import torch.nn as nn
 from .config import BConfig
 from .hints import did_you_mean
 from .layers import BinaryLayerMixin, Conv1d, Conv2d, Linear
+from .ops import name_binarizers
 
 __all__ = [
     "DEFAULT_MODULES_MAPPING",
@@ -320,7 +321,7 @@ def prepare_binary_model(
     configs, uncovered = _resolve(model, bconfig, mapping, custom_config_layers_name, ignore_layers_name)
     for message in uncovered:
         warnings.warn(message, UserWarning, stacklevel=2)
-    return swap_modules(model, configs, mapping)
+    return name_binarizers(swap_modules(model, configs, mapping))
 
 
 def convert(model: nn.Module, modules_mapping: Optional[Mapping[type, type]] = None) -> nn.Module:

@@ -3,18 +3,29 @@
 Each preset is a function that returns a :class:`bnn.BConfig`; keyword arguments
 tune it. Look one up by name with :func:`get_preset` (what a YAML recipe does).
 
-=============  ================================================  ==========================================
-name           input / weight / output                           paper
-=============  ================================================  ==========================================
-``xnor_net``   sign (clipped STE) / sign(W)·mean|W| per output   Rastegari et al. 2016, XNOR-Net
-               channel / K·out (mean |x| under the kernel)
-``bireal``     sign (ApproxSign) / sign(W)·mean|W| (scale        Liu et al. 2018, Bi-Real Net
-               detached) / none
-``reactnet``   sign(x + b_c) (RSign, ApproxSign) / as Bi-Real    Liu et al. 2020, ReActNet
-               / none
-``nncf``       s·H(x − s·t) (learned scale, threshold) /         NNCF binarization (Kozlov et al. 2020,
-               XNOR or DoReFa weights / none                     "Neural Network Compression Framework")
-=============  ================================================  ==========================================
+=================  ================================================  ==========================================
+name               input / weight / output                           paper
+=================  ================================================  ==========================================
+``xnor_net``       sign (clipped STE) / sign(W)·mean|W| per output   Rastegari et al. 2016, XNOR-Net
+                   channel / K·out (mean |x| under the kernel)
+``bireal``         sign (ApproxSign) / sign(W)·mean|W| (scale        Liu et al. 2018, Bi-Real Net
+                   detached) / none
+``reactnet``       sign(x + b_c) (RSign, ApproxSign) / as Bi-Real    Liu et al. 2020, ReActNet
+                   / none
+``nncf``           s·H(x − s·t) (learned scale, threshold) /         NNCF binarization (Kozlov et al. 2020,
+                   XNOR or DoReFa weights / none                     "Neural Network Compression Framework")
+``relu_friendly``  sign(x − t_c), t_c learnable, started at the      ReActNet's RSign (Liu et al. 2020) with a
+                   channel mean of the first batch / as Bi-Real      data-derived start; for ReLU networks
+                   / none
+=================  ================================================  ==========================================
+
+In an ordinary (torchvision-style) network every binarized conv is fed by a
+ReLU, so a plain sign sees only values >= 0 and emits a constant +1: the layer
+learns nothing (the binarizers warn about it during the first training steps).
+``relu_friendly`` fixes such a network without rewriting it::
+
+    model = bnn.prepare_binary_model(resnet18(), bnn.presets.relu_friendly(),
+                                     ignore_layers_name=["_first_", "_last_"])
 """
 from __future__ import annotations
 
@@ -24,7 +35,7 @@ from .config import BConfig
 from .hints import did_you_mean
 from . import ops
 
-__all__ = ["xnor_net", "bireal", "reactnet", "nncf", "get_preset", "preset_names"]
+__all__ = ["xnor_net", "bireal", "reactnet", "nncf", "relu_friendly", "get_preset", "preset_names"]
 
 
 def xnor_net(activation_scale: bool = True) -> BConfig:
@@ -58,7 +69,25 @@ def nncf(mode: str = "xnor") -> BConfig:
     return BConfig(activation_pre_process=ops.ScaleThresholdBinarizer, weight_pre_process=weights[mode])
 
 
-_PRESETS: Dict[str, Callable[..., BConfig]] = {"xnor_net": xnor_net, "bireal": bireal, "reactnet": reactnet, "nncf": nncf}
+def relu_friendly() -> BConfig:
+    """For ReLU networks: sign(x − t_c) inputs whose learnable threshold starts at the data, Bi-Real weights.
+
+    The input binarizer is :class:`bnn.ops.LearnedThresholdBinarizer`: ReActNet's
+    RSign (Liu et al. 2020), its per-channel shift initialised on the first
+    batch to minus the channel mean, so a sign fed by a ReLU splits its inputs
+    instead of emitting a constant +1. Weights as in Bi-Real Net (Liu et al.
+    2018). Best started from the trained float weights; two steps (binary
+    activations first, then weights) with distillation from the float model
+    close more of the gap. The figures behind this choice (the smallest
+    float-binary gap of the presets on both data sets):
+    ``python benchmarks/accuracy.py``.
+    """
+    return BConfig(activation_pre_process=ops.LearnedThresholdBinarizer,
+                   weight_pre_process=ops.MagnitudeAwareWeightBinarizer)
+
+
+_PRESETS: Dict[str, Callable[..., BConfig]] = {"xnor_net": xnor_net, "bireal": bireal, "reactnet": reactnet, "nncf": nncf,
+                                               "relu_friendly": relu_friendly}
 
 
 def get_preset(name: str, **kwargs) -> BConfig:

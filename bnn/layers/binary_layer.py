@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..config import BConfig, build_process
+from ..ops.functional import compact_saved_signs
 
 __all__ = ["BinaryLayerMixin"]
 
@@ -64,11 +65,15 @@ class BinaryLayerMixin:
         pre, wpre, post = self.activation_pre_process, self.weight_pre_process, self.activation_post_process
         x_in = x if isinstance(pre, nn.Identity) else pre(x)
         weight = self.weight if isinstance(wpre, nn.Identity) else wpre(self.weight)
-        if isinstance(post, nn.Identity):
-            return op(x_in, weight, self.bias)
-        if getattr(post, "enabled", False) and hasattr(post, "fold"):
-            return op(x_in, *post.fold(weight, self.bias))
-        return post(op(x_in, weight, self.bias), x)
+        with compact_saved_signs(pre, wpre, x_in, weight) as saved:  # +-1 tensors saved as 1-byte masks
+            if isinstance(post, nn.Identity):
+                return op(x_in, weight, self.bias)
+            if getattr(post, "enabled", False) and hasattr(post, "fold"):
+                weight, bias = post.fold(weight, self.bias)
+                if saved is not None and saved.channel_signs:
+                    saved.channel_signs.append(weight)  # a per-channel scale keeps +-c per channel
+                return op(x_in, weight, bias)
+            return post(op(x_in, weight, self.bias), x)
 
 
 def _hyperparameters_of(module: nn.Module) -> dict:

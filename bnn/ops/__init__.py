@@ -1,19 +1,21 @@
 """The binarizer zoo: activation binarizers, weight binarizers and output processes.
 
 Every binarizer is a small :class:`Binarizer` module with an ``enabled`` switch;
-its docstring states its forward and backward math and its paper. sign(0) is +1.
+its docstring states its forward and backward math and its paper. sign(0) is +1;
+NaN stays NaN.
 """
 from .activation import (
     ApproxSignBinarizer,
     BasicInputBinarizer,
     InputBiasBinarizer,
     KBitActivationQuantizer,
+    LearnedThresholdBinarizer,
     ScaleThresholdBinarizer,
     SignBinarizer,
     StochasticInputBinarizer,
     SwishSignBinarizer,
 )
-from .base import Binarizer
+from .base import Binarizer, name_binarizers
 from .registry import get_binarizer, register_binarizer, registered_binarizers
 from .scale import BasicScaleBinarizer, BiasScaleBinarizer, XNORScaleBinarizer
 from .weight import DoReFaWeightBinarizer, GradualWeightBinarizer, MagnitudeAwareWeightBinarizer, XNORWeightBinarizer
@@ -25,6 +27,7 @@ __all__ = [
     "ApproxSignBinarizer",
     "SwishSignBinarizer",
     "InputBiasBinarizer",
+    "LearnedThresholdBinarizer",
     "StochasticInputBinarizer",
     "ScaleThresholdBinarizer",
     "KBitActivationQuantizer",
@@ -41,4 +44,4 @@ for _name in __all__[2:]:
     register_binarizer(globals()[_name])
 del _name
 
-__all__ += ["register_binarizer", "get_binarizer", "registered_binarizers"]
+__all__ += ["register_binarizer", "get_binarizer", "registered_binarizers", "name_binarizers"]

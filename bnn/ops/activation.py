@@ -19,6 +19,7 @@ __all__ = [
     "ApproxSignBinarizer",
     "SwishSignBinarizer",
     "InputBiasBinarizer",
+    "LearnedThresholdBinarizer",
     "StochasticInputBinarizer",
     "ScaleThresholdBinarizer",
     "KBitActivationQuantizer",
@@ -43,6 +44,8 @@ class BasicInputBinarizer(SignBinarizer):
     backward: dL/dx = dL/dy * 1[|x| <= 1]
     """
 
+    binary_in_training = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.sign_ste_clipped(x) if self.enabled else x
 
@@ -53,6 +56,8 @@ class ApproxSignBinarizer(SignBinarizer):
     forward: y = sign(x)
     backward: dL/dx = dL/dy * (2 - 2|x|) * 1[|x| <= 1]
     """
+
+    binary_in_training = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.sign_approx(x) if self.enabled else x
@@ -67,6 +72,8 @@ class SwishSignBinarizer(SignBinarizer):
     Unlike the reference toolkit's tanh-based binarizer, the sign is not taken
     under ``no_grad``: the surrogate gradient really flows.
     """
+
+    binary_in_training = True
 
     def __init__(self, beta: float = 5.0) -> None:
         super().__init__()
@@ -89,6 +96,8 @@ class InputBiasBinarizer(Binarizer):
     Works for Conv1d, Conv2d (channels are dim 1) and Linear (the last dim).
     """
 
+    binary_in_training = True
+
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channel_shape(module, in_channels(module))))
@@ -100,6 +109,46 @@ class InputBiasBinarizer(Binarizer):
         return (-self.bias.detach()).reshape(-1) if self.enabled else None
 
 
+class LearnedThresholdBinarizer(InputBiasBinarizer):
+    """RSign whose threshold starts at the data: the input binarizer for ReLU networks.
+
+    forward: y = sign(x - t_c) with t_c = -b_c learnable, one per input channel
+    (:class:`InputBiasBinarizer`'s math and ApproxSign surrogate, z = x + b):
+    dL/dz = dL/dy * (2 - 2|z|) * 1[|z| <= 1], dL/dx = dL/dz, dL/db_c = sum of dL/dz over all but c.
+
+    Initialisation: on the first forward with the binarizer enabled, t_c is set
+    to the mean of channel c of that batch (averaged over processes when
+    ``torch.distributed`` is initialised), so the sign splits each channel
+    instead of emitting a constant: behind a ReLU, where every input is
+    >= 0, plain sign(x) is always +1 and the layer carries no information.
+    For a ReLU of a standardised input, P(x > mean) is about 0.35. A buffer
+    records that the initialisation happened, so a loaded checkpoint keeps its
+    learned threshold. The learnable shift is ReActNet's RSign (Liu et al. 2020);
+    the data-derived start plays the role of NNCF's data-set-initialised
+    activation scale (Kozlov et al. 2020).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__(module)
+        self.register_buffer("threshold_initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _init_threshold(self, x: torch.Tensor) -> None:
+        channel = 1 if len(self.bias.shape) > 1 else x.dim() - 1
+        dims = [d for d in range(x.dim()) if d != channel]
+        mean = x.detach().to(self.bias.dtype).mean(dim=dims)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(mean)
+            mean /= torch.distributed.get_world_size()
+        self.bias.copy_(-mean.reshape(self.bias.shape))
+        self.threshold_initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.enabled and not bool(self.threshold_initialized):
+            self._init_threshold(x)
+        return super().forward(x)
+
+
 class StochasticInputBinarizer(SignBinarizer):
     """Stochastic binarization (Courbariaux et al. 2016).
 
@@ -107,6 +156,8 @@ class StochasticInputBinarizer(SignBinarizer):
     eval: y = sign(x) (deterministic)
     backward: dL/dx = dL/dy * 1[|x| <= 1]; the input is never modified.
     """
+
+    binary_in_training = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

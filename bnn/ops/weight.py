@@ -35,6 +35,7 @@ class XNORWeightBinarizer(Binarizer):
     """
 
     weight_bits = 1
+    binary_in_training = True
     detach_scale = False
 
     def __init__(self, compute_alpha: bool = True, center_weights: bool = False) -> None:
@@ -72,6 +73,7 @@ class DoReFaWeightBinarizer(Binarizer):
     """
 
     weight_bits = 1
+    binary_in_training = True
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
