@@ -2,7 +2,7 @@
 
 A config is layered, later layers winning::
 
-    schema defaults (the one set: :class:`~bnn.engine.config.TrainConfig` reads its defaults from them)
+    schema defaults (the one set: the Trainer reads its settings from the same sections)
       < the recipe file (``--config PATH``)
       < the user env file (``-u USER`` -> ``configs/env_USER.yaml``)
       < ``KEY=VALUE`` overrides on the command line (dotted paths, ``TRAINING.EPOCHS=3``)
@@ -316,7 +316,7 @@ class TwoStageCfg:
     """
 
     STAGE1: StageCfg = field(default_factory=StageCfg)
-    STAGE2: StageCfg = field(default_factory=StageCfg)
+    STAGE2: StageCfg = field(default_factory=lambda: StageCfg(OPTIMIZER=OptimizerCfg(WEIGHT_DECAY=0.0)))
     INIT_FROM: Literal["last", "best"] = "last"
 
 
@@ -382,6 +382,26 @@ class Config:
     NNCF_CONFIG: Optional[str] = None
 
     # ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], overrides=()) -> "Config":
+        """A config from nested mappings, validated as a YAML file is (same keys, any case; same one-line
+        errors, with ``Config.from_dict`` in place of the file name); ``overrides``: ``KEY=VALUE`` strings::
+
+            Config.from_dict({"TRAINING": {"EPOCHS": 30}, "OPTIMIZER": {"LR": 3e-3, "WEIGHT_DECAY": 1e-5}})
+        """
+        return _build([("Config.from_dict", data)], overrides)
+
+    def replace(self, *overrides: str, **sections: Dict[str, Any]) -> "Config":
+        """A validated copy with ``KEY=VALUE`` overrides (as on the ``bnn-train`` command line) and section
+        mappings merged key by key: ``cfg.replace("TRAINING.EPOCHS=3", OPTIMIZER={"LR": 3e-3})``. A step or
+        two-stage stage follows a changed top-level key unless it set that key to a value of its own."""
+        return _build([("config", _unfinish_steps(config_to_dict(self))), ("Config.replace", sections)], overrides)
+
+    def run_dir(self) -> str:
+        """``EXPERIMENT.DIR/EXPERIMENT.NAME`` (NAME ``default`` when unset) taken from ``PROJECT.ROOT``: where
+        the run writes."""
+        return self.resolve_path(os.path.join(self.EXPERIMENT.DIR, self.EXPERIMENT.NAME or "default"))
+
     def resolve_path(self, path: Optional[str]) -> Optional[str]:
         """``path`` with ``~`` expanded and, when relative, taken from ``PROJECT.ROOT``."""
         if path is None:
@@ -846,28 +866,48 @@ def apply_overrides(data: dict, overrides) -> dict:
     return data
 
 
-def _inherit(data: dict, sub: dict, sections, defaults: Optional[dict] = None) -> dict:
-    merged = dict(sub)
-    for section in sections:
-        tp = _fields(Config)[section]
-        base = _merge(tp, data.get(section, {}), (defaults or {}).get(section, {}))
-        merged[section] = _merge(tp, base, sub.get(section, {}))
-    return merged
+def _inheritors(data: dict):
+    """``(sub-mapping, {section: defaults between})`` of every step and two-stage stage of canonical ``data``: each
+    inherits those sections, key by key, from the top-level ones; stage 2 of the two-stage schedule defaults to
+    weight decay 0."""
+    stage = {"OPTIMIZER": {}, "LR_SCHEDULE": {}, "DISTILLATION": {}}
+    for step in data.get("STEPS") or []:
+        yield step, {section: {} for section in _STEP_INHERITED}
+    two = data.setdefault("SCHEDULE", {}).setdefault("TWO_STAGE", {})
+    yield two.setdefault("STAGE1", {}), stage
+    yield two.setdefault("STAGE2", {}), {**stage, "OPTIMIZER": {"WEIGHT_DECAY": 0.0}}
 
 
 def _finish_steps(data: dict) -> dict:
-    """Each step (and each two-stage stage) inherits, key by key, the top-level BCONFIG / OPTIMIZER /
-    LR_SCHEDULE / DISTILLATION; stage 2 of the two-stage schedule defaults to weight decay 0."""
-    data = dict(data)
-    if data.get("STEPS"):
-        data["STEPS"] = [_inherit(data, step, _STEP_INHERITED) for step in data["STEPS"]]
-    schedule = dict(data.get("SCHEDULE") or {})
-    two = dict(schedule.get("TWO_STAGE") or {})
-    sections = ("OPTIMIZER", "LR_SCHEDULE", "DISTILLATION")
-    two["STAGE1"] = _inherit(data, two.get("STAGE1") or {}, sections)
-    two["STAGE2"] = _inherit(data, two.get("STAGE2") or {}, sections, {"OPTIMIZER": {"WEIGHT_DECAY": 0.0}})
-    schedule["TWO_STAGE"] = two
-    data["SCHEDULE"] = schedule
+    """``data`` with every step and stage holding the whole sections it inherits (:func:`_inheritors`)."""
+    data = copy.deepcopy(data)
+    for sub, sections in _inheritors(data):
+        for section, defaults in sections.items():
+            tp = _fields(Config)[section]
+            sub[section] = _merge(tp, _merge(tp, data.get(section) or {}, defaults), sub.get(section) or {})
+    return data
+
+
+def _unfinish_steps(data: dict) -> dict:
+    """The inverse of :func:`_finish_steps`: each step and stage keeps only the keys that differ from what it
+    inherits, so that a :meth:`Config.replace` of a top-level section reaches the steps that inherit it."""
+    def own(cls: type, value: dict, base: dict) -> dict:
+        out = {}
+        for key, item in value.items():
+            tp = _fields(cls)[key]
+            if dataclasses.is_dataclass(tp) and isinstance(item, dict) and isinstance(base.get(key), dict):
+                item = own(tp, item, base[key])
+                if item:
+                    out[key] = item
+            elif key not in base or base[key] != item:
+                out[key] = item
+        return out
+
+    data = copy.deepcopy(data)
+    for sub, sections in _inheritors(data):
+        for section, defaults in sections.items():
+            tp = _fields(Config)[section]
+            sub[section] = own(tp, sub.get(section) or {}, _merge(tp, data.get(section) or {}, defaults))
     return data
 
 
@@ -977,23 +1017,25 @@ def load_config(config_path: Optional[str] = None, env_path: Optional[str] = Non
 
     Raises :class:`ConfigError` (one line: file, key path, closest valid key) on any bad input.
     """
+    return _build([(path, load_yaml(path)) for path in (config_path, env_path) if path is not None], overrides)
+
+
+def _build(layers: List[tuple], overrides=()) -> Config:
+    """The validated :class:`Config` of ``[(source, raw mapping), ...]`` (later layers winning) and ``overrides``:
+    the one path of YAML files, :meth:`Config.from_dict` and :meth:`Config.replace`."""
     data: dict = {}
-    for path in (config_path, env_path):
-        if path is None:
-            continue
-        raw = _move_aliases(load_yaml(path))
-        layer = _expand_presets(_check(Config, raw, "", path), path)
-        if layer.get("NNCF_CONFIG") and not os.path.isabs(layer["NNCF_CONFIG"]):
+    for src, raw in layers:
+        layer = _expand_presets(_check(Config, _move_aliases(raw), "", src), src)
+        nncf = layer.get("NNCF_CONFIG")
+        if nncf and not os.path.isabs(nncf) and os.path.isfile(src):
             # an NNCF JSON named in a file is relative to that file when it exists there
-            candidate = os.path.join(os.path.dirname(os.path.abspath(path)), layer["NNCF_CONFIG"])
+            candidate = os.path.join(os.path.dirname(os.path.abspath(src)), nncf)
             if os.path.isfile(candidate):
                 layer["NNCF_CONFIG"] = candidate
         data = _merge(Config, data, layer)
-    data = apply_overrides(data, overrides)
-    data = _finish_steps(data)
-    src = ", ".join(p for p in (config_path, env_path) if p) or "config"
-    data = _check(Config, data, "", src)  # re-check after merging (cross-key checks)
-    cfg = _construct(Config, data)
+    data = _finish_steps(apply_overrides(data, overrides))
+    src = ", ".join(src for src, _ in layers) or "config"
+    cfg = _construct(Config, _check(Config, data, "", src))  # re-checked after merging (cross-key checks)
     if cfg.NNCF_CONFIG:
         load_nncf_json(cfg.resolve_path(cfg.NNCF_CONFIG) if not os.path.isfile(cfg.NNCF_CONFIG) else cfg.NNCF_CONFIG)
     for i, step in enumerate(cfg.STEPS):
@@ -1003,6 +1045,8 @@ def load_config(config_path: Optional[str] = None, env_path: Optional[str] = Non
         raise ConfigError(f"{src}: TRAINING.EPOCHS must be >= 0, got {cfg.TRAINING.EPOCHS}")
     if cfg.TRAINING.BATCH_SIZE < 1:
         raise ConfigError(f"{src}: TRAINING.BATCH_SIZE must be >= 1, got {cfg.TRAINING.BATCH_SIZE}")
+    if cfg.TRAINING.BATCH_MULTIPLIER < 1:
+        raise ConfigError(f"{src}: TRAINING.BATCH_MULTIPLIER must be >= 1, got {cfg.TRAINING.BATCH_MULTIPLIER}")
     if cfg.LR_SCHEDULE.NAME == "poly" and cfg.LR_SCHEDULE.DURATION_EPOCHS is None:
         raise ConfigError(f"{src}: LR_SCHEDULE.NAME is poly: set LR_SCHEDULE.DURATION_EPOCHS (and START_EPOCH)")
     return cfg
