@@ -229,6 +229,18 @@ def test_build_callbacks_errors():
     assert isinstance(build_callbacks({"name": "gradual"})[0], GradualBinarizationSchedule)
 
 
+def test_trainer_runs_the_schedule_of_its_config(tmp_path):
+    """The Trainer builds the staged / gradual callback of ``SCHEDULE`` itself; a two-stage schedule is two
+    runs, which the Trainer refuses to collapse into one."""
+    trainer = Trainer(mlp(XNOR), *data(), cfg_for(tmp_path, SCHEDULE={"NAME": "staged"}))
+    (staged,) = trainer.callbacks
+    assert isinstance(staged, StagedBinarizationSchedule) and staged.weights_bin_start_epoch == Config().SCHEDULE.STAGED.WEIGHTS_BIN_START_EPOCH
+    with pytest.raises(ValueError, match=r"SCHEDULE.NAME is two_stage.*bnn.engine.train\(cfg\)"):
+        Trainer(mlp(XNOR), *data(), cfg_for(tmp_path, "SCHEDULE.NAME=two_stage"))
+    assert len(Trainer(mlp(XNOR), *data(), cfg_for(tmp_path, "SCHEDULE.NAME=two_stage"),
+                       callbacks=[{"name": "two_stage", "stage": 1}]).callbacks) == 1
+
+
 def test_callbacks_are_a_contract(tmp_path):
     """The Trainer calls the Callback methods directly: a subclass overrides what it needs, its
     ``lr_factor`` and ``weight_decay_enabled`` are applied, and an object that is not a Callback is

@@ -339,3 +339,20 @@ def test_python_and_yaml_train_the_same_request(tmp_path):
     assert trainer.cfg == Config().replace("HARDWARE.DEVICE=cpu")
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")) as fh:
         assert "configs/*.yaml" in fh.read()
+
+
+def test_replace_validates_like_overrides_and_reaches_inheriting_stages():
+    """``Config.replace`` goes through the override path (same one-line errors), and a changed top-level
+    section reaches the two-stage stages that inherit it, while a stage's own value stays."""
+    cfg = Config.from_dict({"SCHEDULE": {"NAME": "two_stage", "TWO_STAGE": {"STAGE2": {"OPTIMIZER": {"LR": 2e-4}}}}})
+    two = cfg.SCHEDULE.TWO_STAGE
+    assert (two.STAGE1.OPTIMIZER.LR, two.STAGE2.OPTIMIZER.LR, two.STAGE2.OPTIMIZER.WEIGHT_DECAY) == (1e-3, 2e-4, 0.0)
+    new = cfg.replace("OPTIMIZER.LR=0.01", OPTIMIZER={"BETAS": [0.5, 0.9]}, TRAINING={"EPOCHS": 7})
+    two = new.SCHEDULE.TWO_STAGE
+    assert (new.OPTIMIZER.LR, two.STAGE1.OPTIMIZER.LR, two.STAGE2.OPTIMIZER.LR) == (0.01, 0.01, 2e-4)
+    assert two.STAGE1.OPTIMIZER.BETAS == two.STAGE2.OPTIMIZER.BETAS == [0.5, 0.9] and new.TRAINING.EPOCHS == 7
+    assert cfg.OPTIMIZER.LR == 1e-3  # a copy
+    with pytest.raises(ConfigError, match=r"^override 'OPTIMIZER.LRR=1': unknown key 'OPTIMIZER.LRR' \(did you mean 'OPTIMIZER.LR'\?\)$"):
+        cfg.replace("OPTIMIZER.LRR=1")
+    with pytest.raises(ConfigError, match=r"^Config.replace: TRAINING.EPOCHS must be an int, got str 'ten'$"):
+        cfg.replace(TRAINING={"EPOCHS": "ten"})

@@ -369,7 +369,8 @@ class Config:
     def replace(self, *overrides: str, **sections: Dict[str, Any]) -> "Config":
         """A validated copy with ``KEY=VALUE`` overrides (as on the ``bnn-train`` command line) and section
         mappings merged key by key: ``cfg.replace("TRAINING.EPOCHS=3", OPTIMIZER={"LR": 3e-3})``. A step or
-        two-stage stage follows a changed top-level key unless it set that key to a value of its own."""
+        two-stage stage follows a changed top-level key where it held the top-level value (a value of its own
+        stays)."""
         return _build([("config", _unfinish_steps(config_to_dict(self))), ("Config.replace", sections)], overrides)
 
     def run_dir(self) -> str:
