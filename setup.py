@@ -74,7 +74,8 @@ setup(
     extras_require={
         "test": ["pytest>=7", "onnx>=1.14", "onnxscript>=0.1", "tensorboard>=2.10"],
         "tensorboard": ["tensorboard>=2.10"],
-        "bench": ["onnxruntime>=1.16", "scikit-learn>=1.0"],  # benchmarks/inference.py (ONNX Runtime), benchmarks/accuracy.py (the digits data set)
+        # benchmarks: the float model under ONNX Runtime (inference.py), the digits data set (accuracy.py)
+        "bench": ["onnxruntime>=1.16", "scikit-learn>=1.0"],
     },
     entry_points={"console_scripts": ["bnn-train=bnn.cli:main", "bnn-eval=bnn.engine.evaluate:main",
                                       "bnn-pack=bnn.deploy.ship:main"]},
