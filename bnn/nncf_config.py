@@ -6,7 +6,7 @@ for fast model inference", arXiv:2002.08679, 2020).
 (only those, as NNCF does) with ``ScaleThresholdBinarizer`` inputs and XNOR
 (per output channel) or DoReFa (per tensor) weights, honouring
 ``ignored_scopes`` / ``target_scopes``, and returns the schedule parameters
-(``bnn.engine.config.nncf_train_settings`` turns them into the Trainer's settings).
+(``bnn.engine.steps.nncf_recipe`` puts them into a training config).
 
 A scope such as ``ResNet/Sequential[layer2]/BasicBlock[0]/Sequential[downsample]``
 names the module ``layer2.0.downsample``: the first element is the model class,

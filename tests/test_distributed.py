@@ -14,7 +14,7 @@ WORKER = textwrap.dedent('''
     import torch, torch.nn as nn
     from torch.utils.data import DataLoader, TensorDataset
     import bnn
-    from bnn.engine import Trainer, TrainConfig
+    from bnn.engine import Config, Trainer
     from bnn.engine.distributed import get_rank, get_world_size, cleanup_distributed
 
     torch.set_num_threads(1)
@@ -31,10 +31,10 @@ WORKER = textwrap.dedent('''
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     tl = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
     vl = DataLoader(TensorDataset(x[:61], y[:61]), batch_size=16)  # odd size: shards of 31 and 30
-    cfg = TrainConfig(epochs=2, lr=1e-2, device="cpu", exp_dir=os.path.join(out, "exp"), progress_bar=False,
-                      tensorboard=False, plot=False, seed=0,
-                      callbacks=[{"name": "staged", "activations_bin_start_epoch": 1, "weights_bin_start_epoch": 1}])
-    trainer = Trainer(model, tl, vl, cfg)
+    cfg = Config.from_dict({"TRAINING": {"EPOCHS": 2, "SEED": 0}, "OPTIMIZER": {"LR": 1e-2}, "HARDWARE": {"DEVICE": "cpu"},
+                            "EXPERIMENT": {"PROGRESS_BAR": False, "TENSORBOARD": False, "PLOT": False},
+                            "SCHEDULE": {"NAME": "staged", "STAGED": {"ACTIVATIONS_BIN_START_EPOCH": 1, "WEIGHTS_BIN_START_EPOCH": 1}}})
+    trainer = Trainer(model, tl, vl, cfg, exp_dir=os.path.join(out, "exp"))
     assert get_world_size() == 2 and trainer.steps_per_epoch == 4, (get_world_size(), trainer.steps_per_epoch)
     result = trainer.fit()
     model.eval()

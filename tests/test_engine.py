@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import bnn
-from bnn.engine import (Callback, CheckpointError, DistillationLoss, NonFiniteLossError, TrainConfig, Trainer,
+from bnn.engine import (Callback, CheckpointError, Config, ConfigError, DistillationLoss, NonFiniteLossError, Trainer,
                         load_checkpoint, load_model_state, save_checkpoint)
+from bnn.engine.schema import OptimizerCfg
 from bnn.engine.distill import kl_div_logits
 from bnn.engine.optim import build_optimizer, classify_parameters
 from bnn.engine.optim import set_weight_decay_enabled
@@ -36,11 +37,12 @@ def binary_mlp(d=12, h=16, classes=4, dropout=0.0, seed=0):
     return bnn.prepare_binary_model(model, bconfig, ignore_layers_name=["_first_", "_last_"])
 
 
-def cfg_for(tmp_path, **kw):
-    base = dict(epochs=2, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=False, seed=0,
-                device="cpu", lr=1e-2)
-    base.update(kw)
-    return TrainConfig(**base)
+def cfg_for(tmp_path, *overrides, **sections):
+    """A quiet 2-epoch CPU run writing to ``tmp_path``, changed by :meth:`Config.replace` arguments."""
+    base = Config.from_dict({"TRAINING": {"EPOCHS": 2, "SEED": 0}, "OPTIMIZER": {"LR": 1e-2}, "HARDWARE": {"DEVICE": "cpu"},
+                             "EXPERIMENT": {"DIR": str(tmp_path.parent), "NAME": tmp_path.name, "PROGRESS_BAR": False,
+                                            "TENSORBOARD": False, "PLOT": False}})
+    return base.replace(*overrides, **sections)
 
 
 def loaders(bs=16, shuffle=True, n=64):
@@ -66,9 +68,9 @@ def test_param_groups_and_weight_decay():
     n_total = sum(1 for p in model.parameters())
     assert sum(len(v) for v in groups.values()) == n_total
 
-    cfg = TrainConfig(optimizer="adamw", lr=0.1, weight_decay=1e-4, wd_latent_weights=0.0, wd_binarizer=2e-5,
-                      wd_bn_bias=0.0, lr_mult_binarizer=10.0)
-    opt = build_optimizer(model, cfg)
+    cfg = Config.from_dict({"OPTIMIZER": {"NAME": "adamw", "LR": 0.1, "WEIGHT_DECAY": 1e-4, "LATENT_WEIGHTS": {"WEIGHT_DECAY": 0.0},
+                                          "BINARIZER": {"WEIGHT_DECAY": 2e-5, "LR_MULT": 10.0}, "BN_BIAS": {"WEIGHT_DECAY": 0.0}}})
+    opt = build_optimizer(model, cfg.OPTIMIZER)
     assert isinstance(opt, torch.optim.AdamW)
     by_name = {g["name"]: g for g in opt.param_groups}
     assert by_name["latent_weights"]["weight_decay"] == 0.0
@@ -79,11 +81,13 @@ def test_param_groups_and_weight_decay():
     assert all(g["weight_decay"] == 0.0 for g in opt.param_groups)
     set_weight_decay_enabled(opt, True)
     assert by_name["rest"]["weight_decay"] == 1e-4 and by_name["binarizer"]["weight_decay"] == 2e-5
-    assert isinstance(build_optimizer(model, TrainConfig(optimizer="sgd")), torch.optim.SGD)
+    assert isinstance(build_optimizer(model, OptimizerCfg(NAME="sgd")), torch.optim.SGD)
     with pytest.raises(ValueError, match="did you mean 'adamw'"):
-        build_optimizer(model, TrainConfig(optimizer="adamww"))
-    with pytest.raises(ValueError, match="did you mean 'weight_decay'"):
-        TrainConfig.from_dict({"weight_decy": 0.1})
+        build_optimizer(model, OptimizerCfg(NAME="adamww"))
+    with pytest.raises(ConfigError, match="got 'adamww' \\(did you mean 'adamw'"):
+        Config.from_dict({"OPTIMIZER": {"NAME": "adamww"}})
+    with pytest.raises(ConfigError, match="^Config.from_dict: unknown key 'OPTIMIZER.weight_decy' \\(did you mean 'OPTIMIZER.WEIGHT_DECAY'"):
+        Config.from_dict({"OPTIMIZER": {"weight_decy": 0.1}})
 
 
 # ---------------------------------------------------------------- distillation
@@ -111,7 +115,7 @@ def test_trainer_uses_teacher(tmp_path):
     student = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
     teacher = copy.deepcopy(student)
     tl, vl = loaders()
-    cfg = cfg_for(tmp_path, distill=True, epochs=1, optimizer="sgd", lr=0.1)
+    cfg = cfg_for(tmp_path, "DISTILLATION.ENABLED=true", "TRAINING.EPOCHS=1", OPTIMIZER={"NAME": "sgd", "LR": 0.1})
     res = Trainer(student, tl, vl, cfg, teacher=teacher).fit()
     # student == teacher: KL is 0 and so is its gradient (plain SGD: the student does not move), while
     # the cross-entropy of the same model is far from 0
@@ -119,14 +123,15 @@ def test_trainer_uses_teacher(tmp_path):
     assert res.history[0]["val_loss"] > 0.5
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(student.state_dict().values(), teacher.state_dict().values()))
     with pytest.raises(ValueError, match="no teacher"):
-        Trainer(student, tl, vl, cfg_for(tmp_path, distill=True))
+        Trainer(student, tl, vl, cfg_for(tmp_path, "DISTILLATION.ENABLED=true"))
 
 
 # ---------------------------------------------------------------- outputs, accumulation
 def test_outputs_and_learning(tmp_path):
     tl, vl = loaders()
     model = binary_mlp()
-    res = Trainer(model, tl, vl, cfg_for(tmp_path, epochs=3, tensorboard=True, plot=True, progress_bar=True)).fit()
+    res = Trainer(model, tl, vl, cfg_for(tmp_path, "TRAINING.EPOCHS=3", EXPERIMENT={"TENSORBOARD": True, "PLOT": True,
+                                                                               "PROGRESS_BAR": True})).fit()
     assert len(res.history) == 3 and res.epochs_completed == 3
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     rows = open(tmp_path / "metrics.csv").read().strip().splitlines()
@@ -149,8 +154,8 @@ def test_gradient_accumulation_matches_large_batch(tmp_path):
         model = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 4))
         x, y = make_data(64)
         tl = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=False)
-        Trainer(model, tl, None, cfg_for(tmp_path / sub, optimizer="sgd", momentum=0.0, lr=0.5, epochs=1,
-                                         batch_multiplier=bm)).fit()
+        Trainer(model, tl, None, cfg_for(tmp_path / sub, "TRAINING.EPOCHS=1", f"TRAINING.BATCH_MULTIPLIER={bm}",
+                                         OPTIMIZER={"NAME": "sgd", "MOMENTUM": 0.0, "LR": 0.5})).fit()
         return model
 
     a, b = run(32, 1, "a"), run(16, 2, "b")
@@ -173,9 +178,9 @@ class Crash(Callback):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    staged = [{"name": "staged", "activations_bin_start_epoch": 1, "weights_bin_start_epoch": 2}]
-    kw = dict(epochs=4, lr_schedule="cosine", warmup_epochs=0.5, batch_multiplier=2, weight_decay=1e-3,
-              callbacks=staged)
+    kw = dict(TRAINING={"EPOCHS": 4, "BATCH_MULTIPLIER": 2}, LR_SCHEDULE={"NAME": "cosine", "WARMUP_EPOCHS": 0.5},
+              OPTIMIZER={"WEIGHT_DECAY": 1e-3},
+              SCHEDULE={"NAME": "staged", "STAGED": {"ACTIVATIONS_BIN_START_EPOCH": 1, "WEIGHTS_BIN_START_EPOCH": 2}})
 
     tl, vl = loaders(bs=8)
     ref = binary_mlp(dropout=0.3)
@@ -204,11 +209,11 @@ def test_resume_with_another_batch_size_is_refused(tmp_path):
     """The schedule is indexed by optimizer step: a changed batch size would resume at the wrong point of it
     (the learning rate of a later epoch, 0 past the end). One line; the checkpoint is left as it was."""
     tl, vl = loaders(bs=16)
-    Trainer(binary_mlp(), tl, vl, cfg_for(tmp_path, epochs=1)).fit()
+    Trainer(binary_mlp(), tl, vl, cfg_for(tmp_path, "TRAINING.EPOCHS=1")).fit()
     before = (tmp_path / "last.pth").read_bytes()
     tl, vl = loaders(bs=8)
     with pytest.raises(CheckpointError) as info:
-        Trainer(binary_mlp(), tl, vl, cfg_for(tmp_path, epochs=2)).fit(resume="auto")
+        Trainer(binary_mlp(), tl, vl, cfg_for(tmp_path, "TRAINING.EPOCHS=2")).fit(resume="auto")
     msg = str(info.value)
     assert "\n" not in msg and "4 optimizer steps per epoch, this run makes 8" in msg
     assert (tmp_path / "last.pth").read_bytes() == before
@@ -229,7 +234,7 @@ def test_nan_loss_stops_and_last_good_checkpoint_loads(tmp_path):
     tl = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))  # a sign() would swallow the NaN
-    trainer = Trainer(model, tl, None, cfg_for(tmp_path, epochs=3), callbacks=[PoisonAt(x, epoch=1)])
+    trainer = Trainer(model, tl, None, cfg_for(tmp_path, "TRAINING.EPOCHS=3"), callbacks=[PoisonAt(x, epoch=1)])
     with pytest.raises(NonFiniteLossError, match=r"epoch 2/3, step 3/4") as info:
         trainer.fit()
     assert info.value.epoch == 2 and info.value.step == 3

@@ -1,4 +1,4 @@
-"""Shipped recipes and configs: every file validates and builds (model, BConfig, TrainConfigs,
+"""Shipped recipes and configs: every file validates and builds (model, BConfig, step configs,
 callbacks) without training; a multi-step recipe keeps learned binarizer parameters between steps."""
 import glob
 import os
@@ -11,7 +11,7 @@ import yaml
 import bnn
 from bnn.cli import QUICKSTART
 from bnn.engine import build_model, load_config, train
-from bnn.engine.binarization_schedule import build_callbacks
+from bnn.engine.binarization_schedule import StagedBinarizationSchedule, build_callbacks, schedule_callbacks
 from bnn.engine.steps import build_float_model, float_layers, plan_steps, prepare, step_config
 from bnn.layers import BinaryLayerMixin
 from bnn.ops import InputBiasBinarizer, XNORWeightBinarizer
@@ -43,8 +43,8 @@ def test_shipped_config_validates_and_builds(path, tmp_path):
     assert steps and sum(s.epochs for s in steps) == cfg.total_epochs
     for step in steps:
         tcfg = step_config(cfg, step)
-        assert tcfg.epochs == step.epochs and tcfg.lr == step.optimizer.LR
-        build_callbacks(tcfg.callbacks)
+        assert tcfg.TRAINING.EPOCHS == step.epochs and tcfg.OPTIMIZER == step.optimizer
+        build_callbacks(step.callbacks) + schedule_callbacks(tcfg.SCHEDULE)
     if os.path.basename(path).startswith("env_"):
         return
     # the model and its binarization, at the recipe's size (no data, no training)
@@ -156,6 +156,7 @@ def test_saved_config_loads_back_unchanged(path, tmp_path):
 def test_nncf_json_sets_each_schedule_setting_in_its_one_place():
     """The NNCF recipe's JSON ``params`` land where a YAML recipe writes them: SCHEDULE.STAGED, the poly
     LR schedule and OPTIMIZER.DISABLE_WD_EPOCH (and the Trainer settings derived from them)."""
+    from bnn.engine.lr_schedule import lr_schedule_args
     from bnn.engine.steps import _apply_nncf, _nncf
 
     cfg = load_config(os.path.join(ROOT, "configs", "imagenet_resnet18_nncf.yaml"))
@@ -165,5 +166,7 @@ def test_nncf_json_sets_each_schedule_setting_in_its_one_place():
     assert (lrs.NAME, lrs.START_EPOCH, lrs.DURATION_EPOCHS, cfg.OPTIMIZER.DISABLE_WD_EPOCH) == ("poly", 60, 30, 60)
     (step,) = plan_steps(cfg, "")
     tcfg = step_config(cfg, step)
-    assert tcfg.lr_schedule_args == {"start_epoch": 60, "duration_epochs": 30, "power": 2.1}
-    assert tcfg.callbacks == [{"name": "staged", "activations_bin_start_epoch": 10, "weights_bin_start_epoch": 30}]
+    assert lr_schedule_args(tcfg.LR_SCHEDULE) == {"start_epoch": 60, "duration_epochs": 30, "power": 2.1}
+    (staged,) = schedule_callbacks(tcfg.SCHEDULE)
+    assert isinstance(staged, StagedBinarizationSchedule)
+    assert (staged.activations_bin_start_epoch, staged.weights_bin_start_epoch) == (10, 30)

@@ -7,7 +7,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import bnn
-from bnn.engine import Callback, TrainConfig, Trainer, reporting
+from bnn.engine import Callback, Config, Trainer, reporting
 from bnn.engine.checkpoint import environment_info
 from bnn.engine.reporting import Throughput, curve_plan, plot_metrics, run_banner
 
@@ -93,9 +93,10 @@ def test_curves_are_redrawn_every_epoch_so_a_killed_run_has_its_plot(tmp_path, m
     monkeypatch.setattr(reporting, "plot_metrics",
                         lambda r, png, num_classes=None: calls.append((len(r), num_classes)) or real(r, png, num_classes))
     tl, vl = loaders()
-    cfg = TrainConfig(epochs=3, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=True, device="cpu")
+    cfg = Config.from_dict({"TRAINING": {"EPOCHS": 3}, "HARDWARE": {"DEVICE": "cpu"},
+                            "EXPERIMENT": {"PROGRESS_BAR": False, "TENSORBOARD": False, "PLOT": True}})
     with pytest.raises(KeyboardInterrupt):
-        Trainer(binary_mlp(), tl, vl, cfg, callbacks=[Crash()]).fit()
+        Trainer(binary_mlp(), tl, vl, cfg, callbacks=[Crash()], exp_dir=tmp_path).fit()
     assert calls == [(1, 4)]  # after epoch 1, with the model's 4 classes
     assert (tmp_path / "curves.png").is_file()
 
@@ -142,9 +143,9 @@ def test_run_banner_draws_no_random_numbers():
 
 def test_trainer_logs_the_banner_and_throughput_to_train_log(tmp_path, one_thread, capsys):
     tl, vl = loaders()
-    cfg = TrainConfig(epochs=1, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=False,
-                      device="cpu", log_interval=2, seed=5)
-    Trainer(binary_mlp(), tl, vl, cfg).fit()
+    cfg = Config.from_dict({"TRAINING": {"EPOCHS": 1, "LOG_INTERVAL": 2, "SEED": 5}, "HARDWARE": {"DEVICE": "cpu"},
+                            "EXPERIMENT": {"PROGRESS_BAR": False, "TENSORBOARD": False, "PLOT": False}})
+    Trainer(binary_mlp(), tl, vl, cfg, exp_dir=tmp_path).fit()
     log = (tmp_path / "train.log").read_text()
     assert "output folder:" in log and "data: 64 training, 32 validation images" in log
     assert "binarized: 1 of 3 conv/linear layers" in log and "seed 5;" in log

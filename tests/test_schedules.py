@@ -7,10 +7,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import bnn
-from bnn.engine import (Callback, GradualBinarizationSchedule, StagedBinarizationSchedule, TrainConfig, Trainer,
+from bnn.engine import (Callback, GradualBinarizationSchedule, StagedBinarizationSchedule, Config, Trainer,
                         load_checkpoint, load_config, train)
 from bnn.engine.binarization_schedule import build_callbacks
-from bnn.engine.config import nncf_train_settings
+from bnn.engine.steps import nncf_recipe
 from bnn.engine.lr_schedule import make_lr_factor
 from bnn.engine.lr_schedule import cosine_factor, linear_factor, multistep_factor, poly_drop_factor, warmup_factor
 
@@ -33,11 +33,12 @@ def mlp(bconfig, d=8, h=8, classes=3):
 XNOR = bnn.BConfig(activation_pre_process=bnn.ops.BasicInputBinarizer, weight_pre_process=bnn.ops.XNORWeightBinarizer)
 
 
-def cfg_for(tmp_path, **kw):
-    base = dict(epochs=4, exp_dir=str(tmp_path), progress_bar=False, tensorboard=False, plot=False, seed=0, device="cpu",
-                lr_schedule="constant")
-    base.update(kw)
-    return TrainConfig(**base)
+def cfg_for(tmp_path, *overrides, **sections):
+    """A quiet 4-epoch CPU run at a constant learning rate writing to ``tmp_path``, changed by :meth:`Config.replace` arguments."""
+    base = Config.from_dict({"TRAINING": {"EPOCHS": 4, "SEED": 0}, "LR_SCHEDULE": {"NAME": "constant"}, "HARDWARE": {"DEVICE": "cpu"},
+                             "EXPERIMENT": {"DIR": str(tmp_path.parent), "NAME": tmp_path.name, "PROGRESS_BAR": False,
+                                            "TENSORBOARD": False, "PLOT": False}})
+    return base.replace(*overrides, **sections)
 
 
 class Recorder(Callback):
@@ -85,8 +86,8 @@ def test_lr_factors_by_hand():
 def test_multistep_with_warmup_per_step_in_training(tmp_path):
     tl, vl = data()  # 4 steps per epoch
     rec = Recorder()
-    cfg = cfg_for(tmp_path, epochs=3, lr=0.1, lr_schedule="multistep", warmup_epochs=0.5,
-                  lr_schedule_args={"milestones": [1, 2], "gammas": [0.5, 0.1]}, weight_decay=1e-4, disable_wd_epoch=2)
+    cfg = cfg_for(tmp_path, "TRAINING.EPOCHS=3", OPTIMIZER={"LR": 0.1, "WEIGHT_DECAY": 1e-4, "DISABLE_WD_EPOCH": 2},
+                  LR_SCHEDULE={"NAME": "multistep", "WARMUP_EPOCHS": 0.5, "MILESTONES": [1, 2], "GAMMAS": [0.5, 0.1]})
     Trainer(mlp(XNOR), tl, vl, cfg, callbacks=[rec]).fit()
     expected = [0.0, 0.05, 0.1, 0.1] + [0.05] * 4 + [0.005] * 4
     assert [r["lr"] for r in rec.rows] == pytest.approx(expected)
@@ -100,8 +101,9 @@ def test_staged_schedule(tmp_path):
     rec = Recorder()
     staged = StagedBinarizationSchedule(activations_bin_start_epoch=1, weights_bin_start_epoch=2)
     # NNCF's LR drop and weight-decay stop: settings of the run, in one place each
-    cfg = cfg_for(tmp_path, lr=0.01, weight_decay=1e-4, wd_latent_weights=1e-5, wd_bn_bias=None, lr_schedule="poly",
-                  lr_schedule_args={"start_epoch": 2, "duration_epochs": 2}, disable_wd_epoch=3)
+    cfg = cfg_for(tmp_path, OPTIMIZER={"LR": 0.01, "WEIGHT_DECAY": 1e-4, "LATENT_WEIGHTS": {"WEIGHT_DECAY": 1e-5},
+                                       "BN_BIAS": {"WEIGHT_DECAY": None}, "DISABLE_WD_EPOCH": 3},
+                  LR_SCHEDULE={"NAME": "poly", "START_EPOCH": 2, "DURATION_EPOCHS": 2})
     Trainer(mlp(XNOR), tl, vl, cfg, callbacks=[staged, rec]).fit()
     by_epoch = {e: [r for r in rec.rows if r["epoch"] == e] for e in range(4)}
     assert all(r["acts"] == [False] and r["weights"] == [False] for r in by_epoch[0])
@@ -131,8 +133,8 @@ def test_staged_from_nncf_config(tmp_path):
     x, y = torch.randn(16, 3, 6, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
     tl = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True)
     rec = Recorder()
-    trainer = Trainer(model, tl, None, cfg_for(tmp_path, epochs=3, lr=0.01, weight_decay=1e-4,
-                                               **nncf_train_settings(schedule)), callbacks=[rec])
+    cfg = nncf_recipe(cfg_for(tmp_path, "TRAINING.EPOCHS=3", OPTIMIZER={"LR": 0.01, "WEIGHT_DECAY": 1e-4}), schedule)
+    trainer = Trainer(model, tl, None, cfg, callbacks=[rec])
     assert trainer.batch_multiplier == 2 and trainer.steps_per_epoch == 2
     trainer.fit()
     assert [r["acts"] for r in rec.rows] == [[False], [False], [True], [True], [True], [True]]
@@ -147,8 +149,8 @@ def test_gradual_schedule(tmp_path):
     model = mlp(bconfig)
     tl, vl = data()  # 4 steps per epoch
     rec = Recorder()
-    cfg = cfg_for(tmp_path, epochs=3, callbacks=[{"name": "gradual", "start_epoch": 0, "end_epoch": 2,
-                                                  "act_start_epoch": 1, "act_end_epoch": 3}])
+    cfg = cfg_for(tmp_path, "TRAINING.EPOCHS=3", SCHEDULE={"NAME": "gradual", "GRADUAL": {"START_EPOCH": 0, "END_EPOCH": 2,
+                                                                                         "ACT_START_EPOCH": 1, "ACT_END_EPOCH": 3}})
     Trainer(model, tl, vl, cfg, callbacks=[rec]).fit()
     ts = [k / 4 for k in range(12)]
     assert [r["bin_ratio"] for r in rec.rows] == pytest.approx([min(t / 2, 1.0) for t in ts])
@@ -222,9 +224,21 @@ def test_build_callbacks_errors():
         build_callbacks([{"name": "gradual", "end_epochs": 3}])
     with pytest.raises(ValueError, match="unknown field 'weights_start'"):
         StagedBinarizationSchedule(weights_start=1)
-    with pytest.raises(ValueError, match=r"'disable_wd_start_epoch' is a setting of the run now: TrainConfig\(disable_wd_epoch"):
+    with pytest.raises(ValueError, match=r"'disable_wd_start_epoch' is a setting of the run now: OPTIMIZER.DISABLE_WD_EPOCH"):
         build_callbacks([{"name": "staged", "disable_wd_start_epoch": 3}])
     assert isinstance(build_callbacks({"name": "gradual"})[0], GradualBinarizationSchedule)
+
+
+def test_trainer_runs_the_schedule_of_its_config(tmp_path):
+    """The Trainer builds the staged / gradual callback of ``SCHEDULE`` itself; a two-stage schedule is two
+    runs, which the Trainer refuses to collapse into one."""
+    trainer = Trainer(mlp(XNOR), *data(), cfg_for(tmp_path, SCHEDULE={"NAME": "staged"}))
+    (staged,) = trainer.callbacks
+    assert isinstance(staged, StagedBinarizationSchedule) and staged.weights_bin_start_epoch == Config().SCHEDULE.STAGED.WEIGHTS_BIN_START_EPOCH
+    with pytest.raises(ValueError, match=r"SCHEDULE.NAME is two_stage.*bnn.engine.train\(cfg\)"):
+        Trainer(mlp(XNOR), *data(), cfg_for(tmp_path, "SCHEDULE.NAME=two_stage"))
+    assert len(Trainer(mlp(XNOR), *data(), cfg_for(tmp_path, "SCHEDULE.NAME=two_stage"),
+                       callbacks=[{"name": "two_stage", "stage": 1}]).callbacks) == 1
 
 
 def test_callbacks_are_a_contract(tmp_path):
@@ -240,7 +254,7 @@ def test_callbacks_are_a_contract(tmp_path):
 
     tl, vl = data()
     rec = Recorder()
-    Trainer(mlp(XNOR), tl, vl, cfg_for(tmp_path, epochs=1, lr=0.1, weight_decay=1e-3), callbacks=[Halve(), rec]).fit()
+    Trainer(mlp(XNOR), tl, vl, cfg_for(tmp_path, "TRAINING.EPOCHS=1", OPTIMIZER={"LR": 0.1, "WEIGHT_DECAY": 1e-3}), callbacks=[Halve(), rec]).fit()
     assert [r["lr"] for r in rec.rows] == pytest.approx([0.05] * 4)
     assert all(w == 0.0 for r in rec.rows for w in r["wd"])
 

@@ -297,30 +297,62 @@ def test_old_staged_spellings_map_to_the_one_place(tmp_path):
     assert not hasattr(cfg.SCHEDULE.STAGED, "DISABLE_WD_START_EPOCH")  # one place only
 
 
-def test_python_and_yaml_train_the_same_request():
-    """``TrainConfig(weight_decay=1e-5)`` and ``OPTIMIZER.WEIGHT_DECAY=1e-5`` give the same parameter groups,
-    and the Trainer takes the schema config directly."""
+def test_python_and_yaml_train_the_same_request(tmp_path):
+    """One config model: ``Config.from_dict``, ``Config.replace``, a YAML file and ``KEY=VALUE`` overrides of
+    the same request give the same config, and Trainers built from them the same parameter groups (no weight
+    decay on latent weights and BN/bias unless set) and the same learning-rate curve."""
+    import copy
+    import math
+
     import torch.nn as nn
+    import yaml
 
     import bnn
-    from bnn.engine import TrainConfig, Trainer
-    from bnn.engine.optim import build_optimizer
+    from bnn.engine import Trainer
 
     model = bnn.prepare_binary_model(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.Linear(4, 2)),
                                      BConfig(activation_pre_process=BasicInputBinarizer,
                                              weight_pre_process=XNORWeightBinarizer),
                                      ignore_layers_name=["_first_", "_last_"])
-    groups = lambda opt: {g["name"]: g["weight_decay"] for g in opt.param_groups}  # noqa: E731
-    py = groups(build_optimizer(model, TrainConfig(weight_decay=1e-5)))
-    yaml_cfg = load_config(overrides=["OPTIMIZER.WEIGHT_DECAY=1e-5"])
-    assert py == groups(build_optimizer(model, TrainConfig.from_recipe(yaml_cfg)))
-    assert py == {"latent_weights": 0.0, "bn_bias": 0.0, "rest": 1e-5}
-    # one set of defaults: the same settings and the same learning-rate curve
-    from bnn.engine.lr_schedule import make_lr_factor
+    request = {"OPTIMIZER": {"WEIGHT_DECAY": 1e-4, "LR": 0.5}, "LR_SCHEDULE": {"NAME": "cosine", "WARMUP_EPOCHS": 0.5}}
+    path = tmp_path / "request.yaml"
+    path.write_text(yaml.safe_dump(request))
+    configs = [Config.from_dict(request), Config().replace(**request), load_config(str(path)),
+               load_config(overrides=["OPTIMIZER.WEIGHT_DECAY=1e-4", "OPTIMIZER.LR=0.5", "LR_SCHEDULE.WARMUP_EPOCHS=0.5"])]
+    assert all(c == configs[0] for c in configs[1:])
 
-    a, b = TrainConfig().to_dict(), TrainConfig.from_recipe(load_config(), exp_dir=TrainConfig().exp_dir).to_dict()
-    factors = [make_lr_factor(c["lr_schedule"], c.pop("lr_schedule_args"), c["epochs"]) for c in (a, b)]
-    curves = [[f(t) for t in (0, 1.5, 2.9)] for f in factors]
-    assert a == b and curves[0] == curves[1]
-    trainer = Trainer(model, [], None, load_config(overrides=["HARDWARE.DEVICE=cpu", "OPTIMIZER.LR=0.5"]))
-    assert trainer.cfg.lr == 0.5 and trainer.cfg.epochs == Config().TRAINING.EPOCHS
+    def training(cfg):
+        trainer = Trainer(copy.deepcopy(model), [[None, None]] * 4, None, cfg.replace("HARDWARE.DEVICE=cpu"),
+                          exp_dir=tmp_path / "run")
+        groups = {g["name"]: (g["weight_decay"], g["initial_lr"]) for g in trainer.optimizer.param_groups}
+        return groups, [trainer.scheduler.lr_lambdas[0](step) for step in range(4 * trainer.epochs)], trainer.epochs
+
+    runs = [training(c) for c in configs]
+    assert all(r == runs[0] for r in runs[1:])
+    assert runs[0][0] == {"latent_weights": (0.0, 0.5), "bn_bias": (0.0, 0.5), "rest": (1e-4, 0.5)}
+    epochs = Config().TRAINING.EPOCHS  # cosine over the run, times the warmup ramp over its first half epoch
+    cosine = [(1 + math.cos(math.pi * t / epochs)) / 2 * min(t / 0.5, 1.0) for t in (0.0, 0.25, 0.5, 0.75)]
+    assert runs[0][1][:4] == pytest.approx(cosine) and runs[0][2] == epochs
+    # one set of defaults: the schema's, whatever the entry point
+    assert load_config() == Config() == Config.from_dict({})
+    trainer = Trainer(copy.deepcopy(model), [], None, {"hardware": {"device": "cpu"}}, exp_dir=tmp_path)
+    assert trainer.cfg == Config().replace("HARDWARE.DEVICE=cpu")
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")) as fh:
+        assert "configs/*.yaml" in fh.read()
+
+
+def test_replace_validates_like_overrides_and_reaches_inheriting_stages():
+    """``Config.replace`` goes through the override path (same one-line errors), and a changed top-level
+    section reaches the two-stage stages that inherit it, while a stage's own value stays."""
+    cfg = Config.from_dict({"SCHEDULE": {"NAME": "two_stage", "TWO_STAGE": {"STAGE2": {"OPTIMIZER": {"LR": 2e-4}}}}})
+    two = cfg.SCHEDULE.TWO_STAGE
+    assert (two.STAGE1.OPTIMIZER.LR, two.STAGE2.OPTIMIZER.LR, two.STAGE2.OPTIMIZER.WEIGHT_DECAY) == (1e-3, 2e-4, 0.0)
+    new = cfg.replace("OPTIMIZER.LR=0.01", OPTIMIZER={"BETAS": [0.5, 0.9]}, TRAINING={"EPOCHS": 7})
+    two = new.SCHEDULE.TWO_STAGE
+    assert (new.OPTIMIZER.LR, two.STAGE1.OPTIMIZER.LR, two.STAGE2.OPTIMIZER.LR) == (0.01, 0.01, 2e-4)
+    assert two.STAGE1.OPTIMIZER.BETAS == two.STAGE2.OPTIMIZER.BETAS == [0.5, 0.9] and new.TRAINING.EPOCHS == 7
+    assert cfg.OPTIMIZER.LR == 1e-3  # a copy
+    with pytest.raises(ConfigError, match=r"^override 'OPTIMIZER.LRR=1': unknown key 'OPTIMIZER.LRR' \(did you mean 'OPTIMIZER.LR'\?\)$"):
+        cfg.replace("OPTIMIZER.LRR=1")
+    with pytest.raises(ConfigError, match=r"^Config.replace: TRAINING.EPOCHS must be an int, got str 'ten'$"):
+        cfg.replace(TRAINING={"EPOCHS": "ten"})

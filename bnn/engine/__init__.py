@@ -1,10 +1,11 @@
 """The training engine: recipes, the :class:`Trainer`, schedules, checkpoints, distribution.
 
-* :mod:`bnn.engine.schema` - :class:`Config`, the typed recipe (nested dataclasses the YAML fills; the one
-  set of defaults), :func:`load_config`, :func:`load_run_config`.
+* :mod:`bnn.engine.schema` - :class:`Config`, the one config model: nested dataclasses the YAML fills and
+  the :class:`Trainer` reads, with the one set of defaults; :func:`load_config` (YAML files and ``KEY=VALUE``
+  overrides), :meth:`Config.from_dict` and :meth:`Config.replace` (Python, the same validation and errors),
+  :func:`load_run_config`.
 * :mod:`bnn.engine.steps` - :func:`train`, the one driver of a recipe's steps (``bnn-train`` and Python),
   and the builders evaluation shares with training: :func:`build_model`, :func:`build_val_loader`.
-* :mod:`bnn.engine.config` - :class:`TrainConfig`, the flat settings of one Trainer run (defaults read from the schema).
 * :mod:`bnn.engine.trainer` - :class:`Trainer` (epochs, AMP on CUDA, gradient accumulation,
   top-1/top-5, distillation, checkpoints, resume), :class:`TrainResult`, :class:`NonFiniteLossError`.
 * :mod:`bnn.engine.optim` - Adam/AdamW/SGD with parameter groups (latent binary weights,
@@ -21,7 +22,6 @@
 """
 from .binarization_schedule import Callback, GradualBinarizationSchedule, StagedBinarizationSchedule, TwoStageSchedule
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
-from .config import TrainConfig
 from .distill import DistillationLoss
 from .reporting import plot_metrics, read_metrics
 from .schema import Config, ConfigError, load_config, load_run_config
@@ -31,7 +31,7 @@ from .trainer import NonFiniteLossError, Trainer, TrainResult, seed_everything
 __all__ = [
     "Config", "ConfigError", "load_config", "load_run_config",
     "train", "build_model", "build_val_loader",
-    "Trainer", "TrainConfig", "TrainResult", "NonFiniteLossError", "seed_everything",
+    "Trainer", "TrainResult", "NonFiniteLossError", "seed_everything",
     "Callback", "StagedBinarizationSchedule", "TwoStageSchedule", "GradualBinarizationSchedule",
     "CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_state",
     "DistillationLoss", "read_metrics", "plot_metrics",

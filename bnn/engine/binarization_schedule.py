@@ -19,7 +19,7 @@ Schedules:
 
 1. :class:`StagedBinarizationSchedule` (NNCF binarization, Kozlov et al. 2020): activations binarized
    from epoch A, weights from epoch W (NNCF's LR drop and weight-decay stop are the ``poly`` LR schedule
-   and ``disable_wd_epoch`` of the run).
+   and ``OPTIMIZER.DISABLE_WD_EPOCH`` of the run's :class:`~bnn.engine.Config`).
 2. :class:`TwoStageSchedule` (ReActNet's two-step training, Liu et al. 2020): stage 1
    binary activations and float weights, stage 2 both binary, started from the
    stage-1 checkpoint; :func:`bnn.engine.train` runs both (``SCHEDULE.NAME: two_stage``).
@@ -28,7 +28,7 @@ Schedules:
    ``KBitActivationQuantizer`` ramped linearly from 0 to 1 per step.
 
 :func:`build_callbacks` builds them from names (``"staged"``, ``"two_stage"``,
-``"gradual"``).
+``"gradual"``); :func:`schedule_callbacks` from a config's ``SCHEDULE`` section (the Trainer does).
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ __all__ = [
     "CALLBACKS",
     "build_callback",
     "build_callbacks",
+    "schedule_callbacks",
 ]
 
 
@@ -106,25 +107,25 @@ class StagedBinarizationSchedule(Callback):
     ``e >= weights_bin_start_epoch`` (``None``: left as they are).
 
     NNCF's learning-rate drop, weight-decay stop and gradient accumulation are settings of the run, each
-    in one place: ``TrainConfig(lr_schedule="poly", disable_wd_epoch=..., batch_multiplier=...)``.
-    :func:`bnn.engine.config.nncf_train_settings` turns the ``bnn.NNCFSchedule`` of
-    ``bnn.from_nncf_config`` into all of them, this callback included.
+    in one place of its :class:`~bnn.engine.Config`: ``LR_SCHEDULE: {NAME: poly, START_EPOCH, DURATION_EPOCHS}``,
+    ``OPTIMIZER.DISABLE_WD_EPOCH``, ``TRAINING.BATCH_MULTIPLIER``. :func:`bnn.engine.steps.nncf_recipe` puts
+    the ``bnn.NNCFSchedule`` of ``bnn.from_nncf_config`` there, this schedule (``SCHEDULE.STAGED``) included.
     """
 
     FIELDS = ("activations_bin_start_epoch", "weights_bin_start_epoch")
     #: former arguments -> where the setting lives now
-    MOVED = {"lr_poly_drop_start_epoch": "TrainConfig(lr_schedule='poly', lr_schedule_args={'start_epoch': ...})",
-             "lr_poly_drop_duration_epochs": "TrainConfig(lr_schedule='poly', lr_schedule_args={'duration_epochs': ...})",
-             "power": "TrainConfig(lr_schedule='poly', lr_schedule_args={'power': ...})",
-             "disable_wd_start_epoch": "TrainConfig(disable_wd_epoch=...)",
-             "batch_multiplier": "TrainConfig(batch_multiplier=...)"}
+    MOVED = {"lr_poly_drop_start_epoch": "LR_SCHEDULE: {NAME: poly, START_EPOCH: ...}",
+             "lr_poly_drop_duration_epochs": "LR_SCHEDULE: {NAME: poly, DURATION_EPOCHS: ...}",
+             "power": "LR_SCHEDULE: {NAME: poly, POWER: ...}",
+             "disable_wd_start_epoch": "OPTIMIZER.DISABLE_WD_EPOCH",
+             "batch_multiplier": "TRAINING.BATCH_MULTIPLIER"}
 
     def __init__(self, activations_bin_start_epoch: Optional[int] = None, weights_bin_start_epoch: Optional[int] = None,
                  **moved: Any) -> None:
         for key in moved:
             if key in self.MOVED:
                 raise ValueError(f"staged schedule: {key!r} is a setting of the run now: {self.MOVED[key]} "
-                                 "(bnn.engine.config.nncf_train_settings converts an NNCFSchedule)")
+                                 "of the config (bnn.engine.steps.nncf_recipe converts an NNCFSchedule)")
             raise ValueError(f"staged schedule: unknown field {key!r}" + did_you_mean(key, self.FIELDS))
         self.activations_bin_start_epoch = activations_bin_start_epoch
         self.weights_bin_start_epoch = weights_bin_start_epoch
@@ -236,11 +237,11 @@ class GradualBinarizationSchedule(Callback):
         return n
 
     def on_train_begin(self, trainer) -> None:
-        self._total = trainer.cfg.epochs
+        self._total = trainer.epochs
         self.apply(trainer.model, self.ratios(float(trainer.start_epoch), self._total))
 
     def on_step_begin(self, trainer, t: float) -> None:
-        self.apply(trainer.model, self.ratios(t, trainer.cfg.epochs))
+        self.apply(trainer.model, self.ratios(t, trainer.epochs))
 
     def state_dict(self) -> Dict[str, Any]:
         return {"values": dict(self.values)}
@@ -288,3 +289,13 @@ def build_callbacks(specs: Optional[Iterable[Any]]) -> List[Callback]:
     if isinstance(specs, (str, dict)):
         specs = [specs]
     return [build_callback(s) for s in specs]
+
+
+def schedule_callbacks(schedule) -> List[Callback]:
+    """The callback of a config's ``SCHEDULE`` section (:class:`~bnn.engine.schema.ScheduleCfg`): ``staged`` and
+    ``gradual`` (the section's fields are the callback's arguments, upper-cased); ``none`` and ``two_stage``
+    (two runs, one callback each, see :func:`bnn.engine.train`) give none."""
+    if schedule.NAME not in ("staged", "gradual"):
+        return []
+    section = schedule.STAGED if schedule.NAME == "staged" else schedule.GRADUAL
+    return [build_callback({"name": schedule.NAME, **{key.lower(): value for key, value in vars(section).items()}})]

@@ -5,7 +5,7 @@ A checkpoint is a dict saved with ``torch.save``::
     {"format": "bnn.engine/1", "epoch": <epochs completed>, "global_step": int,
      "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
      "callbacks": [state_dict, ...], "rng": get_rng_state(), "sampler_epoch": int,
-     "best_top1": float, "best_epoch": int, "history": [metrics rows], "config": dict,
+     "best_top1": float, "best_epoch": int, "history": [metrics rows], "config": {the step's Config as nested sections},
      "meta": {"versions": {"bnn", "torch", "python"}, "git_commit": str | None, "seed": int | None,
               "argv": [str], ...what the run adds: model name and arguments, binarizer config}}
 

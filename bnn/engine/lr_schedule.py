@@ -7,7 +7,8 @@ half-way through the third epoch). :func:`build_lr_scheduler` wraps
 ``torch.optim.lr_scheduler.LambdaLR`` stepped once per optimizer step, so its
 ``state_dict`` (the step count) is all that resume needs.
 
-Schedules (``TrainConfig.lr_schedule`` and ``lr_schedule_args``):
+Schedules (the ``LR_SCHEDULE`` section of :class:`~bnn.engine.Config`; :func:`lr_schedule_args` gives the keyword
+arguments of its schedule):
 
 * ``constant``: ``f = 1``.
 * ``multistep`` (the ReActNet/Bi-Real CIFAR recipes): ``f = prod(gamma_i for milestone_i <= t)``, args
@@ -25,7 +26,7 @@ Warmup (Goyal et al. 2017): for ``t < W`` the factor is multiplied by
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import torch
 
@@ -41,6 +42,7 @@ __all__ = [
     "warmup_factor",
     "make_lr_factor",
     "build_lr_scheduler",
+    "lr_schedule_args",
 ]
 
 
@@ -120,14 +122,30 @@ def make_lr_factor(name: str, args: Optional[dict] = None, total_epochs: Optiona
     return factor
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
-                       extra_factors: Iterable[Callable[[float], float]] = ()) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` stepped once per optimizer step: ``lr = base * factor(step / steps_per_epoch)``.
+def lr_schedule_args(lrs) -> Dict[str, Any]:
+    """The keyword arguments of :func:`make_lr_factor` for an ``LR_SCHEDULE`` section."""
+    name = lrs.NAME
+    if name == "multistep":
+        return {"milestones": list(lrs.MILESTONES), **({"gammas": list(lrs.GAMMAS)} if lrs.GAMMAS else {"gamma": lrs.GAMMA})}
+    if name == "poly":
+        return {"start_epoch": lrs.START_EPOCH or 0.0, "duration_epochs": lrs.DURATION_EPOCHS, "power": lrs.POWER}
+    if name not in ("cosine", "linear"):
+        return {}
+    args: Dict[str, Any] = {"eta_min_factor": lrs.ETA_MIN_FACTOR} if name == "cosine" else {"end_factor": lrs.END_FACTOR}
+    if lrs.TOTAL_EPOCHS is not None:
+        args["total_epochs"] = lrs.TOTAL_EPOCHS
+    return args
 
-    ``extra_factors`` (e.g. the staged schedule's poly drop) multiply the factor.
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, lrs, epochs: float, steps_per_epoch: int,
+                       extra_factors: Iterable[Callable[[float], float]] = ()) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` stepped once per optimizer step: ``lr = base * factor(step / steps_per_epoch)``, the factor
+    of the ``LR_SCHEDULE`` section ``lrs`` over a run of ``epochs`` epochs.
+
+    ``extra_factors`` (callbacks' :meth:`~bnn.engine.Callback.lr_factor`) multiply the factor.
     """
-    base = make_lr_factor(cfg.lr_schedule, cfg.lr_schedule_args, total_epochs=cfg.epochs,
-                          warmup_epochs=cfg.warmup_epochs, warmup_start_factor=cfg.warmup_start_factor)
+    base = make_lr_factor(lrs.NAME, lr_schedule_args(lrs), total_epochs=epochs,
+                          warmup_epochs=lrs.WARMUP_EPOCHS, warmup_start_factor=lrs.WARMUP_START_FACTOR)
     extras = list(extra_factors)
     spe = max(int(steps_per_epoch), 1)
 

@@ -15,7 +15,7 @@ A binary network has four kinds of parameters that want different weight decay
   parameter called ``bias``; decaying them only hurts (Goyal et al. 2017).
 * ``rest``: everything else (float first/last layers, PReLU slopes, ...).
 
-:func:`build_optimizer` turns a :class:`~bnn.engine.config.TrainConfig` into an
+:func:`build_optimizer` turns the ``OPTIMIZER`` section of a :class:`~bnn.engine.Config` into an
 ``Adam``, ``AdamW`` or ``SGD`` optimizer with one param group per non-empty
 kind; every group carries ``name`` and ``initial_weight_decay`` (used to switch
 weight decay off and back on, see :func:`set_weight_decay_enabled`).
@@ -134,40 +134,25 @@ def param_groups(
     return out
 
 
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """``Adam`` / ``AdamW`` / ``SGD`` (``cfg.optimizer``) over :func:`param_groups` of ``model``.
-
-    Reads ``cfg.lr``, ``cfg.weight_decay``, ``cfg.wd_latent_weights``,
-    ``cfg.wd_binarizer``, ``cfg.wd_bn_bias``, ``cfg.wd_rest``,
-    ``cfg.lr_mult_latent_weights``, ``cfg.lr_mult_binarizer``, ``cfg.lr_mult_bn_bias``, ``cfg.lr_mult_rest``,
-    ``cfg.momentum``, ``cfg.nesterov``, ``cfg.betas``, ``cfg.eps``.
+def build_optimizer(model: nn.Module, opt) -> torch.optim.Optimizer:
+    """``Adam`` / ``AdamW`` / ``SGD`` over :func:`param_groups` of ``model``, from an ``OPTIMIZER`` section
+    (:class:`~bnn.engine.schema.OptimizerCfg`): ``NAME``, ``LR``, ``WEIGHT_DECAY``, each group's
+    ``WEIGHT_DECAY`` (None: ``OPTIMIZER.WEIGHT_DECAY``) and ``LR_MULT``, ``MOMENTUM``/``NESTEROV`` (SGD),
+    ``BETAS``/``EPS`` (Adam, AdamW).
     """
-    name = str(cfg.optimizer).lower()
+    name = str(opt.NAME).lower()
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}" + did_you_mean(name, OPTIMIZERS))
-    groups = param_groups(
-        model,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        weight_decays={
-            "latent_weights": cfg.wd_latent_weights,
-            "binarizer": cfg.wd_binarizer,
-            "bn_bias": cfg.wd_bn_bias,
-            "rest": cfg.wd_rest,
-        },
-        lr_multipliers={
-            "latent_weights": cfg.lr_mult_latent_weights,
-            "binarizer": cfg.lr_mult_binarizer,
-            "bn_bias": cfg.lr_mult_bn_bias,
-            "rest": cfg.lr_mult_rest,
-        },
-    )
+        raise ValueError(f"unknown optimizer {opt.NAME!r}" + did_you_mean(name, OPTIMIZERS))
+    sections = {group: getattr(opt, group.upper()) for group in GROUP_NAMES}
+    groups = param_groups(model, lr=opt.LR, weight_decay=opt.WEIGHT_DECAY,
+                          weight_decays={group: s.WEIGHT_DECAY for group, s in sections.items()},
+                          lr_multipliers={group: s.LR_MULT for group, s in sections.items()})
     if not groups:
         raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False)")
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.SGD(groups, lr=opt.LR, momentum=opt.MOMENTUM, nesterov=opt.NESTEROV)
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return cls(groups, lr=opt.LR, betas=tuple(opt.BETAS), eps=opt.EPS)
 
 
 def set_weight_decay_enabled(optimizer: torch.optim.Optimizer, enabled: bool) -> None:

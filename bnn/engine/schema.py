@@ -2,7 +2,7 @@
 
 A config is layered, later layers winning::
 
-    schema defaults (the one set: :class:`~bnn.engine.config.TrainConfig` reads its defaults from them)
+    schema defaults (the one set: the Trainer reads its settings from the same sections)
       < the recipe file (``--config PATH``)
       < the user env file (``-u USER`` -> ``configs/env_USER.yaml``)
       < ``KEY=VALUE`` overrides on the command line (dotted paths, ``TRAINING.EPOCHS=3``)
@@ -51,34 +51,10 @@ import yaml
 
 from ..hints import closest, did_you_mean
 
-__all__ = [
-    "ConfigError",
-    "Config",
-    "ProjectCfg",
-    "HardwareCfg",
-    "TrainingCfg",
-    "ExperimentCfg",
-    "DataCfg",
-    "ModelCfg",
-    "BConfigCfg",
-    "LayerBConfigCfg",
-    "OptimizerCfg",
-    "ParamGroupCfg",
-    "LRScheduleCfg",
-    "ScheduleCfg",
-    "StagedCfg",
-    "StageCfg",
-    "TwoStageCfg",
-    "GradualCfg",
-    "StepCfg",
-    "DistillationCfg",
-    "load_config",
-    "load_run_config",
-    "build_bconfig",
-    "load_nncf_json",
-    "config_to_dict",
-    "config_diff",
-]
+# the sections (``TrainingCfg``, ``OptimizerCfg``, ...) are importable by name for type annotations; a config
+# is built as a whole (``Config.from_dict``, ``load_config``), so they are not part of the star-import surface
+__all__ = ["Config", "ConfigError", "load_config", "load_run_config", "config_to_dict", "config_diff", "build_bconfig",
+           "load_nncf_json"]
 
 
 class ConfigError(ValueError):
@@ -91,6 +67,11 @@ class ConfigError(ValueError):
 #: A binarizer as written in YAML: a class name in :mod:`bnn.ops`, ``{name: Cls, **args}``,
 #: ``{Cls: {args}}`` or ``null`` (identity). Canonical form after validation: ``{"name": str, "args": dict}`` or None.
 BinarizerSpec = Optional[Union[str, Dict[str, Any]]]
+
+
+def _section(cls: type, **values: Any):
+    """The default of a nested section: a fresh ``cls(**values)`` per config."""
+    return field(default_factory=lambda: cls(**values))
 
 
 @dataclass
@@ -233,10 +214,10 @@ class OptimizerCfg:
     NESTEROV: bool = False
     BETAS: List[float] = field(default_factory=lambda: [0.9, 0.999])
     EPS: float = 1e-8
-    LATENT_WEIGHTS: ParamGroupCfg = field(default_factory=lambda: ParamGroupCfg(WEIGHT_DECAY=0.0))
-    BINARIZER: ParamGroupCfg = field(default_factory=lambda: ParamGroupCfg(WEIGHT_DECAY=0.0))
-    BN_BIAS: ParamGroupCfg = field(default_factory=lambda: ParamGroupCfg(WEIGHT_DECAY=0.0))
-    REST: ParamGroupCfg = field(default_factory=ParamGroupCfg)
+    LATENT_WEIGHTS: ParamGroupCfg = _section(ParamGroupCfg, WEIGHT_DECAY=0.0)
+    BINARIZER: ParamGroupCfg = _section(ParamGroupCfg, WEIGHT_DECAY=0.0)
+    BN_BIAS: ParamGroupCfg = _section(ParamGroupCfg, WEIGHT_DECAY=0.0)
+    REST: ParamGroupCfg = _section(ParamGroupCfg)
     DISABLE_WD_EPOCH: Optional[int] = None
 
 
@@ -302,9 +283,9 @@ class StageCfg:
     LR_SCHEDULE / DISTILLATION keys for it (keys not given are inherited)."""
 
     EPOCHS: int = 1
-    OPTIMIZER: OptimizerCfg = field(default_factory=OptimizerCfg)
-    LR_SCHEDULE: LRScheduleCfg = field(default_factory=LRScheduleCfg)
-    DISTILLATION: DistillationCfg = field(default_factory=lambda: DistillationCfg())
+    OPTIMIZER: OptimizerCfg = _section(OptimizerCfg)
+    LR_SCHEDULE: LRScheduleCfg = _section(LRScheduleCfg)
+    DISTILLATION: DistillationCfg = _section(DistillationCfg)
 
 
 @dataclass
@@ -315,8 +296,8 @@ class TwoStageCfg:
     ``INIT_FROM``: stage 2 starts from stage 1's ``last`` or ``best`` checkpoint.
     """
 
-    STAGE1: StageCfg = field(default_factory=StageCfg)
-    STAGE2: StageCfg = field(default_factory=StageCfg)
+    STAGE1: StageCfg = _section(StageCfg)
+    STAGE2: StageCfg = _section(StageCfg, OPTIMIZER=OptimizerCfg(WEIGHT_DECAY=0.0))
     INIT_FROM: Literal["last", "best"] = "last"
 
 
@@ -340,26 +321,20 @@ class ScheduleCfg:
     """The binarization schedule: ``none`` (binary from the start), ``staged``, ``two_stage`` or ``gradual``."""
 
     NAME: Literal["none", "staged", "two_stage", "gradual"] = "none"
-    STAGED: StagedCfg = field(default_factory=StagedCfg)
-    TWO_STAGE: TwoStageCfg = field(default_factory=TwoStageCfg)
-    GRADUAL: GradualCfg = field(default_factory=GradualCfg)
+    STAGED: StagedCfg = _section(StagedCfg)
+    TWO_STAGE: TwoStageCfg = _section(TwoStageCfg)
+    GRADUAL: GradualCfg = _section(GradualCfg)
 
 
 @dataclass
-class StepCfg:
-    """One step of a multi-step recipe: train ``EPOCHS`` epochs with this BConfig, then go on to the next step
-    keeping every learned parameter (``prepare_binary_model`` is re-run on the already prepared model).
-
-    ``BCONFIG`` / ``OPTIMIZER`` / ``LR_SCHEDULE`` / ``DISTILLATION``: given keys replace those of the
-    top-level section of the same name for this step; keys not given are inherited from it.
+class StepCfg(StageCfg):
+    """One step of a multi-step recipe, a stage with a name and a BConfig: train ``EPOCHS`` epochs with this
+    BConfig, then go on to the next step keeping every learned parameter (``prepare_binary_model`` is re-run
+    on the already prepared model). ``BCONFIG`` is inherited key by key like the stage's sections.
     """
 
     NAME: Optional[str] = None
-    EPOCHS: int = 1
-    BCONFIG: BConfigCfg = field(default_factory=BConfigCfg)
-    OPTIMIZER: OptimizerCfg = field(default_factory=OptimizerCfg)
-    LR_SCHEDULE: LRScheduleCfg = field(default_factory=LRScheduleCfg)
-    DISTILLATION: DistillationCfg = field(default_factory=DistillationCfg)
+    BCONFIG: BConfigCfg = _section(BConfigCfg)
 
 
 @dataclass
@@ -367,21 +342,42 @@ class Config:
     """A whole run: the nested sections the YAML fills. ``bnn-train`` without ``--config`` reads the quick
     start recipe (``bnn/configs/quickstart.yaml``) on top of these defaults."""
 
-    PROJECT: ProjectCfg = field(default_factory=ProjectCfg)
-    HARDWARE: HardwareCfg = field(default_factory=HardwareCfg)
-    TRAINING: TrainingCfg = field(default_factory=TrainingCfg)
-    EXPERIMENT: ExperimentCfg = field(default_factory=ExperimentCfg)
-    DATA: DataCfg = field(default_factory=DataCfg)
-    MODEL: ModelCfg = field(default_factory=ModelCfg)
-    BCONFIG: BConfigCfg = field(default_factory=BConfigCfg)
-    OPTIMIZER: OptimizerCfg = field(default_factory=OptimizerCfg)
-    LR_SCHEDULE: LRScheduleCfg = field(default_factory=LRScheduleCfg)
-    SCHEDULE: ScheduleCfg = field(default_factory=ScheduleCfg)
-    DISTILLATION: DistillationCfg = field(default_factory=DistillationCfg)
+    PROJECT: ProjectCfg = _section(ProjectCfg)
+    HARDWARE: HardwareCfg = _section(HardwareCfg)
+    TRAINING: TrainingCfg = _section(TrainingCfg)
+    EXPERIMENT: ExperimentCfg = _section(ExperimentCfg)
+    DATA: DataCfg = _section(DataCfg)
+    MODEL: ModelCfg = _section(ModelCfg)
+    BCONFIG: BConfigCfg = _section(BConfigCfg)
+    OPTIMIZER: OptimizerCfg = _section(OptimizerCfg)
+    LR_SCHEDULE: LRScheduleCfg = _section(LRScheduleCfg)
+    SCHEDULE: ScheduleCfg = _section(ScheduleCfg)
+    DISTILLATION: DistillationCfg = _section(DistillationCfg)
     STEPS: List[StepCfg] = field(default_factory=list)
     NNCF_CONFIG: Optional[str] = None
 
     # ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], overrides=()) -> "Config":
+        """A config from nested mappings, validated as a YAML file is (same keys, any case; same one-line
+        errors, with ``Config.from_dict`` in place of the file name); ``overrides``: ``KEY=VALUE`` strings::
+
+            Config.from_dict({"TRAINING": {"EPOCHS": 30}, "OPTIMIZER": {"LR": 3e-3, "WEIGHT_DECAY": 1e-5}})
+        """
+        return _build([("Config.from_dict", data)], overrides)
+
+    def replace(self, *overrides: str, **sections: Dict[str, Any]) -> "Config":
+        """A validated copy with ``KEY=VALUE`` overrides (as on the ``bnn-train`` command line) and section
+        mappings merged key by key: ``cfg.replace("TRAINING.EPOCHS=3", OPTIMIZER={"LR": 3e-3})``. A step or
+        two-stage stage follows a changed top-level key where it held the top-level value (a value of its own
+        stays)."""
+        return _build([("config", _unfinish_steps(config_to_dict(self))), ("Config.replace", sections)], overrides)
+
+    def run_dir(self) -> str:
+        """``EXPERIMENT.DIR/EXPERIMENT.NAME`` (NAME ``default`` when unset) taken from ``PROJECT.ROOT``: where
+        the run writes."""
+        return self.resolve_path(os.path.join(self.EXPERIMENT.DIR, self.EXPERIMENT.NAME or "default"))
+
     def resolve_path(self, path: Optional[str]) -> Optional[str]:
         """``path`` with ``~`` expanded and, when relative, taken from ``PROJECT.ROOT``."""
         if path is None:
@@ -422,6 +418,11 @@ def _fields(cls: type) -> Dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _key_of(keys, wanted: Any, default: Any = None) -> Any:
+    """The key of ``keys`` that is ``wanted`` up to case (keys are matched case-insensitively everywhere)."""
+    return next((k for k in keys if str(k).upper() == str(wanted).upper()), default)
+
+
 def _join(path: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -459,6 +460,26 @@ def _got(value: Any) -> str:
 
 def _fail(src: str, msg: str) -> ConfigError:
     return ConfigError(f"{src}: {msg}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _expect(ok: bool, value: Any) -> Any:
+    if not ok:
+        raise TypeError(value)
+    return value
+
+
+#: scalar type -> its conversion (TypeError / ValueError: not a value of the type); YAML 1.1 reads ``1e-3``
+#: (no dot) as a string, so a number may be a numeric string; an int may be an integral float
+_SCALARS = {
+    bool: lambda v: _expect(isinstance(v, bool), v),
+    int: lambda v: int(_expect(_number(v) and float(v).is_integer(), v)),
+    float: lambda v: float(_expect(_number(v) or isinstance(v, str), v)),
+    str: lambda v: str(_expect(_number(v) or isinstance(v, str), v)),
+}
 
 
 def _check(tp: Any, value: Any, path: str, src: str) -> Any:
@@ -509,31 +530,11 @@ def _check(tp: Any, value: Any, path: str, src: str) -> Any:
             raise _fail(src, f"{path} must be a mapping, got {_got(value)}")
         _, val_tp = typing.get_args(tp) or (str, Any)
         return {str(k): _check(val_tp, v, _join(path, str(k)), src) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _fail(src, f"{path} must be a bool (true/false), got {_got(value)}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _fail(src, f"{path} must be an int, got {_got(value)}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads ``1e-3`` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _fail(src, f"{path} must be a number, got {_got(value)}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _fail(src, f"{path} must be a string, got {_got(value)}")
+    if tp in _SCALARS:
+        try:
+            return _SCALARS[tp](value)
+        except (TypeError, ValueError):
+            raise _fail(src, f"{path} must be {_type_name(tp)}, got {_got(value)}") from None
     raise TypeError(f"schema type {tp!r} at {path} is not supported")  # pragma: no cover - schema bug
 
 
@@ -546,10 +547,9 @@ def _unknown_key(src: str, path: str, key: str, fields) -> ConfigError:
 
 def _check_section(cls: type, raw: dict, path: str, src: str) -> dict:
     fields = _fields(cls)
-    by_upper = {name.upper(): name for name in fields}
     out: dict = {}
     for key, value in raw.items():
-        name = by_upper.get(str(key).upper())
+        name = _key_of(fields, key)
         if name is None:
             raise _unknown_key(src, path, str(key), fields)
         out[name] = _check(fields[name], value, _join(path, name), src)
@@ -748,8 +748,7 @@ def _target_type(path: List[str], src: str):
         origin = typing.get_origin(tp)
         if dataclasses.is_dataclass(tp):
             fields = _fields(tp)
-            by_upper = {n.upper(): n for n in fields}
-            name = by_upper.get(seg.upper())
+            name = _key_of(fields, seg)
             if name is None:
                 raise _unknown_key(src, shown, seg, fields)
             canon.append(name)
@@ -811,24 +810,17 @@ def parse_override(text: str):
 
 
 def _set_path(data: dict, canon: List[Any], value: Any, src: str) -> None:
+    """Set ``value`` at the canonical path (missing mappings and lists on the way are created)."""
     node: Any = data
-    for i, seg in enumerate(canon[:-1]):
-        nxt = canon[i + 1]
-        if isinstance(node, list):
-            if seg >= len(node):
-                raise _fail(src, f"index {seg} is out of range: the list has {len(node)} entries")
+    for seg, nxt in zip(canon, canon[1:] + [None]):
+        if isinstance(node, list) and seg >= len(node):
+            raise _fail(src, f"index {seg} is out of range: the list has {len(node)} entries")
+        if nxt is None:
+            node[seg] = value
+        else:
+            if isinstance(node, dict) and node.get(seg) is None:
+                node[seg] = [] if isinstance(nxt, int) else {}
             node = node[seg]
-            continue
-        if node.get(seg) is None:
-            node[seg] = [] if isinstance(nxt, int) else {}
-        node = node[seg]
-    last = canon[-1]
-    if isinstance(node, list):
-        if last >= len(node):
-            raise _fail(src, f"index {last} is out of range: the list has {len(node)} entries")
-        node[last] = value
-    else:
-        node[last] = value
 
 
 def apply_overrides(data: dict, overrides) -> dict:
@@ -846,28 +838,48 @@ def apply_overrides(data: dict, overrides) -> dict:
     return data
 
 
-def _inherit(data: dict, sub: dict, sections, defaults: Optional[dict] = None) -> dict:
-    merged = dict(sub)
-    for section in sections:
-        tp = _fields(Config)[section]
-        base = _merge(tp, data.get(section, {}), (defaults or {}).get(section, {}))
-        merged[section] = _merge(tp, base, sub.get(section, {}))
-    return merged
+def _inheritors(data: dict):
+    """``(sub-mapping, {section: defaults between})`` of every step and two-stage stage of canonical ``data``: each
+    inherits those sections, key by key, from the top-level ones; stage 2 of the two-stage schedule defaults to
+    weight decay 0."""
+    stage = {"OPTIMIZER": {}, "LR_SCHEDULE": {}, "DISTILLATION": {}}
+    for step in data.get("STEPS") or []:
+        yield step, {section: {} for section in _STEP_INHERITED}
+    two = data.setdefault("SCHEDULE", {}).setdefault("TWO_STAGE", {})
+    yield two.setdefault("STAGE1", {}), stage
+    yield two.setdefault("STAGE2", {}), {**stage, "OPTIMIZER": {"WEIGHT_DECAY": 0.0}}
 
 
 def _finish_steps(data: dict) -> dict:
-    """Each step (and each two-stage stage) inherits, key by key, the top-level BCONFIG / OPTIMIZER /
-    LR_SCHEDULE / DISTILLATION; stage 2 of the two-stage schedule defaults to weight decay 0."""
-    data = dict(data)
-    if data.get("STEPS"):
-        data["STEPS"] = [_inherit(data, step, _STEP_INHERITED) for step in data["STEPS"]]
-    schedule = dict(data.get("SCHEDULE") or {})
-    two = dict(schedule.get("TWO_STAGE") or {})
-    sections = ("OPTIMIZER", "LR_SCHEDULE", "DISTILLATION")
-    two["STAGE1"] = _inherit(data, two.get("STAGE1") or {}, sections)
-    two["STAGE2"] = _inherit(data, two.get("STAGE2") or {}, sections, {"OPTIMIZER": {"WEIGHT_DECAY": 0.0}})
-    schedule["TWO_STAGE"] = two
-    data["SCHEDULE"] = schedule
+    """``data`` with every step and stage holding the whole sections it inherits (:func:`_inheritors`)."""
+    data = copy.deepcopy(data)
+    for sub, sections in _inheritors(data):
+        for section, defaults in sections.items():
+            tp = _fields(Config)[section]
+            sub[section] = _merge(tp, _merge(tp, data.get(section) or {}, defaults), sub.get(section) or {})
+    return data
+
+
+def _unfinish_steps(data: dict) -> dict:
+    """The inverse of :func:`_finish_steps`: each step and stage keeps only the keys that differ from what it
+    inherits, so that a :meth:`Config.replace` of a top-level section reaches the steps that inherit it."""
+    def own(cls: type, value: dict, base: dict) -> dict:
+        out = {}
+        for key, item in value.items():
+            tp = _fields(cls)[key]
+            if dataclasses.is_dataclass(tp) and isinstance(item, dict) and isinstance(base.get(key), dict):
+                item = own(tp, item, base[key])
+                if item:
+                    out[key] = item
+            elif key not in base or base[key] != item:
+                out[key] = item
+        return out
+
+    data = copy.deepcopy(data)
+    for sub, sections in _inheritors(data):
+        for section, defaults in sections.items():
+            tp = _fields(Config)[section]
+            sub[section] = own(tp, sub.get(section) or {}, _merge(tp, data.get(section) or {}, defaults))
     return data
 
 
@@ -885,7 +897,7 @@ def _pop_path(node: dict, path: List[str]):
     for i, seg in enumerate(path):
         if not isinstance(node, dict):
             return False, None
-        key = next((k for k in node if str(k).upper() == seg), None)
+        key = _key_of(node, seg)
         if key is None:
             return False, None
         if i == len(path) - 1:
@@ -896,10 +908,8 @@ def _pop_path(node: dict, path: List[str]):
 
 def _put_path(node: dict, path: List[str], value: Any) -> None:
     for seg in path[:-1]:
-        key = next((k for k in node if str(k).upper() == seg), seg)
-        node = node.setdefault(key, {})
-    key = next((k for k in node if str(k).upper() == path[-1]), path[-1])
-    node[key] = value
+        node = node.setdefault(_key_of(node, seg, seg), {})
+    node[_key_of(node, path[-1], path[-1])] = value
 
 
 def _move_aliases(raw: dict) -> dict:
@@ -977,32 +987,33 @@ def load_config(config_path: Optional[str] = None, env_path: Optional[str] = Non
 
     Raises :class:`ConfigError` (one line: file, key path, closest valid key) on any bad input.
     """
+    return _build([(path, load_yaml(path)) for path in (config_path, env_path) if path is not None], overrides)
+
+
+def _build(layers: List[tuple], overrides=()) -> Config:
+    """The validated :class:`Config` of ``[(source, raw mapping), ...]`` (later layers winning) and ``overrides``:
+    the one path of YAML files, :meth:`Config.from_dict` and :meth:`Config.replace`."""
     data: dict = {}
-    for path in (config_path, env_path):
-        if path is None:
-            continue
-        raw = _move_aliases(load_yaml(path))
-        layer = _expand_presets(_check(Config, raw, "", path), path)
-        if layer.get("NNCF_CONFIG") and not os.path.isabs(layer["NNCF_CONFIG"]):
+    for src, raw in layers:
+        layer = _expand_presets(_check(Config, _move_aliases(raw), "", src), src)
+        nncf = layer.get("NNCF_CONFIG")
+        if nncf and not os.path.isabs(nncf) and os.path.isfile(src):
             # an NNCF JSON named in a file is relative to that file when it exists there
-            candidate = os.path.join(os.path.dirname(os.path.abspath(path)), layer["NNCF_CONFIG"])
+            candidate = os.path.join(os.path.dirname(os.path.abspath(src)), nncf)
             if os.path.isfile(candidate):
                 layer["NNCF_CONFIG"] = candidate
         data = _merge(Config, data, layer)
-    data = apply_overrides(data, overrides)
-    data = _finish_steps(data)
-    src = ", ".join(p for p in (config_path, env_path) if p) or "config"
-    data = _check(Config, data, "", src)  # re-check after merging (cross-key checks)
-    cfg = _construct(Config, data)
+    data = _finish_steps(apply_overrides(data, overrides))
+    src = ", ".join(src for src, _ in layers) or "config"
+    cfg = _construct(Config, _check(Config, data, "", src))  # re-checked after merging (cross-key checks)
     if cfg.NNCF_CONFIG:
         load_nncf_json(cfg.resolve_path(cfg.NNCF_CONFIG) if not os.path.isfile(cfg.NNCF_CONFIG) else cfg.NNCF_CONFIG)
-    for i, step in enumerate(cfg.STEPS):
-        if step.EPOCHS < 1:
-            raise ConfigError(f"{src}: STEPS[{i}].EPOCHS must be >= 1, got {step.EPOCHS}")
-    if cfg.TRAINING.EPOCHS < 0:
-        raise ConfigError(f"{src}: TRAINING.EPOCHS must be >= 0, got {cfg.TRAINING.EPOCHS}")
-    if cfg.TRAINING.BATCH_SIZE < 1:
-        raise ConfigError(f"{src}: TRAINING.BATCH_SIZE must be >= 1, got {cfg.TRAINING.BATCH_SIZE}")
+    bounded = [(f"STEPS[{i}].EPOCHS", step.EPOCHS, 1) for i, step in enumerate(cfg.STEPS)] + [
+        ("TRAINING.EPOCHS", cfg.TRAINING.EPOCHS, 0), ("TRAINING.BATCH_SIZE", cfg.TRAINING.BATCH_SIZE, 1),
+        ("TRAINING.BATCH_MULTIPLIER", cfg.TRAINING.BATCH_MULTIPLIER, 1)]
+    for key, value, least in bounded:
+        if value < least:
+            raise ConfigError(f"{src}: {key} must be >= {least}, got {value}")
     if cfg.LR_SCHEDULE.NAME == "poly" and cfg.LR_SCHEDULE.DURATION_EPOCHS is None:
         raise ConfigError(f"{src}: LR_SCHEDULE.NAME is poly: set LR_SCHEDULE.DURATION_EPOCHS (and START_EPOCH)")
     return cfg

@@ -30,13 +30,13 @@ import torch.nn as nn
 import yaml
 
 from .binarization_schedule import Callback
-from .config import TrainConfig
 from .schema import (BConfigCfg, Config, ConfigError, DistillationCfg, LRScheduleCfg, OptimizerCfg, build_bconfig,
                      config_diff, config_to_dict, load_config, load_nncf_json)
 
 __all__ = [
     "RunStep", "plan_steps", "train", "run_dir", "build_model", "build_float_model", "build_datasets",
     "build_val_loader", "build_teacher", "float_layers", "check_device", "check_model_kwargs", "resume_config",
+    "nncf_recipe", "step_config",
 ]
 
 #: settings a resumed run cannot change: the steps per epoch (the LR schedule is indexed by optimizer step),
@@ -56,8 +56,8 @@ def _fail(section: str, exc: BaseException) -> ConfigError:
 
 
 def run_dir(cfg: Config) -> str:
-    """``EXPERIMENT.DIR/EXPERIMENT.NAME`` taken from ``PROJECT.ROOT``: where the run writes."""
-    return cfg.resolve_path(os.path.join(cfg.EXPERIMENT.DIR, cfg.EXPERIMENT.NAME or "default"))
+    """``EXPERIMENT.DIR/EXPERIMENT.NAME`` taken from ``PROJECT.ROOT``: where the run writes (:meth:`Config.run_dir`)."""
+    return cfg.run_dir()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,18 +221,12 @@ def _nncf(cfg: Config) -> Optional[dict]:
     return load_nncf_json(path)
 
 
-def _apply_nncf(cfg: Config, model: nn.Module, nncf_json: dict):
-    """``(prepared model, cfg)``: the model binarized by the NNCF JSON, and the recipe with the JSON's staged
-    schedule in the one place of each setting (``SCHEDULE.STAGED``, the ``poly`` LR schedule,
-    ``OPTIMIZER.DISABLE_WD_EPOCH`` and, where the recipe leaves it at 1, ``TRAINING.BATCH_MULTIPLIER``)."""
-    from ..nncf_config import from_nncf_config
-
-    try:
-        model, s = from_nncf_config(model, nncf_json)
-    except (ValueError, KeyError) as exc:
-        raise _fail(f"NNCF_CONFIG {cfg.NNCF_CONFIG}", exc) from None
+def nncf_recipe(cfg: Config, s) -> Config:
+    """``cfg`` with NNCF's staged schedule ``s`` (the ``bnn.NNCFSchedule`` of ``bnn.from_nncf_config``) in the
+    one place of each setting: ``SCHEDULE.STAGED``, the ``poly`` LR schedule, ``OPTIMIZER.DISABLE_WD_EPOCH``
+    and, where the recipe leaves it at 1, ``TRAINING.BATCH_MULTIPLIER``."""
     replace = dataclasses.replace
-    cfg = replace(
+    return replace(
         cfg,
         SCHEDULE=replace(cfg.SCHEDULE, NAME="staged", STAGED=replace(
             cfg.SCHEDULE.STAGED, ACTIVATIONS_BIN_START_EPOCH=s.activations_bin_start_epoch,
@@ -243,7 +237,18 @@ def _apply_nncf(cfg: Config, model: nn.Module, nncf_json: dict):
         TRAINING=replace(cfg.TRAINING, BATCH_MULTIPLIER=cfg.TRAINING.BATCH_MULTIPLIER if cfg.TRAINING.BATCH_MULTIPLIER > 1
                          else s.batch_multiplier),
     )
-    return model, cfg
+
+
+def _apply_nncf(cfg: Config, model: nn.Module, nncf_json: dict):
+    """``(prepared model, cfg)``: the model binarized by the NNCF JSON and the recipe with its schedule
+    (:func:`nncf_recipe`)."""
+    from ..nncf_config import from_nncf_config
+
+    try:
+        model, schedule = from_nncf_config(model, nncf_json)
+    except (ValueError, KeyError) as exc:
+        raise _fail(f"NNCF_CONFIG {cfg.NNCF_CONFIG}", exc) from None
+    return model, nncf_recipe(cfg, schedule)
 
 
 def build_model(cfg: Config, num_classes: Optional[int] = None, in_channels: Optional[int] = None,
@@ -302,21 +307,13 @@ class RunStep:
     optimizer: OptimizerCfg
     lr_schedule: LRScheduleCfg
     distillation: DistillationCfg
-    callbacks: List[Dict[str, Any]] = field(default_factory=list)
+    callbacks: List[Dict[str, Any]] = field(default_factory=list)  # besides SCHEDULE's (the two-stage stage)
     init_from_previous: Optional[str] = None  # "last" / "best": start from the previous step's checkpoint
 
 
-def _schedule_callbacks(cfg: Config) -> List[Dict[str, Any]]:
-    s = cfg.SCHEDULE
-    if s.NAME in ("staged", "gradual"):  # the schema's fields are the callback's arguments, upper-cased
-        section = s.STAGED if s.NAME == "staged" else s.GRADUAL
-        return [{"name": s.NAME, **{key.lower(): value for key, value in dataclasses.asdict(section).items()}}]
-    return []
-
-
 def plan_steps(cfg: Config, exp_dir: str) -> List[RunStep]:
-    """The runs of a recipe, in order: one, the two stages, or the ``STEPS`` of a multi-step recipe."""
-    callbacks = _schedule_callbacks(cfg)
+    """The runs of a recipe, in order: one, the two stages, or the ``STEPS`` of a multi-step recipe (the
+    binarization callback of ``SCHEDULE``, staged or gradual, is the Trainer's, each step's)."""
     if cfg.STEPS:
         if cfg.SCHEDULE.NAME == "two_stage":
             raise ConfigError("SCHEDULE.NAME: two_stage cannot be combined with STEPS (write the stages as two STEPS)")
@@ -324,7 +321,7 @@ def plan_steps(cfg: Config, exp_dir: str) -> List[RunStep]:
         for i, s in enumerate(cfg.STEPS, 1):
             sub = f"step{i}" if not s.NAME else f"step{i}_{s.NAME}"
             steps.append(RunStep(s.NAME or f"step{i}", s.EPOCHS, os.path.join(exp_dir, sub), s.BCONFIG, s.OPTIMIZER,
-                                 s.LR_SCHEDULE, s.DISTILLATION, callbacks, "last" if i > 1 else None))
+                                 s.LR_SCHEDULE, s.DISTILLATION, [], "last" if i > 1 else None))
         return steps
     if cfg.SCHEDULE.NAME == "two_stage":
         two = cfg.SCHEDULE.TWO_STAGE
@@ -333,17 +330,15 @@ def plan_steps(cfg: Config, exp_dir: str) -> List[RunStep]:
                         two.INIT_FROM if i == 2 else None)
                 for i, st in enumerate((two.STAGE1, two.STAGE2), 1)]
     return [RunStep("train", cfg.TRAINING.EPOCHS, exp_dir, cfg.BCONFIG, cfg.OPTIMIZER, cfg.LR_SCHEDULE,
-                    cfg.DISTILLATION, callbacks)]
+                    cfg.DISTILLATION)]
 
 
-def step_config(cfg: Config, step: RunStep) -> TrainConfig:
-    """The :class:`~bnn.engine.config.TrainConfig` of one step of a recipe."""
-    try:
-        return TrainConfig.from_recipe(cfg, optimizer=step.optimizer, lr_schedule=step.lr_schedule,
-                                       distillation=step.distillation, epochs=step.epochs, exp_dir=step.exp_dir,
-                                       callbacks=step.callbacks)
-    except ValueError as exc:
-        raise _fail("config", exc) from None
+def step_config(cfg: Config, step: RunStep) -> Config:
+    """The config the :class:`~bnn.engine.Trainer` of one step of a recipe reads: ``cfg`` with the step's
+    epochs and its ``OPTIMIZER`` / ``LR_SCHEDULE`` / ``DISTILLATION`` sections."""
+    replace = dataclasses.replace
+    return replace(cfg, TRAINING=replace(cfg.TRAINING, EPOCHS=step.epochs), OPTIMIZER=step.optimizer,
+                   LR_SCHEDULE=step.lr_schedule, DISTILLATION=step.distillation)
 
 
 def _finished(path: str, epochs: int) -> bool:
@@ -527,7 +522,8 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
             if os.path.exists(best):  # (after "last", the model in memory already is the previous step's end)
                 load_model_state(model, best)
         record = run_record(cfg, i, num_classes, in_channels, nncf_json) if from_recipe else None
-        trainer = Trainer(model, train_loader, val_loader, step_config(cfg, step), callbacks=callbacks,
+        trainer = Trainer(model, train_loader, val_loader, step_config(cfg, step),
+                          callbacks=list(step.callbacks) + list(callbacks), exp_dir=step.exp_dir,
                           teacher=teacher if step.distillation.ENABLED else None, run_info=record)
         if len(steps) > 1:
             log(f"bnn-train: {step.name} ({i + 1}/{len(steps)}): {step.epochs} epochs in {step.exp_dir}")

@@ -2,16 +2,21 @@
 
 ::
 
-    from bnn.engine import Trainer, TrainConfig
-    cfg = TrainConfig(epochs=30, lr=1e-3, weight_decay=1e-5, wd_latent_weights=0.0,
-                      lr_schedule="cosine", exp_dir="experiments/xnor")
-    result = Trainer(model, train_loader, val_loader, cfg).fit()
+    from bnn.engine import Config, Trainer
+    cfg = Config.from_dict({"TRAINING": {"EPOCHS": 30}, "OPTIMIZER": {"LR": 1e-3, "WEIGHT_DECAY": 1e-5},
+                            "LR_SCHEDULE": {"NAME": "cosine"}, "EXPERIMENT": {"NAME": "xnor"}})
+    result = Trainer(model, train_loader, val_loader, cfg).fit()   # writes experiments/xnor
     print(result.best_top1, result.best_checkpoint)
+
+The Trainer reads its settings from the sections of the recipe :class:`~bnn.engine.Config` (one step:
+``TRAINING``, ``OPTIMIZER``, ``LR_SCHEDULE``, ``DISTILLATION``, ``SCHEDULE`` for the staged or gradual
+binarization callback, ``HARDWARE``, ``EXPERIMENT``), the same object ``bnn-train`` fills from YAML, so one
+request trains the same from Python and from a recipe file.
 
 One epoch: callbacks' ``on_epoch_begin`` (binarizers switched, see
 :mod:`bnn.engine.binarization_schedule`), weight decay on/off, then for each
-group of ``batch_multiplier`` batches: forward (under ``torch.autocast`` on CUDA
-when ``amp``), loss = cross-entropy (or the distillation loss against the
+group of ``TRAINING.BATCH_MULTIPLIER`` batches: forward (under ``torch.autocast`` on CUDA
+when ``TRAINING.AMP``), loss = cross-entropy (or the distillation loss against the
 teacher), ``loss / group_size`` backward (GradScaler on CUDA float16), one
 optimizer step and one LR-scheduler step; then validation (top-1/top-5),
 ``metrics.csv``/TensorBoard, ``curves.png``, ``last.pth`` and, when the validation top-1 is the
@@ -38,20 +43,22 @@ import torch
 import torch.nn as nn
 
 from ..data import set_epoch
-from .binarization_schedule import Callback, build_callbacks
+from .binarization_schedule import Callback, TwoStageSchedule, build_callbacks, schedule_callbacks
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, environment_info, get_rng_state, load_checkpoint,
                          load_model_state, save_checkpoint, set_rng_state)
-from .config import TrainConfig
 from .distill import DistillationLoss, freeze_teacher
 from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_buffers, distributed_loader, get_rank, get_world_size, init_distributed,
                           is_distributed, wrap_ddp)
 from .evaluate import accumulate, metrics_from_sums, topk_correct
-from .lr_schedule import build_lr_scheduler
+from .lr_schedule import build_lr_scheduler, lr_schedule_args
 from .optim import build_optimizer, set_weight_decay_enabled
 from .reporting import Reporter, Throughput, run_banner
-from .schema import Config
+from .schema import Config, config_to_dict
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "seed_everything", "topk_correct"]
+
+#: the top-k accuracies a run reports (train and validation)
+TOPK = (1, 5)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -95,9 +102,9 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _resolve_device(device: Union[None, str, torch.device], cfg: TrainConfig, local_rank: int) -> torch.device:
+def _resolve_device(device: Union[None, str, torch.device], cfg: Config, local_rank: int) -> torch.device:
     if device is None:
-        device = cfg.device
+        device = cfg.HARDWARE.DEVICE
     if isinstance(device, torch.device):
         return device
     if device in (None, "auto"):
@@ -116,68 +123,71 @@ class Trainer:
             ``trainer.ddp_model`` what runs the forward (DDP-wrapped when distributed).
         train_loader, val_loader: ``DataLoader`` s yielding ``(inputs, targets)``; ``val_loader`` may be None.
             Under ``torchrun`` both get a ``DistributedSampler``.
-        cfg: :class:`TrainConfig`, a dict of its fields, or a recipe :class:`~bnn.engine.schema.Config`
-            (one step: its top-level sections; :func:`bnn.engine.train` runs a recipe's steps). Default ``TrainConfig()``.
+        cfg: a recipe :class:`~bnn.engine.Config` (one step: its top-level sections; :func:`bnn.engine.train`
+            runs a recipe's steps), or a nested mapping for :meth:`Config.from_dict <bnn.engine.Config.from_dict>`.
+            Default ``Config()``, the schema's defaults.
         callbacks: :class:`~bnn.engine.binarization_schedule.Callback` objects or ``{"name": ..., **args}``
-            specs, added after ``cfg.callbacks``.
+            specs, added after the callback of ``cfg.SCHEDULE`` (staged or gradual binarization).
         teacher: a float model; when given, the loss is :class:`DistillationLoss`
-            (``cfg.distill_alpha``, ``cfg.distill_temperature``); ``cfg.distill=True`` requires it.
-        device: overrides ``cfg.device``.
-        criterion: loss on ``(logits, targets)`` (default cross-entropy with ``cfg.label_smoothing``).
-        exp_dir: overrides ``cfg.exp_dir``.
+            (``DISTILLATION.ALPHA``, ``TEMPERATURE``); ``DISTILLATION.ENABLED`` requires it.
+        device: overrides ``HARDWARE.DEVICE``.
+        criterion: loss on ``(logits, targets)`` (default cross-entropy with ``TRAINING.LABEL_SMOOTHING``).
+        exp_dir: overrides the run directory ``EXPERIMENT.DIR/EXPERIMENT.NAME``.
         run_info: what the checkpoints record besides the versions, git commit and seed (``bnn-train``
             records its recipe there, see :mod:`bnn.engine.run_dir`), stored as ``state["meta"]``.
     """
 
-    def __init__(self, model: nn.Module, train_loader, val_loader=None, cfg: Union[TrainConfig, Dict[str, Any], None] = None,
+    def __init__(self, model: nn.Module, train_loader, val_loader=None, cfg: Union[Config, Dict[str, Any], None] = None,
                  callbacks: Iterable[Any] = (), teacher: Optional[nn.Module] = None,
                  device: Union[None, str, torch.device] = None, criterion: Optional[nn.Module] = None,
                  exp_dir: Optional[str] = None, run_info: Optional[Dict[str, Any]] = None) -> None:
         if cfg is None:
-            cfg = TrainConfig()
+            cfg = Config()
         elif isinstance(cfg, dict):
-            cfg = TrainConfig.from_dict(cfg)
-        elif isinstance(cfg, Config):
-            cfg = TrainConfig.from_recipe(cfg)
-        if exp_dir is not None:
-            cfg = cfg.replace(exp_dir=str(exp_dir))
+            cfg = Config.from_dict(cfg)
+        elif not isinstance(cfg, Config):
+            raise TypeError(f"Trainer: cfg must be a bnn.engine.Config or a mapping of its sections, got {type(cfg).__name__}")
         self.cfg = cfg
+        t = cfg.TRAINING
+        self.epochs = int(t.EPOCHS)
         pre_device = _resolve_device(device, cfg, int(os.environ.get("LOCAL_RANK", 0)))
-        self.dist = init_distributed(cfg.distributed_backend, use_cuda=pre_device.type == "cuda")
+        self.dist = init_distributed(cfg.HARDWARE.DIST_BACKEND, use_cuda=pre_device.type == "cuda")
         self.device = _resolve_device(device, cfg, self.dist.local_rank)
         self.rank, self.world_size = get_rank(), get_world_size()
         self.is_main = self.rank == 0
 
         self.model = model.to(self.device)
-        self.callbacks: List[Callback] = build_callbacks(cfg.callbacks) + build_callbacks(list(callbacks))
-        self.batch_multiplier = int(cfg.batch_multiplier)
-        seed = cfg.seed if cfg.seed is not None else 0
-        self.train_loader = distributed_loader(train_loader, seed=seed)
+        self.callbacks: List[Callback] = schedule_callbacks(cfg.SCHEDULE) + build_callbacks(list(callbacks))
+        if cfg.SCHEDULE.NAME == "two_stage" and not any(isinstance(cb, TwoStageSchedule) for cb in self.callbacks):
+            raise ValueError("Trainer: SCHEDULE.NAME is two_stage, two runs: train the recipe with bnn.engine.train(cfg) "
+                             "(or pass callbacks=[{'name': 'two_stage', 'stage': 1 or 2}] for one of them)")
+        self.batch_multiplier = int(t.BATCH_MULTIPLIER)
+        self.train_loader = distributed_loader(train_loader, seed=t.SEED)
         self.val_loader = distributed_loader(val_loader, evaluation=True) if val_loader is not None else None
         self.ddp_model = wrap_ddp(self.model, self.device)
 
-        if cfg.distill and teacher is None:
-            raise ValueError("TrainConfig.distill is True but no teacher model was given to the Trainer")
+        dist = cfg.DISTILLATION
+        if dist.ENABLED and teacher is None:
+            raise ValueError("DISTILLATION.ENABLED is true but no teacher model was given to the Trainer")
         self.teacher = freeze_teacher(teacher.to(self.device)) if teacher is not None else None
-        self.distill_loss = DistillationLoss(cfg.distill_alpha, cfg.distill_temperature, cfg.label_smoothing) if self.teacher is not None else None
-        self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.distill_loss = DistillationLoss(dist.ALPHA, dist.TEMPERATURE, t.LABEL_SMOOTHING) if self.teacher is not None else None
+        self.criterion = criterion if criterion is not None else nn.CrossEntropyLoss(label_smoothing=t.LABEL_SMOOTHING)
 
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg.OPTIMIZER)
         n_batches = len(self.train_loader)
-        if cfg.max_steps_per_epoch:
-            n_batches = min(n_batches, int(cfg.max_steps_per_epoch) * self.batch_multiplier)
+        if t.MAX_STEPS_PER_EPOCH:
+            n_batches = min(n_batches, int(t.MAX_STEPS_PER_EPOCH) * self.batch_multiplier)
         self.batches_per_epoch = n_batches
         self.steps_per_epoch = max(1, math.ceil(n_batches / self.batch_multiplier))
-        self.scheduler = build_lr_scheduler(self.optimizer, cfg, self.steps_per_epoch,
+        self.scheduler = build_lr_scheduler(self.optimizer, cfg.LR_SCHEDULE, self.epochs, self.steps_per_epoch,
                                             [cb.lr_factor for cb in self.callbacks])
-        self.use_amp = bool(cfg.amp) and self.device.type == "cuda"
-        self.amp_dtype = torch.float16 if cfg.amp_dtype == "float16" else torch.bfloat16
+        self.use_amp = bool(t.AMP) and self.device.type == "cuda"
+        self.amp_dtype = torch.float16 if t.AMP_DTYPE == "float16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
-        self.exp_dir = cfg.exp_dir
-        ckpt_dir = cfg.checkpoint_dir or cfg.exp_dir
-        self.last_path = os.path.join(ckpt_dir, "last.pth")
-        self.best_path = os.path.join(ckpt_dir, "best.pth")
+        self.exp_dir = str(exp_dir) if exp_dir is not None else cfg.run_dir()
+        self.last_path = os.path.join(self.exp_dir, "last.pth")
+        self.best_path = os.path.join(self.exp_dir, "best.pth")
         self.start_epoch = 0
         self.epoch = 0
         self.global_step = 0
@@ -186,7 +196,7 @@ class Trainer:
         self.history: List[Dict[str, float]] = []
         self.reporter: Optional[Reporter] = None
         self._epoch_lr = float(self.optimizer.param_groups[0]["lr"])
-        self.run_info: Dict[str, Any] = {**environment_info(), "seed": cfg.seed, **(run_info or {})}
+        self.run_info: Dict[str, Any] = {**environment_info(), "seed": t.SEED, **(run_info or {})}
         self.num_classes: Optional[int] = None
         self.epoch_speed: Dict[str, float] = {"img_s": 0.0, "data_s": 0.0, "data_share": 0.0}
 
@@ -206,8 +216,9 @@ class Trainer:
         return contextlib.nullcontext()
 
     def weight_decay_on(self, epoch: int) -> bool:
-        """False from ``cfg.disable_wd_epoch`` on, or when any callback switches weight decay off."""
-        if self.cfg.disable_wd_epoch is not None and epoch >= self.cfg.disable_wd_epoch:
+        """False from ``OPTIMIZER.DISABLE_WD_EPOCH`` on, or when any callback switches weight decay off."""
+        stop = self.cfg.OPTIMIZER.DISABLE_WD_EPOCH
+        if stop is not None and epoch >= stop:
             return False
         return all(cb.weight_decay_enabled(epoch) for cb in self.callbacks)
 
@@ -234,7 +245,7 @@ class Trainer:
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
             "history": list(self.history),
-            "config": self.cfg.to_dict(),
+            "config": config_to_dict(self.cfg),
             "world_size": self.world_size,
             "meta": self.run_info,
         }
@@ -302,16 +313,14 @@ class Trainer:
 
     # -------------------------------------------------------------------- loop
     def fit(self, resume: Union[None, bool, str] = None) -> TrainResult:
-        """Train ``cfg.epochs`` epochs (from where the checkpoint left off when resuming).
+        """Train ``TRAINING.EPOCHS`` epochs (from where the checkpoint left off when resuming).
 
-        ``resume``: ``None`` uses ``cfg.resume``; ``"auto"``/``True`` resumes from ``last.pth`` when it
-        exists; a path resumes from that checkpoint; ``False``/``""`` starts fresh.
+        ``resume``: ``None``/``False``/``""`` starts fresh; ``"auto"``/``True`` resumes from ``last.pth`` when it
+        exists; a path resumes from that checkpoint.
         Raises :class:`NonFiniteLossError` on a NaN/inf loss (checkpoints untouched) and
         :class:`~bnn.engine.checkpoint.CheckpointError` for an unreadable/mismatched checkpoint.
         """
-        cfg = self.cfg
-        if resume is None:
-            resume = cfg.resume
+        exp = self.cfg.EXPERIMENT
         path = None
         if resume in (True, "auto"):
             path = self.last_path if os.path.exists(self.last_path) else None
@@ -320,14 +329,14 @@ class Trainer:
         ckpt = load_checkpoint(path) if path else None
         if ckpt is not None:
             self.load_state_dict(ckpt, path)
-        elif cfg.seed is not None:
-            seed_everything(int(cfg.seed) + self.rank)
+        else:
+            seed_everything(int(self.cfg.TRAINING.SEED) + self.rank)
 
-        self.reporter = Reporter(self.exp_dir, enabled=self.is_main, tensorboard=cfg.tensorboard)
+        self.reporter = Reporter(self.exp_dir, enabled=self.is_main, tensorboard=exp.TENSORBOARD)
         try:
             if ckpt is not None:
                 self.reporter.truncate_metrics(self.start_epoch)
-                self.info(f"resumed from {path} at epoch {self.start_epoch}/{cfg.epochs} (step {self.global_step})")
+                self.info(f"resumed from {path} at epoch {self.start_epoch}/{self.epochs} (step {self.global_step})")
             if self.is_main:
                 for line in run_banner(self.exp_dir, self.model, self.train_loader, self.val_loader, self.run_info,
                                        self.device):
@@ -341,10 +350,10 @@ class Trainer:
                 for gen, st in zip(self._loader_generators(), ckpt.get("loader_generators", [])):
                     if isinstance(gen, torch.Generator) and st is not None:
                         gen.set_state(st)
-            for epoch in range(self.start_epoch, cfg.epochs):
+            for epoch in range(self.start_epoch, self.epochs):
                 self._run_epoch(epoch)
             result = self._result()
-            if self.is_main and cfg.plot and os.path.exists(self.reporter.png_path):
+            if self.is_main and exp.PLOT and os.path.exists(self.reporter.png_path):
                 self.info(f"curves: {self.reporter.png_path}")
             self.info(f"done: best top-1 {self.best_top1:.2f}% at epoch {self.best_epoch}; checkpoints in {os.path.dirname(self.last_path) or '.'}")
             for cb in self.callbacks:
@@ -361,14 +370,15 @@ class Trainer:
                            for g in self.optimizer.param_groups)
         self.info(f"device {self.device}, amp {'on' if self.use_amp else 'off'}, processes {self.world_size}, "
                   f"{self.steps_per_epoch} steps/epoch x batch_multiplier {self.batch_multiplier}")
-        self.info(f"optimizer {self.cfg.optimizer}: {groups}; lr schedule {self.cfg.lr_schedule} {self.cfg.lr_schedule_args or ''}".rstrip())
+        lrs = self.cfg.LR_SCHEDULE
+        self.info(f"optimizer {self.cfg.OPTIMIZER.NAME}: {groups}; lr schedule {lrs.NAME} {lr_schedule_args(lrs) or ''}".rstrip())
         if self.teacher is not None:
-            self.info(f"distillation: alpha {self.cfg.distill_alpha}, temperature {self.cfg.distill_temperature}")
+            dist = self.cfg.DISTILLATION
+            self.info(f"distillation: alpha {dist.ALPHA}, temperature {dist.TEMPERATURE}")
         if self.callbacks:
             self.info("callbacks: " + ", ".join(type(cb).__name__ for cb in self.callbacks))
 
     def _run_epoch(self, epoch: int) -> None:
-        cfg = self.cfg
         self.epoch = epoch
         for loader in (self.train_loader, self.val_loader):
             if loader is not None:
@@ -394,11 +404,11 @@ class Trainer:
         self._save(is_best)
         if self.reporter is not None:
             self.reporter.log_epoch(row)
-            if cfg.plot:  # every epoch: a killed run keeps its plot
+            if self.cfg.EXPERIMENT.PLOT:  # every epoch: a killed run keeps its plot
                 self.reporter.plot(self.num_classes)
         val_txt = (f"  val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}"
                    if "val_top1" in row else "")
-        self.info(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} top1 {row['train_top1']:.2f}"
+        self.info(f"epoch {epoch + 1}/{self.epochs}  train loss {row['train_loss']:.4f} top1 {row['train_top1']:.2f}"
                   f"{val_txt}  lr {row['lr']:.3g}  wd {'on' if wd_on else 'off'}  {row['time_s']:.1f}s"
                   f"  {self.epoch_speed['img_s']:.0f} img/s, data {self.epoch_speed['data_s']:.1f}s"
                   f"{'  *best*' if is_best else ''}")
@@ -420,24 +430,24 @@ class Trainer:
         all_reduce_sum(bad)  # every rank stops together under DDP
         if bad.item() > 0:
             value = float(loss.detach().float().item())
-            msg = (f"non-finite loss ({value}) at epoch {epoch + 1}/{self.cfg.epochs}, step {step + 1}/{self.steps_per_epoch}"
+            msg = (f"non-finite loss ({value}) at epoch {epoch + 1}/{self.epochs}, step {step + 1}/{self.steps_per_epoch}"
                    f" (global step {self.global_step}); stopped, the last good checkpoint is "
                    f"{self.last_path if os.path.exists(self.last_path) else '(none yet)'}")
             raise NonFiniteLossError(msg, epoch + 1, step + 1, value)
 
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         """One pass over the training loader; returns ``train_loss``, ``train_top1``, ``train_top5`` (over ranks)."""
-        cfg = self.cfg
+        t = self.cfg.TRAINING
         self.ddp_model.train()
         if self.teacher is not None:
             self.teacher.eval()
         bm, n_batches = self.batch_multiplier, self.batches_per_epoch
-        sums = torch.zeros(2 + len(cfg.topk), dtype=torch.float64)  # loss*n, n, correct@k...
+        sums = torch.zeros(2 + len(TOPK), dtype=torch.float64)  # loss*n, n, correct@k...
         bar = None
-        if self.is_main and cfg.progress_bar:
+        if self.is_main and self.cfg.EXPERIMENT.PROGRESS_BAR:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False, dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
         step_in_epoch = 0
         group_size = bm
@@ -452,9 +462,8 @@ class Trainer:
                 micro = i % bm
                 if micro == 0:
                     group_size = min(bm, n_batches - i)
-                    t = self.scheduler.last_epoch / self.steps_per_epoch
                     for cb in self.callbacks:
-                        cb.on_step_begin(self, t)
+                        cb.on_step_begin(self, self.scheduler.last_epoch / self.steps_per_epoch)
                 inputs = inputs.to(self.device, non_blocking=True)
                 targets = targets.to(self.device, non_blocking=True)
                 last_micro = micro == group_size - 1
@@ -467,9 +476,9 @@ class Trainer:
                     self.scaler.scale(loss / group_size).backward()
                 if last_micro:
                     self._epoch_lr = self.optimizer.param_groups[0]["lr"]
-                    if cfg.grad_clip:
+                    if t.GRAD_CLIP:
                         self.scaler.unscale_(self.optimizer)
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.GRAD_CLIP)
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -478,7 +487,7 @@ class Trainer:
                     step_in_epoch += 1
                 n = targets.shape[0]
                 with torch.no_grad():
-                    correct = topk_correct(out.detach().float(), targets, cfg.topk)
+                    correct = topk_correct(out.detach().float(), targets, TOPK)
                 sums[0] += float(loss.detach().float().item()) * n
                 sums[1] += n
                 for j, c in enumerate(correct):
@@ -488,7 +497,7 @@ class Trainer:
                 whole.step_done(n)
                 if bar is not None:
                     bar.update(1)
-                if (i + 1) % max(1, cfg.log_interval) == 0 or i + 1 == n_batches:
+                if (i + 1) % max(1, t.LOG_INTERVAL) == 0 or i + 1 == n_batches:
                     lr = self.optimizer.param_groups[0]["lr"]
                     avg = sums[0].item() / max(sums[1].item(), 1)
                     acc = 100.0 * sums[2].item() / max(sums[1].item(), 1)
@@ -511,7 +520,7 @@ class Trainer:
             t = sums.to(self.device)
             all_reduce_sum(t)
             sums = t.cpu()
-        return metrics_from_sums(sums, self.cfg.topk, prefix)
+        return metrics_from_sums(sums, TOPK, prefix)
 
     @torch.no_grad()
     def validate(self, loader=None) -> Dict[str, float]:
@@ -519,6 +528,6 @@ class Trainer:
         loader = loader if loader is not None else self.val_loader
         self.ddp_model.eval()  # the plain module runs the forward: ranks may hold shards of unequal length
         broadcast_buffers(self.model)  # so every rank evaluates (and keeps) rank 0's BatchNorm statistics
-        progress = f"validate {self.epoch + 1}/{self.cfg.epochs}" if self.is_main and self.cfg.progress_bar else None
-        sums = accumulate(self.model, loader, self.device, self.cfg.topk, self._autocast, progress)
+        progress = f"validate {self.epoch + 1}/{self.epochs}" if self.is_main and self.cfg.EXPERIMENT.PROGRESS_BAR else None
+        sums = accumulate(self.model, loader, self.device, TOPK, self._autocast, progress)
         return self._reduce(sums, "val")
