@@ -4,7 +4,7 @@ Networks: a small torchvision-style ResNet (conv-BN-ReLU stem, two stages of
 one basic block each, ReLU after every block, global average pool, linear
 classifier), so every binarized conv is fed by a ReLU, as in an ordinary
 model. The stem conv, the classifier and the 1x1 downsample shortcut stay
-float; every other conv is binarized.
+float (:data:`bnn.presets.FLOAT_LAYERS`); every other conv is binarized.
 
 Data sets (nothing is downloaded):
 
@@ -49,7 +49,6 @@ from bnn.engine.distill import kl_div_logits
 
 BATCH = 128
 BEST = "two-step + KD"
-FLOAT_LAYERS = ["_first_", "_last_", "$.*shortcut.*$"]
 
 
 class BasicBlock(nn.Module):
@@ -138,7 +137,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: flo
 
 
 def binary_copy(float_model: nn.Module, bconfig: bnn.BConfig) -> nn.Module:
-    return bnn.prepare_binary_model(copy.deepcopy(float_model), bconfig, ignore_layers_name=FLOAT_LAYERS)
+    return bnn.prepare_binary_model(copy.deepcopy(float_model), bconfig, ignore_layers_name=bnn.presets.FLOAT_LAYERS)
 
 
 def run(dataset: str, seed: int, args) -> Dict[str, float]:
