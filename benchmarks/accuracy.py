@@ -4,7 +4,7 @@ Networks: a small torchvision-style ResNet (conv-BN-ReLU stem, two stages of
 one basic block each, ReLU after every block, global average pool, linear
 classifier), so every binarized conv is fed by a ReLU, as in an ordinary
 model. The stem conv, the classifier and the 1x1 downsample shortcut stay
-float; every other conv is binarized.
+float (:data:`bnn.presets.FLOAT_LAYERS`); every other conv is binarized.
 
 Data sets (nothing is downloaded):
 
@@ -13,22 +13,26 @@ Data sets (nothing is downloaded):
   inside the package; ``pip install scikit-learn``, the ``bench`` extra),
   a fixed 80/20 split.
 
-Per data set and seed, the float network trains ``--epochs`` epochs from
-scratch (Adam, cosine decay to 0, batch 128). Each binary run starts from that
-trained float network's weights and gets the same budget (``--epochs``,
-Adam, cosine decay, no weight decay on latent weights):
+Per data set and seed, a float network is pre-trained ``--pretrain-epochs``
+(default ``--epochs``) epochs from scratch (Adam, cosine decay to 0, batch
+128). Each binary run starts from those weights and trains ``--epochs`` more
+(Adam, cosine decay, no weight decay on latent weights). The float row is the
+pre-trained network (``--float-reference pretrained``, the default), or, with
+``--float-reference same-budget``, that network trained ``--epochs`` more in
+float, so that float and binary have both seen the same number of epochs:
 
 - one row per preset of :mod:`bnn.presets`, trained with cross-entropy;
 - ``two-step + KD``: the ``relu_friendly`` preset trained in two steps of half
   the budget each, binary activations first (weights float), then binary
   weights too (ReActNet's two-step schedule, Liu et al. 2020), with the
-  trained float network as teacher (KL distillation,
+  pre-trained float network as teacher (KL distillation,
   :func:`bnn.engine.distill.kl_div_logits`).
 
 Prints the mean top-1 over the seeds (the spread as min..max) and the gap to float::
 
-    python benchmarks/accuracy.py [--epochs 10] [--seeds 0 1] [--width 16] [--datasets synthetic digits]
-                                  [--train-size 3000] [--threads 2] [--recipes NAME ...]
+    python benchmarks/accuracy.py [--epochs 10] [--pretrain-epochs N] [--seeds 0 1] [--width 16]
+                                  [--datasets synthetic digits] [--train-size 3000] [--threads 2]
+                                  [--recipes NAME ...] [--float-reference pretrained|same-budget]
 """
 from __future__ import annotations
 
@@ -49,7 +53,6 @@ from bnn.engine.distill import kl_div_logits
 
 BATCH = 128
 BEST = "two-step + KD"
-FLOAT_LAYERS = ["_first_", "_last_", "$.*shortcut.*$"]
 
 
 class BasicBlock(nn.Module):
@@ -138,26 +141,29 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: flo
 
 
 def binary_copy(float_model: nn.Module, bconfig: bnn.BConfig) -> nn.Module:
-    return bnn.prepare_binary_model(copy.deepcopy(float_model), bconfig, ignore_layers_name=FLOAT_LAYERS)
+    return bnn.prepare_binary_model(copy.deepcopy(float_model), bconfig, ignore_layers_name=bnn.presets.FLOAT_LAYERS)
 
 
 def run(dataset: str, seed: int, args) -> Dict[str, float]:
     xtr, ytr, xva, yva = DATASETS[dataset](args.train_size, seed)
     torch.manual_seed(seed)
-    float_model = small_resnet(xtr.shape[1], int(ytr.max()) + 1, args.width)
-    fit(float_model, xtr, ytr, args.epochs, args.lr, seed)
+    pretrained = small_resnet(xtr.shape[1], int(ytr.max()) + 1, args.width)
+    fit(pretrained, xtr, ytr, args.epochs if args.pretrain_epochs is None else args.pretrain_epochs, args.lr, seed)
+    teacher = copy.deepcopy(pretrained).eval()
+    float_model = pretrained
+    if args.float_reference == "same-budget":  # like every binary run, --epochs more from the pre-trained weights
+        float_model = fit(copy.deepcopy(pretrained), xtr, ytr, args.epochs, args.lr, seed)
     result = {"float": top1(float_model, xva, yva)}
-    teacher = copy.deepcopy(float_model).eval()
     for name in args.recipes:
         torch.manual_seed(seed)
         if name == BEST:  # two steps of half the budget each, each with its own schedule
-            model = binary_copy(float_model, bnn.presets.relu_friendly())
+            model = binary_copy(pretrained, bnn.presets.relu_friendly())
             bnn.set_binarization(model, activations=True, weights=False)
             fit(model, xtr, ytr, args.epochs // 2, args.lr, seed, teacher, args.kd_weight)
             bnn.set_binarization(model, activations=True, weights=True)
             fit(model, xtr, ytr, args.epochs - args.epochs // 2, args.lr, seed, teacher, args.kd_weight)
         else:
-            model = binary_copy(float_model, bnn.presets.get_preset(name))
+            model = binary_copy(pretrained, bnn.presets.get_preset(name))
             fit(model, xtr, ytr, args.epochs, args.lr, seed)
         result[name] = top1(model, xva, yva)
     return result
@@ -166,6 +172,10 @@ def run(dataset: str, seed: int, args) -> Dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="float epochs every binary run starts from (default: --epochs)")
+    parser.add_argument("--float-reference", choices=["pretrained", "same-budget"], default="pretrained",
+                        help="the float row: the pre-trained network, or it trained --epochs more like the binary runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--width", type=int, default=16, help="channels of the first stage (the second has twice)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -189,7 +199,8 @@ def main() -> None:
             binary = [r[name] for r in runs]
             gap = statistics.mean(floats) - statistics.mean(binary)
             lines.append(f"{dataset:<10} {name:<15} {_spread(floats):>15} {_spread(binary):>15} {gap:>6.1f}")
-    print(f"small ResNet (width {args.width}), {args.epochs} epochs per run, seeds {args.seeds}, "
+    print(f"small ResNet (width {args.width}), {args.epochs} epochs per run, float reference {args.float_reference}, "
+          f"seeds {args.seeds}, "
           f"{args.threads} threads; top-1 % on the validation split, mean (min..max)")
     print("\n".join(lines))
     print(f"total {time.perf_counter() - start:.0f} s")

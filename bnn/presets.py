@@ -22,20 +22,31 @@ name               input / weight / output                           paper
 In an ordinary (torchvision-style) network every binarized conv is fed by a
 ReLU, so a plain sign sees only values >= 0 and emits a constant +1: the layer
 learns nothing (the binarizers warn about it during the first training steps).
-``relu_friendly`` fixes such a network without rewriting it::
+``relu_friendly`` fixes such a network without rewriting it, keeping float
+the layers that the published binary ResNets keep float (:data:`FLOAT_LAYERS`)::
 
     model = bnn.prepare_binary_model(resnet18(), bnn.presets.relu_friendly(),
-                                     ignore_layers_name=["_first_", "_last_"])
+                                     ignore_layers_name=bnn.presets.FLOAT_LAYERS)
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 from .config import BConfig
 from .hints import did_you_mean
 from . import ops
 
-__all__ = ["xnor_net", "bireal", "reactnet", "nncf", "relu_friendly", "get_preset", "preset_names"]
+__all__ = ["FLOAT_LAYERS", "xnor_net", "bireal", "reactnet", "nncf", "relu_friendly", "get_preset", "preset_names"]
+
+#: The layers a binary ResNet keeps float, as XNOR-Net, Bi-Real Net (Liu et al. 2018)
+#: and ReActNet (Liu et al. 2020) do: the stem conv (``_first_``), the classifier
+#: (``_last_``) and the 1x1 convs of the downsampling shortcuts (torchvision names
+#: them ``downsample``, many ResNets ``shortcut``). Binarized, those shortcuts are
+#: the only path from one stage to the next and every bit lost there is lost to
+#: the whole network; they hold a few percent of the weights. Pass it as
+#: ``ignore_layers_name`` to :func:`bnn.prepare_binary_model` (a network without such
+#: shortcuts: ``["_first_", "_last_"]``, since an unmatched regex is an error).
+FLOAT_LAYERS: Tuple[str, ...] = ("_first_", "_last_", "$.*(downsample|shortcut).*$")
 
 
 def xnor_net(activation_scale: bool = True) -> BConfig:
