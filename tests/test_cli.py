@@ -237,3 +237,25 @@ def test_print_config_checks_model_arguments(tmp_path, monkeypatch, capsys):
                  "DISTILLATION.TEACHER_KWARGS.num_clases=10"]) == 2
     err = capsys.readouterr().err.strip()
     assert "DISTILLATION.TEACHER_KWARGS.num_clases" in err and "did you mean 'num_classes'" in err
+
+
+def test_resume_overrides_reach_the_stages_that_inherit_them(tmp_path):
+    """A saved two-stage config holds each stage's full sections; an override on --resume still reaches the stage
+    that inherited the top-level value, and leaves a stage's own value alone."""
+    from bnn.engine.schema import Config, ConfigError, config_to_dict
+    from bnn.engine.steps import resume_config
+
+    cfg = Config.from_dict({"SCHEDULE": {"NAME": "two_stage", "TWO_STAGE": {"STAGE2": {"OPTIMIZER": {"LR": 2e-4}}}},
+                            "OPTIMIZER": {"LR": 1e-3}, "EXPERIMENT": {"DIR": str(tmp_path), "NAME": "two"}})
+    run = tmp_path / "two"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
+    notes = []
+    new = resume_config(cfg, str(run), ["OPTIMIZER.LR=5e-4"], log=notes.append)
+    assert new.OPTIMIZER.LR == 5e-4
+    assert new.SCHEDULE.TWO_STAGE.STAGE1.OPTIMIZER.LR == 5e-4  # inherited: follows the override
+    assert new.SCHEDULE.TWO_STAGE.STAGE2.OPTIMIZER.LR == 2e-4  # its own value: kept
+    assert any("OPTIMIZER.LR 0.001 -> 0.0005" in n for n in notes)
+    # a stage's epochs or binarizers still index the schedule: refused
+    with pytest.raises(ConfigError, match="STAGE2.EPOCHS"):
+        resume_config(cfg, str(run), ["SCHEDULE.TWO_STAGE.STAGE2.EPOCHS=7"], log=notes.append)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -400,6 +401,21 @@ def check_device(cfg: Config) -> None:
                           f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
 
 
+_STAGE_KEY = re.compile(r"^(SCHEDULE\.TWO_STAGE\.STAGE\d+|STEPS(\.\d+|\[\d+\]))\.(?P<rest>.+)$")
+
+
+def _fixed_on_resume(key: str) -> bool:
+    """Whether changing ``key`` on ``--resume`` breaks the run's schedule (:data:`FIXED_ON_RESUME`). A key inside
+    a step or two-stage stage is judged by its own part (a stage's learning rate may change, its epochs,
+    name and binarizers may not)."""
+    stage = _STAGE_KEY.match(key)
+    if stage:
+        key = stage.group("rest")
+        if key.split(".")[0] in ("EPOCHS", "NAME"):
+            return True
+    return any(key == f or key.startswith(f + ".") or key.startswith(f + "[") for f in FIXED_ON_RESUME)
+
+
 def resume_config(cfg: Config, resume: str, overrides: Sequence[str] = (), log: Callable[[str], None] = print) -> Config:
     """The config a ``--resume`` continues with: the run's saved ``config.yaml`` with only ``overrides``
     applied. Says which settings differ from the saved ones; a change that would break the run's schedule
@@ -416,10 +432,10 @@ def resume_config(cfg: Config, resume: str, overrides: Sequence[str] = (), log: 
     if not os.path.isfile(saved_path):
         return cfg
     saved = load_config(saved_path)
-    new = load_config(saved_path, overrides=overrides)
+    new = saved.replace(*overrides)  # like a fresh override, it reaches the steps that inherit the key
     changes = config_diff(saved, new)
     for key, old, value in changes:
-        if any(key == f or key.startswith(f + ".") or key.startswith(f + "[") for f in FIXED_ON_RESUME):
+        if _fixed_on_resume(key):
             raise ConfigError(f"--resume {folder}: {key} {old!r} -> {value!r} would not continue the run's schedule "
                               f"(the learning rate and binarization are indexed by step); resume with {old!r}, "
                               f"or start a new run (another --exp_name, or --overwrite)")
