@@ -232,14 +232,14 @@ def channels_last_everywhere(model, x):
     return [name for name, cl in seen[1:] if not cl]  # the network input itself is the user's NCHW tensor
 
 
-@pytest.mark.parametrize("block", ["basic", "bireal", "seed003"])
+@pytest.mark.parametrize("block", ["basic", "bireal", "bn_first"])
 def test_bnn_resnet_folds_and_stays_channels_last(block):
     model = bnn.models.resnet18(num_classes=10, block=block, stem="cifar", width=16)
     fake = _prepare(model, ignore_layers_name=model.float_layer_names())
     packed = pack_binary_model(fake)
     packed_convs = [n for n, m in packed.named_modules() if isinstance(m, PackedConv2d)]
     bns = [n for n, m in packed.named_modules() if isinstance(m, nn.BatchNorm2d)]
-    if block == "seed003":  # BN-first blocks: no BN follows a packed conv; the shortcut BNs follow float convs
+    if block == "bn_first":  # BN-first blocks: no BN follows a packed conv; the shortcut BNs follow float convs
         assert len(bns) == 16 and len(packed_convs) == 16
     else:  # every BN folded (into a packed conv, the float stem, or a float shortcut conv)
         assert bns == [] and len(packed_convs) == 16

@@ -166,7 +166,7 @@ class StochasticInputBinarizer(SignBinarizer):
 
 
 class ScaleThresholdBinarizer(Binarizer):
-    """The activation binarizer of NNCF (seed 000): out = s * H(x - s t).
+    """The activation binarizer of NNCF (Kozlov et al. 2020): out = s * H(x - s t).
 
     s = exp(scale_param) is one scalar per layer, t = sigmoid(threshold_param)
     one value per input channel (threshold_param starts at 0, so t = 0.5).
@@ -202,7 +202,7 @@ class ScaleThresholdBinarizer(Binarizer):
 
 
 class KBitActivationQuantizer(Binarizer):
-    """Symmetric k-bit fake quantization of a layer's input (int8 by default; seed 004).
+    """Symmetric k-bit fake quantization of a layer's input (int8 by default; the target of gradual binarization).
 
     q(x) = clip(round(x / d), -2^(k-1), 2^(k-1) - 1) * d, with d = m / (2^(k-1) - 1)
     and m a running maximum of |x| (exponential moving average, ``momentum``),

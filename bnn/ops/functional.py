@@ -131,7 +131,7 @@ class _SignStochastic(Function):
 
 
 class _ScaleThreshold(Function):
-    """out = s * H(x - s t), H(z) = 1[z > 0] (NNCF activation binarization, seed 000).
+    """out = s * H(x - s t), H(z) = 1[z > 0] (NNCF activation binarization, Kozlov et al. 2020).
 
     Backward, with g = dL/dout:
       dL/dx = g * 1[0 <= x <= s]

@@ -82,12 +82,12 @@ class DoReFaWeightBinarizer(Binarizer):
 
 
 class GradualWeightBinarizer(Binarizer):
-    """Gradual binarization (seed 004): interpolate float and binary weights.
+    """Gradual binarization: interpolate float and binary weights.
 
     forward: y = (1 - r) W + r M, where M takes the binarized value B at each
     entry with probability p and W elsewhere (a fresh draw every training
     forward; in eval the expectation p B + (1 - p) W). B = sign(W) * alpha_c,
-    with alpha_c = mean_c |W| detached (``compute_alpha=True``) or 1 (seed 004's
+    with alpha_c = mean_c |W| detached (``compute_alpha=True``) or 1 (the gradual-binarization recipe's
     plain +-1 weights). r = ``bin_ratio`` and p are plain floats a schedule
     ramps from 0 to 1; they are saved in the state dict.
     backward: straight-through (identity through the sign).
