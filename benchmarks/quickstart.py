@@ -136,7 +136,8 @@ def test_suite_figures() -> Dict[str, str]:
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     passed = re.search(r"(\d+) passed", summary)
     if done.returncode != 0 or not passed:
-        raise SystemExit(f"quickstart.py: the test suite failed: {summary}")
+        failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        raise SystemExit("\n".join([f"quickstart.py: the test suite failed: {summary}"] + failed))
     return {"tests_s": f"{seconds:.0f}", "tests_count": passed.group(1), "tests_load": load}
 
 
