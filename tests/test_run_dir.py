@@ -191,11 +191,34 @@ def test_check_packed_tolerates_rounding_only():
     x = torch.randn(5, 4)
     same = torch.nn.Linear(4, 3)
     same.load_state_dict(fake.state_dict())
-    assert ship.check_packed(fake, same, x) == 0.0
+    assert ship.check_packed(fake, same, x) == (0.0, 0)
     with torch.no_grad():
         same.weight[1, 2] += 1e-2
-    with pytest.raises(ship.PackCheckError, match=r"max \|diff\| [0-9.e-]+ > "):
+    with pytest.raises(ship.PackCheckError, match=r"on 5 of 5 samples \(max \|diff\| [0-9.e-]+ > "):
         ship.check_packed(fake, same, x, where="m.pth")
+
+
+def test_check_packed_allows_a_rare_sign_tie_only():
+    """Up to 5 of 100 samples whose outputs jump (a sign flipped by rounding) are ties; 6 are an error."""
+    x = torch.randn(100, 4)
+
+    class Flip(torch.nn.Module):
+        def __init__(self, rows):
+            super().__init__()
+            self.rows = rows
+
+        def forward(self, inp):
+            out = inp.clone()
+            out[self.rows] += 0.5
+            return out
+
+    check = ship.check_packed(torch.nn.Identity(), Flip([7, 9]), x)
+    assert check.ties == 2 and check.max_abs_diff == 0.0
+    with pytest.raises(ship.PackCheckError, match="on 6 of 100 samples.*first at sample 7"):
+        ship.check_packed(torch.nn.Identity(), Flip([7, 9, 11, 13, 15, 17]), x)
+    nan = ship.check_packed  # a NaN is never a tie
+    with pytest.raises(ship.PackCheckError):
+        nan(torch.nn.Identity(), lambda inp: inp.masked_fill(torch.arange(100)[:, None] == 3, float("nan")), x)
 
 
 def test_multi_step_run_loads_each_steps_model(tmp_path, one_thread):
