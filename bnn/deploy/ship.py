@@ -92,7 +92,7 @@ def check_packed(fake: nn.Module, packed: nn.Module, inputs: torch.Tensor, where
     A sample agrees when its outputs differ by float rounding only (:data:`RTOL`). A binary network is
     discontinuous: a value that lands within rounding of a sign threshold (BatchNorm folded into the packed
     epilogue rounds differently) flips one bit, and that sample's outputs move by far more than rounding.
-    Such sign ties are rare (2 of the quick start's 2,000 validation images, both in its first batch of 64), so up to :data:`MAX_TIE_FRACTION`
+    Such sign ties are rare (``bnn-pack`` finds 2 among the first 64 validation images of the quick start's best checkpoint), so up to :data:`MAX_TIE_FRACTION`
     of the samples (at least one) may differ; more than that, or any NaN, is a packing error.
     """
     with torch.inference_mode():
