@@ -70,6 +70,23 @@ def test_missing_root_is_one_line_error(tmp_path, name, sub):
     assert not root.exists()  # nothing created when download is off
 
 
+def test_failed_download_is_one_line_error(tmp_path, monkeypatch):
+    """No network: torchvision's download raises urllib's URLError deep in a traceback;
+    the user gets one line naming the data set, the URL and the reason."""
+    import urllib.error
+    import torchvision.datasets as D
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(D, "CIFAR10", offline)
+    with pytest.raises(DatasetNotFoundError) as info:
+        build_datasets("cifar10", root=str(tmp_path / "c10"), download=True)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("cifar10 data set not found")
+    assert "cifar-10-python.tar.gz failed ([Errno -2] Name or service not known)" in msg
+
+
 def test_missing_imagenet_root(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="cannot be downloaded") as info:
         build_datasets("imagenet", root=str(tmp_path), download=True)

@@ -246,6 +246,9 @@ def _torchvision_sets(key: str, root: str, download: bool, augment: bool):
         val_set = cls(root, train=False, transform=t_val, download=False)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted ..."
         raise _missing(key, looked, f"{how} ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:  # the download failed (no network, refused, disk full): urllib's URLError is an OSError
+        reason = getattr(exc, "reason", None) or exc
+        raise _missing(key, looked, f"downloading {url} failed ({reason}); put the file into {root!r} by hand") from None
     return train_set, val_set
 
 
