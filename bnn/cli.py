@@ -133,14 +133,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "bnn-train") -> int:
         args.resume = "auto"
     try:
         cfg = resolve_config(args)
+        notes = []  # what resume_config says, for the console and train.log
         if args.resume:
-            note = (lambda msg: print(msg, file=sys.stderr)) if args.print_config else print  # stdout: the YAML
-            cfg = resume_config(cfg, args.resume, shorthand_overrides(args), log=note)
+            show = (lambda msg: print(msg, file=sys.stderr)) if args.print_config else print  # stdout: the YAML
+            cfg = resume_config(cfg, args.resume, shorthand_overrides(args), log=lambda msg: (show(msg), notes.append(msg)))
         check_model_kwargs(cfg)
         if args.print_config:
             yaml.safe_dump(config_to_dict(cfg), sys.stdout, sort_keys=False)
             return 0
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, notes=notes)
     except (ConfigError, CheckpointError, DatasetNotFoundError, NonFiniteLossError) as exc:
         if os.environ.get("BNN_DEBUG"):
             raise

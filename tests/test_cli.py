@@ -209,6 +209,12 @@ def test_resume_starts_from_the_runs_config_and_refuses_a_broken_schedule(tmp_pa
     assert main(["--exp_name", "r", f"EXPERIMENT.DIR={tmp_path}", "--resume", "TRAINING.EPOCHS=2"]) == 0
     out = capsys.readouterr().out
     assert "TRAINING.EPOCHS 1 -> 2" in out
+    log_lines = (run / "train.log").read_text().splitlines()
+    changed = [i for i, line in enumerate(log_lines) if "resume: settings changed" in line]
+    resumed = [i for i, line in enumerate(log_lines) if "resumed from" in line]
+    assert len(changed) == 1 and "TRAINING.EPOCHS 1 -> 2" in log_lines[changed[0]]
+    assert out.count("resume: settings changed") == 1  # on the console once, not echoed again
+    assert resumed and changed[0] < resumed[0]  # the log tells what changed before it goes on
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["MODEL"]["KWARGS"]["width"] == 4 and saved["TRAINING"]["EPOCHS"] == 2
     history = rows(run / "metrics.csv")

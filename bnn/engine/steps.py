@@ -463,7 +463,7 @@ def _check_tensorboard(cfg: Config, log: Callable[[str], None]) -> None:
 
 def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, val_loader=None,
           teacher: Optional[nn.Module] = None, callbacks: Sequence[Callback] = (), resume: Optional[str] = None,
-          overwrite: bool = False, log: Callable[[str], None] = print):
+          overwrite: bool = False, log: Callable[[str], None] = print, notes: Sequence[str] = ()):
     """Train the recipe ``cfg`` step by step; returns the :class:`~bnn.engine.TrainResult` of the last step.
 
     ``model``: a model to use instead of ``MODEL``: prepared by each step's ``BCONFIG`` as the recipe's own
@@ -475,6 +475,8 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     the unfinished one continues from its ``last.pth``) or a checkpoint / run directory path.
     A fresh run refuses a run directory that holds an earlier run (``ConfigError`` naming it) unless
     ``overwrite``, which deletes the earlier run first: an earlier run's files are never mixed with a new one's.
+    ``log``: where the driver's own messages go (besides ``train.log``); ``notes``: earlier messages (what
+    :func:`resume_config` said) that ``train.log`` should hold too.
     """
     from .checkpoint import load_model_state
     from .distributed import init_distributed, is_distributed
@@ -521,9 +523,15 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     if nncf_json is not None:
         model, cfg = _apply_nncf(cfg, model, nncf_json)
     steps = plan_steps(cfg, exp_dir)
-    _check_tensorboard(cfg, log)
+    pending = list(notes)  # for train.log, which the first trained step opens
+
+    def say(msg: str) -> None:
+        log(msg)
+        pending.append(msg)
+
+    _check_tensorboard(cfg, say)
     if not resume and overwrite and earlier_run(exp_dir):
-        log(f"bnn-train: --overwrite: deleting the earlier run in {exp_dir}")
+        say(f"bnn-train: --overwrite: deleting the earlier run in {exp_dir}")
         _delete_run(exp_dir)
     write_config(cfg, exp_dir)
 
@@ -540,16 +548,16 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
         record = run_record(cfg, i, num_classes, in_channels, nncf_json) if from_recipe else None
         trainer = Trainer(model, train_loader, val_loader, step_config(cfg, step),
                           callbacks=list(step.callbacks) + list(callbacks), exp_dir=step.exp_dir,
-                          teacher=teacher if step.distillation.ENABLED else None, run_info=record)
+                          teacher=teacher if step.distillation.ENABLED else None, run_info=record, notes=pending)
         if len(steps) > 1:
             log(f"bnn-train: {step.name} ({i + 1}/{len(steps)}): {step.epochs} epochs in {step.exp_dir}")
         if resume and len(steps) > 1 and i < len(steps) - 1 and _finished(last, step.epochs):
             load_model_state(model, last)  # a finished step: its final weights, not trained again
             result = trainer.load_result()
         elif resume_path is not None and i == len(steps) - 1:
-            result = trainer.fit(resume=resume_path)
+            result, pending = trainer.fit(resume=resume_path), []
         else:
-            result = trainer.fit(resume="auto" if resume else False)
+            result, pending = trainer.fit(resume="auto" if resume else False), []
         trainer.close()
         previous = step
     return result

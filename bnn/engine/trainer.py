@@ -135,12 +135,15 @@ class Trainer:
         exp_dir: overrides the run directory ``EXPERIMENT.DIR/EXPERIMENT.NAME``.
         run_info: what the checkpoints record besides the versions, git commit and seed (``bnn-train``
             records its recipe there, see :mod:`bnn.engine.run_dir`), stored as ``state["meta"]``.
+        notes: lines said before the run started (``bnn-train``: the settings a resume changed, warnings),
+            written to ``train.log`` ahead of the banner so that the log tells the whole story.
     """
 
     def __init__(self, model: nn.Module, train_loader, val_loader=None, cfg: Union[Config, Dict[str, Any], None] = None,
                  callbacks: Iterable[Any] = (), teacher: Optional[nn.Module] = None,
                  device: Union[None, str, torch.device] = None, criterion: Optional[nn.Module] = None,
-                 exp_dir: Optional[str] = None, run_info: Optional[Dict[str, Any]] = None) -> None:
+                 exp_dir: Optional[str] = None, run_info: Optional[Dict[str, Any]] = None,
+                 notes: Iterable[str] = ()) -> None:
         if cfg is None:
             cfg = Config()
         elif isinstance(cfg, dict):
@@ -197,6 +200,7 @@ class Trainer:
         self.reporter: Optional[Reporter] = None
         self._epoch_lr = float(self.optimizer.param_groups[0]["lr"])
         self.run_info: Dict[str, Any] = {**environment_info(), "seed": t.SEED, **(run_info or {})}
+        self.notes: List[str] = list(notes)
         self.num_classes: Optional[int] = None
         self.epoch_speed: Dict[str, float] = {"img_s": 0.0, "data_s": 0.0, "data_share": 0.0}
 
@@ -334,6 +338,8 @@ class Trainer:
 
         self.reporter = Reporter(self.exp_dir, enabled=self.is_main, tensorboard=exp.TENSORBOARD)
         try:
+            for line in self.notes:  # already on the console: to the file only
+                self.reporter.logger.debug(line)
             if ckpt is not None:
                 self.reporter.truncate_metrics(self.start_epoch)
                 self.info(f"resumed from {path} at epoch {self.start_epoch}/{self.epochs} (step {self.global_step})")
