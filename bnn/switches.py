@@ -7,14 +7,24 @@ and ReActNet's two-step training (Liu et al., ECCV 2020).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional, Tuple
 
 import torch.nn as nn
 
 from .layers import BinaryLayerMixin
 from .ops import Binarizer
 
-__all__ = ["set_binarization"]
+__all__ = ["set_binarization", "binarizes"]
+
+
+def _binarizers(model: nn.Module) -> Iterator[Tuple[str, Binarizer]]:
+    """``(slot, binarizer)`` for each activation and weight binarizer of the binary layers in ``model``."""
+    for module in model.modules():
+        if isinstance(module, BinaryLayerMixin):
+            for slot in ("activation_pre_process", "weight_pre_process"):
+                process = getattr(module, slot)
+                if isinstance(process, Binarizer):
+                    yield slot, process
 
 
 def set_binarization(model: nn.Module, activations: Optional[bool] = None, weights: Optional[bool] = None) -> int:
@@ -24,13 +34,15 @@ def set_binarization(model: nn.Module, activations: Optional[bool] = None, weigh
     ``None`` leaves that kind unchanged. Output processes (scales) are not
     switched. Returns the number of binarizers whose flag was set.
     """
+    flags = {"activation_pre_process": activations, "weight_pre_process": weights}
     count = 0
-    for module in model.modules():
-        if not isinstance(module, BinaryLayerMixin):
-            continue
-        for slot, flag in (("activation_pre_process", activations), ("weight_pre_process", weights)):
-            process = getattr(module, slot)
-            if flag is not None and isinstance(process, Binarizer):
-                process.enabled = bool(flag)
-                count += 1
+    for slot, process in _binarizers(model):
+        if flags[slot] is not None:
+            process.enabled = bool(flags[slot])
+            count += 1
     return count
+
+
+def binarizes(model: nn.Module) -> bool:
+    """Whether any layer of ``model`` binarizes its input or its weights (an enabled binarizer)."""
+    return any(process.enabled for _, process in _binarizers(model))

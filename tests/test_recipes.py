@@ -2,6 +2,7 @@
 callbacks) without training; a multi-step recipe keeps learned binarizer parameters between steps."""
 import glob
 import os
+import shutil
 import textwrap
 
 import pytest
@@ -170,3 +171,53 @@ def test_nncf_json_sets_each_schedule_setting_in_its_one_place():
     (staged,) = schedule_callbacks(tcfg.SCHEDULE)
     assert isinstance(staged, StagedBinarizationSchedule)
     assert (staged.activations_bin_start_epoch, staged.weights_bin_start_epoch) == (10, 30)
+
+
+def test_the_same_model_teacher_is_the_trained_float_step(tmp_path):
+    """A recipe that trains float first, then distils into the binary network: its ``TEACHER: same`` is the
+    network the float step trained (the untrained float model would teach noise), also on a resume that
+    skips the finished float step."""
+    from bnn.engine import Callback
+
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text(textwrap.dedent(f"""
+        TRAINING: {{EPOCHS: 1, BATCH_SIZE: 32, SEED: 3}}
+        HARDWARE: {{WORKERS: 0, DEVICE: cpu}}
+        EXPERIMENT: {{DIR: {tmp_path}, NAME: kd, PROGRESS_BAR: false, TENSORBOARD: false, PLOT: false}}
+        DATA: {{NAME: synthetic, TRAIN_SIZE: 64, VAL_SIZE: 32, KWARGS: {{image_size: 16}}}}
+        MODEL: {{NAME: resnet18, KWARGS: {{stem: cifar, width: 4}}}}
+        OPTIMIZER: {{LR: 0.05}}
+        BCONFIG: {{ACTIVATION_PRE_PROCESS: LearnedThresholdBinarizer, WEIGHT_PRE_PROCESS: MagnitudeAwareWeightBinarizer}}
+        STEPS:
+          - NAME: float
+            EPOCHS: 1
+            BCONFIG: {{ACTIVATION_PRE_PROCESS: null, WEIGHT_PRE_PROCESS: null}}
+          - NAME: binary
+            EPOCHS: 1
+            DISTILLATION: {{ENABLED: true, TEACHER: same}}
+    """))
+
+    class Teachers(Callback):
+        seen = []
+
+        def on_train_begin(self, trainer):
+            Teachers.seen.append(None if trainer.teacher is None else
+                                 {k: v.clone() for k, v in trainer.teacher.state_dict().items()})
+
+    cfg = load_config(str(recipe))
+    train(cfg, callbacks=[Teachers()], log=lambda *a: None)
+    floats = torch.load(tmp_path / "kd" / "step1_float" / "last.pth", map_location="cpu", weights_only=False)["model"]
+    untrained = build_float_model(cfg, num_classes=10).state_dict()
+    assert Teachers.seen[0] is None  # the float step distils nothing
+    taught = Teachers.seen[1]
+    assert not torch.equal(untrained["layer1.0.conv1.weight"], floats["layer1.0.conv1.weight"])  # the float step trained
+    for key, value in taught.items():
+        torch.testing.assert_close(value, floats[key], rtol=0, atol=0)
+
+    # interrupted before the binary step: a resume skips the finished float step, whose weights still teach
+    shutil.rmtree(tmp_path / "kd" / "step2_binary")
+    Teachers.seen.clear()
+    train(cfg, callbacks=[Teachers()], resume="auto", log=lambda *a: None)
+    assert len(Teachers.seen) == 1
+    for key, value in Teachers.seen[-1].items():
+        torch.testing.assert_close(value, floats[key], rtol=0, atol=0)

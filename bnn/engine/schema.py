@@ -252,7 +252,8 @@ class DistillationCfg:
     """Knowledge distillation from a frozen float teacher (ReActNet's KL on logits, also used by NNCF's binarization recipe).
 
     ``TEACHER``: ``null`` / ``same`` = a copy of the float model before binarization (with
-    ``MODEL.CHECKPOINT`` loaded), or a model name of :mod:`bnn.models` with ``TEACHER_KWARGS``.
+    ``MODEL.CHECKPOINT`` loaded; in a multi-step recipe, as trained by the last float step, one that
+    binarizes nothing, before the distilling step), or a model name of :mod:`bnn.models` with ``TEACHER_KWARGS``.
     ``TEACHER_CHECKPOINT``: its weights. loss = ``ALPHA * T^2 * KL(teacher || student) + (1 - ALPHA) * CE``.
     """
 

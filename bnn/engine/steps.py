@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch.nn as nn
 import yaml
 
+from ..switches import binarizes
 from .binarization_schedule import Callback
 from .schema import (BConfigCfg, Config, ConfigError, DistillationCfg, LRScheduleCfg, OptimizerCfg, build_bconfig,
                      config_diff, config_to_dict, load_config, load_nncf_json)
@@ -517,6 +518,9 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
     float_model = model
     layers_float = float_layers(cfg, model)
     distilled = [s.distillation for s in plan_steps(cfg, exp_dir) if s.distillation.ENABLED]
+    # a teacher that is "the float model" follows it: after a float step (one that binarizes nothing) it is
+    # that step's trained network, not the untrained one the recipe started with
+    teacher_follows = bool(distilled and teacher is None and _same_model_teacher(distilled[0]))
     if distilled and teacher is None:
         teacher = build_teacher(cfg, distilled[0], float_model, num_classes)
 
@@ -560,4 +564,11 @@ def train(cfg: Config, *, model: Optional[nn.Module] = None, train_loader=None, 
             result, pending = trainer.fit(resume="auto" if resume else False), []
         trainer.close()
         previous = step
+        if teacher_follows and not binarizes(model):
+            teacher = copy.deepcopy(model)
     return result
+
+
+def _same_model_teacher(dist: DistillationCfg) -> bool:
+    return dist.TEACHER in (None, "same", "self") and not dist.TEACHER_CHECKPOINT
+
