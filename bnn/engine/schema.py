@@ -174,7 +174,7 @@ class LayerBConfigCfg:
 class BConfigCfg:
     """The :class:`bnn.BConfig` by binarizer names, plus the ignore list and per-layer overrides.
 
-    ``PRESET``: a named preset of :mod:`bnn.presets` (``xnor_net``, ``bireal``, ``reactnet``, ``nncf``)
+    ``PRESET``: a named preset of :mod:`bnn.presets` (``bnn.presets.preset_names()``: ``xnor_net``, ``reactnet``, ...)
     filling the three binarizers; binarizer keys given next to it override it.
     ``IGNORE``: layer names, ``"$regex$"``, ``"_first_"``, ``"_last_"`` kept float.
     ``OVERRIDES``: layer name or ``"$regex$"`` -> a BConfig of its own (fields not given are identity;
