@@ -38,9 +38,9 @@ def _args(n, c, h, w, cout, k, s, p, with_affine, seed):
     return x, words, mul, add, thr
 
 
-def _run(x, words, mul, add, thr, cout, k, s, p, consts):
+def _run(x, words, mul, add, thr, cout, k, s, p, consts, d=1):
     """The native kernel with (or without) precomputed layer constants."""
-    plan = BF.native_plan(tuple(x.shape), words.shape[3], cout, (k, k), (s, s), (p, p), (1, 1), 1)
+    plan = BF.native_plan(tuple(x.shape), words.shape[3], cout, (k, k), (s, s), (p, p), (d, d), 1)
     ints = plan.ints
     xc = x.contiguous(memory_format=torch.channels_last)
     out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
@@ -48,7 +48,7 @@ def _run(x, words, mul, add, thr, cout, k, s, p, consts):
     c = K.conv_constants(words, ints) if consts else None
     K.native().bconv(xc.data_ptr(), 0 if thr is None else thr.data_ptr(), a.data_ptr(), words.data_ptr(),
                      mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(), *ints, K.get_isa(),
-                     torch.get_num_threads(), 0 if c is None else c.data_ptr())
+                     torch.get_num_threads(), 0 if c is None else c.data_ptr(), plan.scratch_words)
     return out
 
 
@@ -71,6 +71,52 @@ def test_every_isa_equals_torch_path_on_edge_shapes(isa):
                     assert torch.equal(out, ref), (isa, consts, n, c, h, w, cout, k, s, p, with_affine)
     finally:
         set_isa(None)
+
+
+# shapes of the AVX2 nibble-table path (groups 1, at most 128 input channels): strides 1 to 3 on odd sizes,
+# dilation, input channels not a multiple of 4 and outputs not a multiple of 8, 1x1 strided, batch > 1, and
+# more output positions than one work item holds (256)
+TABLE_SHAPES = [  # N, C, H, W, Cout, k, stride, pad, dilation
+    (2, 36, 9, 13, 20, 3, 2, 1, 1), (3, 128, 7, 7, 40, 3, 1, 1, 1), (1, 5, 6, 5, 9, 3, 3, 1, 1),
+    (2, 64, 11, 10, 32, 3, 1, 2, 2), (1, 16, 20, 70, 33, 3, 1, 1, 1), (8, 96, 9, 9, 64, 1, 2, 0, 1),
+    (1, 127, 5, 9, 8, 5, 2, 2, 1), (2, 64, 15, 15, 64, 3, 2, 1, 1), (1, 3, 1, 1, 1, 3, 1, 1, 1),
+]
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="no AVX2")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_avx2_nibble_tables_and_xor_path_equal_torch_path(threads, monkeypatch):
+    """The AVX2 kernel's two tiles (nibble tables for <= 128 input channels, nibble-split xor otherwise, or when
+    BNN_NO_NIBBLE_TABLES is set) give the torch path's numbers on the table path's edge shapes."""
+    set_isa("avx2")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for i, (n, c, h, w, cout, k, s, p, d) in enumerate(TABLE_SHAPES):
+            for with_affine in (False, True):
+                x, words, mul, add, thr = _args(n, c, h, w, cout, k, s, p, with_affine, seed=100 + i)
+                ref = BF.binary_conv(x, words, mul, add, thr, cout, (k, k), (s, s), (p, p), (d, d), 1,
+                                     use_native=False)
+                monkeypatch.delenv("BNN_NO_NIBBLE_TABLES", raising=False)
+                tables = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
+                monkeypatch.setenv("BNN_NO_NIBBLE_TABLES", "1")
+                xor = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
+                assert torch.equal(tables, ref), (n, c, h, w, cout, k, s, p, d, with_affine)
+                assert torch.equal(xor, ref), (n, c, h, w, cout, k, s, p, d, with_affine)
+    finally:
+        torch.set_num_threads(old)
+        set_isa(None)
+
+
+def test_scratch_smaller_than_the_kernel_needs_is_refused():
+    x, words, mul, add, thr = _args(1, 64, 8, 8, 32, 3, 2, 1, False, seed=0)
+    plan = BF.native_plan(tuple(x.shape), words.shape[3], 32, (3, 3), (2, 2), (1, 1), (1, 1), 1)
+    out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
+    a = torch.empty(plan.scratch_words - 1, dtype=torch.int64)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="scratch"):
+        K.native().bconv(xc.data_ptr(), 0, a.data_ptr(), words.data_ptr(), mul.data_ptr(), 0, out.data_ptr(),
+                         *plan.ints, -1, 1, 0, a.numel())
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -6,7 +6,10 @@ every packed layer then runs its pure-torch path, which gives the same numbers.
 
 * binary-input convs (``bconv``; XNOR-Net, Rastegari et al. 2016): dot = K - 2 popcount(a XOR w),
   AVX-512 VPOPCNTDQ, AVX2 or scalar chosen at run time; :func:`conv_constants` makes the per-layer
-  constants once per input shape (the packed layers cache them);
+  constants once per input shape (the packed layers cache them). On AVX2, layers with at most 128 input
+  channels (groups 1) look the popcounts up in per-weight nibble tables, 16 output positions per
+  ``vpshufb``; the environment variable ``BNN_NO_NIBBLE_TABLES=1`` sends them through the general
+  nibble-split xor tiles instead (for comparisons);
 * int8-input, 1-bit-weight convs and linear layers (:func:`int8_conv`): the k-bit input codes
   (k <= 8) are added or subtracted as the weight bits say (``vpmaddubsw`` on AVX2);
   :func:`int8_conv_reference` is the pure-torch twin (the same numbers).
