@@ -73,20 +73,27 @@ def test_every_isa_equals_torch_path_on_edge_shapes(isa):
         set_isa(None)
 
 
-# shapes of the AVX2 nibble-table path (groups 1, at most 128 input channels): strides 1 to 3 on odd sizes,
-# dilation, input channels not a multiple of 4 and outputs not a multiple of 8, 1x1 strided, batch > 1, and
-# more output positions than one work item holds (256)
+# shapes of the AVX2 nibble-table path (groups 1, enough output positions per table byte): strides 1 to 3 on odd
+# sizes, dilation, input channels not a multiple of 4, outputs not a multiple of 8, 1x1 strided, batch > 1, more
+# output positions than one work item holds (256), and taps of more than 63 nibbles (256 and 512 channels: the
+# byte sums then run over parts of a tap)
 TABLE_SHAPES = [  # N, C, H, W, Cout, k, stride, pad, dilation
-    (2, 36, 9, 13, 20, 3, 2, 1, 1), (3, 128, 7, 7, 40, 3, 1, 1, 1), (1, 5, 6, 5, 9, 3, 3, 1, 1),
+    (2, 36, 9, 13, 20, 3, 2, 1, 1), (3, 128, 19, 17, 40, 3, 1, 1, 1), (1, 5, 26, 25, 9, 3, 3, 1, 1),
     (2, 64, 11, 10, 32, 3, 1, 2, 2), (1, 16, 20, 70, 33, 3, 1, 1, 1), (8, 96, 9, 9, 64, 1, 2, 0, 1),
-    (1, 127, 5, 9, 8, 5, 2, 2, 1), (2, 64, 15, 15, 64, 3, 2, 1, 1), (1, 3, 1, 1, 1, 3, 1, 1, 1),
+    (1, 47, 21, 23, 8, 5, 2, 2, 1), (2, 64, 15, 15, 64, 3, 2, 1, 1), (2, 256, 14, 13, 40, 3, 1, 1, 1),
+    (1, 510, 24, 24, 32, 1, 1, 0, 1),
 ]
+
+
+def _tiles(x_shape, c, cout, k, s, p, d):
+    plan = BF.native_plan(x_shape, -(-c // 64), cout, (k, k), (s, s), (p, p), (d, d), 1)
+    return K.conv_tiles(plan.ints)
 
 
 @pytest.mark.skipif("avx2" not in ISAS, reason="no AVX2")
 @pytest.mark.parametrize("threads", [1, 2])
 def test_avx2_nibble_tables_and_xor_path_equal_torch_path(threads, monkeypatch):
-    """The AVX2 kernel's two tiles (nibble tables for <= 128 input channels, nibble-split xor otherwise, or when
+    """The AVX2 kernel's two tiles (nibble tables where tab_applies, nibble-split xor otherwise, or when
     BNN_NO_NIBBLE_TABLES is set) give the torch path's numbers on the table path's edge shapes."""
     set_isa("avx2")
     old = torch.get_num_threads()
@@ -98,8 +105,10 @@ def test_avx2_nibble_tables_and_xor_path_equal_torch_path(threads, monkeypatch):
                 ref = BF.binary_conv(x, words, mul, add, thr, cout, (k, k), (s, s), (p, p), (d, d), 1,
                                      use_native=False)
                 monkeypatch.delenv("BNN_NO_NIBBLE_TABLES", raising=False)
+                assert _tiles(tuple(x.shape), c, cout, k, s, p, d) == "avx2-nibble-table"
                 tables = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
                 monkeypatch.setenv("BNN_NO_NIBBLE_TABLES", "1")
+                assert _tiles(tuple(x.shape), c, cout, k, s, p, d) == "avx2-nibble-xor"
                 xor = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
                 assert torch.equal(tables, ref), (n, c, h, w, cout, k, s, p, d, with_affine)
                 assert torch.equal(xor, ref), (n, c, h, w, cout, k, s, p, d, with_affine)
@@ -126,6 +135,9 @@ def test_thread_counts_give_the_same_result(threads):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        assert torch.equal(_run(x, words, mul, add, thr, 40, 3, 1, 1, True), ref)
+        x, words, mul, add, thr = _args(2, 64, 24, 24, 40, 3, 1, 1, True, seed=4)  # nibble tables on AVX2
+        ref = BF.binary_conv(x, words, mul, add, thr, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1, use_native=False)
         assert torch.equal(_run(x, words, mul, add, thr, 40, 3, 1, 1, True), ref)
     finally:
         torch.set_num_threads(old)

@@ -6,10 +6,10 @@ every packed layer then runs its pure-torch path, which gives the same numbers.
 
 * binary-input convs (``bconv``; XNOR-Net, Rastegari et al. 2016): dot = K - 2 popcount(a XOR w),
   AVX-512 VPOPCNTDQ, AVX2 or scalar chosen at run time; :func:`conv_constants` makes the per-layer
-  constants once per input shape (the packed layers cache them). On AVX2, layers with at most 128 input
-  channels (groups 1) look the popcounts up in per-weight nibble tables, 16 output positions per
-  ``vpshufb``; the environment variable ``BNN_NO_NIBBLE_TABLES=1`` sends them through the general
-  nibble-split xor tiles instead (for comparisons);
+  constants once per input shape (the packed layers cache them). On AVX2, convs (groups 1) whose weight
+  tables are reused over enough output positions look the popcounts up in per-weight nibble tables, 16
+  output positions per ``vpshufb``; the others run nibble-split xor tiles (``BNN_NO_NIBBLE_TABLES=1`` in
+  the environment forces those, for comparisons). :func:`conv_tiles` names the tiles a layer runs;
 * int8-input, 1-bit-weight convs and linear layers (:func:`int8_conv`): the k-bit input codes
   (k <= 8) are added or subtracted as the weight bits say (``vpmaddubsw`` on AVX2);
   :func:`int8_conv_reference` is the pure-torch twin (the same numbers).
@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa", "conv_constants",
+__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa", "conv_constants", "conv_tiles",
            "int8_conv", "int8_conv_reference", "int8_conv_constants", "int8_codes"]
 
 _ISA_CODES = {"scalar": 0, "avx2": 1, "avx512": 2}
@@ -87,6 +87,16 @@ def conv_constants(words: torch.Tensor, ints: Sequence[int], num_threads: Option
     mod.bconv_constants(words.data_ptr(), consts.data_ptr(), *ints,
                         torch.get_num_threads() if num_threads is None else num_threads)
     return consts
+
+
+def conv_tiles(ints: Sequence[int]) -> str:
+    """The name of the tiles the native kernel runs for a conv geometry (:func:`bnn.deploy.functional.native_plan`'s
+    ``ints``) with the ISA in use: ``avx512-vpopcntq``, ``avx2-nibble-table``, ``avx2-nibble-xor`` or
+    ``scalar-popcnt``."""
+    mod = native()
+    if mod is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
+    return mod.bconv_tiles(*ints, get_isa())
 
 
 # -- int8-input / 1-bit-weight layers ---------------------------------------------------------------

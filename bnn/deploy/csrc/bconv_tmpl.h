@@ -378,15 +378,16 @@ static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uin
 /* one tile: nv <= 4 vectors of 16 positions (from a) x the 4 channels of a quad (tables tb), steps (t, q) of
  * taps t0..t1, added into the int16 sums buf of the quad: [pair][16 positions][ch 2j: 0-7 | 2j+1: 0-7][8-15] */
 static inline __attribute__((always_inline)) void CAT(tab_tile, SUFFIX)(const uint8_t* a, const uint8_t* tb,
-                                                                      const int64_t* toff, int t0, int t1, int Q,
-                                                                      int64_t PS, int16_t* d0, const int nv)
+                                                                      const int64_t* toff, int t0, int t1, int q0,
+                                                                      int q1, int Q, int64_t PS, int16_t* d0,
+                                                                      int first, const int nv)
 {
     const __m256i z = _mm256_setzero_si256();
     __m256i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
     for (int t = t0; t < t1; ++t) {
-        const uint8_t* at = a + toff[t];
-        const uint8_t* wt = tb + (int64_t)t * Q * 64;
-        for (int q = 0; q < Q; ++q, at += PS, wt += 64) {
+        const uint8_t* at = a + toff[t] + q0 * PS;
+        const uint8_t* wt = tb + ((int64_t)t * Q + q0) * 64;
+        for (int q = q0; q < q1; ++q, at += PS, wt += 64) {
             const __m256i w0 = _mm256_loadu_si256((const __m256i*)wt);
             const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wt + 32));
             const __m256i i0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)at));
@@ -415,7 +416,7 @@ static inline __attribute__((always_inline)) void CAT(tab_tile, SUFFIX)(const ui
         if (v % 4 >= nv) continue;
         int16_t* d = d0 + ((int64_t)(v / 4) * TAB_RB + 16 * (v % 4)) * 2;
         const __m256i lo = _mm256_unpacklo_epi8(cs[v], z), hi = _mm256_unpackhi_epi8(cs[v], z);
-        if (t0 == 0) {
+        if (first) {
             _mm256_store_si256((__m256i*)d, lo);
             _mm256_store_si256((__m256i*)(d + 16), hi);
         } else {
@@ -434,7 +435,9 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
                                   const uint8_t* tabs, const uint8_t* img, int n, int64_t p0, int64_t p1, int pan,
                                   int16_t* buf)
 {
-    const int T = p->KH * p->KW, Q = g->Q, tpc = 63 / Q;
+    const int T = p->KH * p->KW, Q = g->Q;
+    /* chunks of at most 63 steps: whole taps when a tap has at most 63 nibbles, else equal parts of one tap */
+    const int tpc = Q <= 63 ? 63 / Q : 1, nqc = (Q + 62) / 63, qpc = (Q + nqc - 1) / nqc;
     const int64_t PS = g->PS;
     const int np = (int)(p1 - p0);
     const uint8_t* a0 = img + (int64_t)n * Q * PS + p0;
@@ -442,14 +445,17 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
         const uint8_t* tb = tabs + ((int64_t)pan * 8 + quad) * T * Q * 64;
         for (int t0 = 0; t0 < T; t0 += tpc) {
             const int t1 = t0 + tpc < T ? t0 + tpc : T;
-            for (int ts = 0; ts < np; ts += TAB_POS) {
-                int16_t* d0 = buf + ((int64_t)quad * 2 * TAB_RB + ts) * 2;
-                const int nv = np - ts >= TAB_POS ? 4 : (np - ts) / 16;
-                switch (nv) {
-                case 4: CAT(tab_tile, SUFFIX)(a0 + ts, tb, toff, t0, t1, Q, PS, d0, 4); break;
-                case 3: CAT(tab_tile, SUFFIX)(a0 + ts, tb, toff, t0, t1, Q, PS, d0, 3); break;
-                case 2: CAT(tab_tile, SUFFIX)(a0 + ts, tb, toff, t0, t1, Q, PS, d0, 2); break;
-                default: CAT(tab_tile, SUFFIX)(a0 + ts, tb, toff, t0, t1, Q, PS, d0, 1); break;
+            for (int q0 = 0; q0 < Q; q0 += qpc) {
+                const int q1 = q0 + qpc < Q ? q0 + qpc : Q, first = t0 == 0 && q0 == 0;
+                for (int ts = 0; ts < np; ts += TAB_POS) {
+                    int16_t* d0 = buf + ((int64_t)quad * 2 * TAB_RB + ts) * 2;
+                    const uint8_t* a = a0 + ts;
+                    switch (np - ts >= TAB_POS ? 4 : (np - ts) / 16) {
+                    case 4: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 4); break;
+                    case 3: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 3); break;
+                    case 2: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 2); break;
+                    default: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 1); break;
+                    }
                 }
             }
         }

@@ -7,7 +7,7 @@
  * input into a zero-bordered bit image, then register-blocked xnor-popcount
  * tiles (6 pixels x 32 channels on AVX-512) with the per-channel scale/shift
  * folded into the tile's epilogue, statically scheduled over output rows.  On
- * AVX2, layers with at most 128 input channels run the nibble-table path
+ * AVX2, layers with few weights per output position run the nibble-table path
  * (16 output positions x 2 channels per vpshufb, see tab_applies).
  * BNN_NO_NIBBLE_TABLES=1 in the environment turns that path off (comparisons).
  * Built with -ffp-contract=off so that `dot * mul + add` rounds exactly like
@@ -88,7 +88,7 @@ static int axis_classes(int O, int S, int P, int D, int K, int I, int64_t* ids, 
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Nibble-table path (AVX2, layers with at most 128 input channels, groups = 1).
+/* Nibble-table path (AVX2, groups = 1, few weights per output position: tab_applies).
  * With the input split into nibbles (4 input channels), popcount(a XOR w) of one nibble is a function of a
  * alone once w is fixed: a 16-entry table per (output channel, tap, nibble position), which `vpshufb` applies
  * to 16 output positions at once (one byte each).  One (16 positions x 2 channels) step is then vpshufb + add,
@@ -100,7 +100,7 @@ static int axis_classes(int O, int S, int P, int D, int K, int I, int64_t* ids, 
  * consecutive positions is one 16-byte load.  Border pixels hold 0x80, for which `vpshufb` returns 0: a
  * padded tap contributes nothing and dot = Tv * Cg - 2 * acc, with Tv the valid taps of the position.
  * Tables: [npan][8 quads of 4 channels][T][Q][2 pairs][2 channels][16 bytes], Q = ceil(Cg / 4). */
-#define TAB_MAXQ 32  /* nibble positions per tap: at most 128 input channels */
+#define TAB_MAXQ 128 /* nibble positions per tap: at most 512 input channels */
 #define TAB_POS 64   /* output positions per tile: 4 vectors of 16 (the last tile of a row block: 1 to 4) */
 #define TAB_RB 256   /* output positions per work item (their int16 sums stay in L1) */
 
@@ -111,9 +111,14 @@ typedef struct {
     int64_t bytes;       /* scratch bytes: the planes of all images and the slack the last tiles read */
 } tab_geom;
 
+/* The tables of a panel (8 T Q 64 bytes) are read once per work item: the path pays off when they are reused
+ * over enough output positions (measured on Zen 3: 256 -> 256 channels at 14x14, 1.5 KB of tables per position,
+ * gains; 256 -> 512 at 7x7, 6 KB, loses).  The int16 sums hold at most T * Cg. */
 static int tab_applies(const conv_args* p)
 {
-    return p->G == 1 && p->Cg <= 4 * TAB_MAXQ && p->sh <= 4 && p->sw <= 4;
+    const int64_t T = (int64_t)p->KH * p->KW, Q = (p->Cg + 3) / 4, pos = (int64_t)p->OH * p->OW;
+    return p->G == 1 && Q <= TAB_MAXQ && T * 4 * Q <= 32767 && p->sh <= 4 && p->sw <= 4 &&
+           8 * T * Q * 64 <= 2048 * (pos < TAB_RB ? pos : TAB_RB);
 }
 
 /* the geometry, and the tap offsets (bytes, when toff is given) */
@@ -395,6 +400,20 @@ static PyObject* py_bconv_scratch(PyObject* self, PyObject* args)
     return PyLong_FromLongLong((long long)scratch_words(&p));
 }
 
+/* bconv_tiles(N, H, ..., dw, isa) -> the name of the tiles bconv runs for this geometry on this ISA */
+static PyObject* py_bconv_tiles(PyObject* self, PyObject* args)
+{
+    conv_args p;
+    int isa;
+    memset(&p, 0, sizeof(p));
+    if (!PyArg_ParseTuple(args, CONV_INTS "i", CONV_INT_ARGS(p), &isa)) return NULL;
+    isa = pick_isa(isa);
+    if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
+    const char* name = isa == 2 ? "avx512-vpopcntq" : isa == 0 ? "scalar-popcnt"
+                       : tab_applies(&p) && !getenv("BNN_NO_NIBBLE_TABLES") ? "avx2-nibble-table" : "avx2-nibble-xor";
+    return PyUnicode_FromString(name);
+}
+
 /* bconv_constants(w, consts, N, H, ..., dw, nthreads) -> words: with consts = 0 only the size in int64 words,
  * else fills the layer constants of this geometry and weight into consts */
 static PyObject* py_bconv_constants(PyObject* self, PyObject* args)
@@ -515,6 +534,7 @@ static PyMethodDef methods[] = {
     {"bconv", py_bconv, METH_VARARGS, "Sign-pack a channels-last float32 input and run the xnor-popcount conv."},
     {"qconv", py_qconv, METH_VARARGS, "int8-input, 1-bit-weight conv of a channels-last float32 input."},
     {"qconv_constants", py_qconv_constants, METH_VARARGS, "Size of, or fill, the int8 conv's layer constants."},
+    {"bconv_tiles", py_bconv_tiles, METH_VARARGS, "Name of the tiles bconv runs for a conv geometry and ISA."},
     {"bconv_scratch", py_bconv_scratch, METH_VARARGS, "int64 words of scratch bconv needs for a conv geometry."},
     {"bconv_constants", py_bconv_constants, METH_VARARGS, "Size of, or fill, the layer constants of a conv geometry."},
     {NULL, NULL, 0, NULL}};
