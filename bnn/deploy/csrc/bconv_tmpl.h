@@ -691,8 +691,15 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
         const int64_t* bptr[TILE_MR];
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
+#if BNN_ISA == 1
+            /* panel-major: a thread runs every row of a panel before the next panel, so the panel's split
+             * weights (2 x 4.5 KB per 64 input channels) are read from L3 once per call, not once per row */
+            const int pan = (int)(it / ((int64_t)N * OH));
+            const int64_t row = it % ((int64_t)N * OH); /* n * OH + oh */
+#else
             const int pan = (int)(it % npan);
             const int64_t row = it / npan; /* n * OH + oh */
+#endif
             const int oh = (int)(row % OH), n = (int)(row / OH);
             const int g = pan / CB, cb = pan % CB;
             int cn = CoutG - cb * NR;
