@@ -475,6 +475,8 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
     int oh = (int)(p0 / Wps), ow = (int)(p0 % Wps);
     for (int64_t pos = 0; pos < pend; pos += 8) {
         float* dst[8];
+        /* the 8 positions exist and lie on one output row (the usual case): consecutive outputs */
+        const int run = pos + 8 <= pend && ow + 8 <= OW;
         for (int i = 0; i < 8; ++i) {
             dst[i] = pos + i < pend && ow < OW ? obase + ((int64_t)oh * OW + ow) * Cout : NULL;
             if (++ow == Wps) { ow = 0; ++oh; }
@@ -509,8 +511,11 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
             o[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
             o[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
             o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-            if (cn - cg * 8 >= 8) {
+            if (run && cn - cg * 8 >= 8) {
+                float* d = dst[0] + cg * 8;
 #pragma GCC unroll 8
+                for (int i = 0; i < 8; ++i) _mm256_storeu_ps(d + (int64_t)i * Cout, o[i]);
+            } else if (cn - cg * 8 >= 8) {
                 for (int i = 0; i < 8; ++i)
                     if (dst[i]) _mm256_storeu_ps(dst[i] + cg * 8, o[i]);
             } else {
@@ -532,6 +537,7 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
     uint8_t* img = (uint8_t*)p->a;
     const int64_t rows = (int64_t)p->N * p->sh * g.Hps, nrb = (g.nposr + TAB_RB - 1) / TAB_RB;
     const int64_t items = (int64_t)p->N * nrb * npan, planes = (int64_t)p->N * g.Q * g.PS;
+    const int64_t tbytes = (int64_t)npan * 8 * T * g.Q * 64;
     int nt = p->nthreads;
     if (items < nt) nt = (int)items;
 #pragma omp parallel num_threads(nt)
@@ -543,8 +549,16 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
         int16_t buf[16 * TAB_RB * 2] __attribute__((aligned(32)));
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
-            const int pan = (int)(it % npan), n = (int)(it / npan / nrb);
-            const int64_t p0 = it / npan % nrb * TAB_RB, p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
+            /* panel-major when the tables outgrow L2 (a panel's tables then stay in L2 over all the images),
+             * else panels fastest (the outputs of a position block are written in one pass) */
+            int pan = (int)(it % npan), n = (int)(it / npan / nrb);
+            int64_t p0 = it / npan % nrb * TAB_RB;
+            if (tbytes > PANEL_MAJOR_BYTES) {
+                pan = (int)(it / ((int64_t)p->N * nrb));
+                n = (int)(it / nrb % p->N);
+                p0 = it % nrb * TAB_RB;
+            }
+            const int64_t p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
             CAT(tab_item, SUFFIX)(p, &g, toff, tv, tabs, img, n, p0, p1, pan, buf);
         }
     }
@@ -634,7 +648,8 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     }
 #endif
 
-    const int64_t pack_rows = (int64_t)N * Hp;
+    const int64_t pack_rows = (int64_t)N * Hp, wbytes = (int64_t)npan * T * Wg * 2 * NR * 8;
+    (void)wbytes;
     const int64_t items = (int64_t)N * OH * npan;
     const int64_t pstep = (int64_t)p->sw * rs;
     CAT(tile_ctx, SUFFIX) ctx;
@@ -691,14 +706,16 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
         const int64_t* bptr[TILE_MR];
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
+            int pan = (int)(it % npan);
+            int64_t row = it / npan; /* n * OH + oh */
 #if BNN_ISA == 1
-            /* panel-major: a thread runs every row of a panel before the next panel, so the panel's split
-             * weights (2 x 4.5 KB per 64 input channels) are read from L3 once per call, not once per row */
-            const int pan = (int)(it / ((int64_t)N * OH));
-            const int64_t row = it % ((int64_t)N * OH); /* n * OH + oh */
-#else
-            const int pan = (int)(it % npan);
-            const int64_t row = it / npan; /* n * OH + oh */
+            /* panel-major when the split weights (2 x 4.5 KB per 64 input channels and panel) outgrow L2: a
+             * thread then runs every row of a panel before the next panel and reads each panel from L3 once
+             * per call, not once per row (row-major otherwise: the rows' outputs are written in one pass) */
+            if (wbytes > PANEL_MAJOR_BYTES) {
+                pan = (int)(it / ((int64_t)N * OH));
+                row = it % ((int64_t)N * OH);
+            }
 #endif
             const int oh = (int)(row % OH), n = (int)(row / OH);
             const int g = pan / CB, cb = pan % CB;

@@ -103,6 +103,7 @@ static int axis_classes(int O, int S, int P, int D, int K, int I, int64_t* ids, 
 #define TAB_MAXQ 128 /* nibble positions per tap: at most 512 input channels */
 #define TAB_POS 64   /* output positions per tile: 4 vectors of 16 (the last tile of a row block: 1 to 4) */
 #define TAB_RB 256   /* output positions per work item (their int16 sums stay in L1) */
+#define PANEL_MAJOR_BYTES (256 << 10) /* AVX2 weights (split or tables) beyond this: work items panel-major */
 
 typedef struct {
     int Q, Hps, Wps, nph;
