@@ -332,12 +332,22 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
 static inline void CAT(tab_nibbles, SUFFIX)(const float* v, const float* thr, int Cg, uint8_t* o, int64_t PS)
 {
     int b = 0;
-    for (; b + 8 <= Cg; b += 8) {
-        const __m256 th = thr ? _mm256_loadu_ps(thr + b) : _mm256_setzero_ps();
-        const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + b), th, _CMP_LT_OQ));
-        o[(b / 4) * PS] = (uint8_t)(m & 15);
-        o[(b / 4 + 1) * PS] = (uint8_t)(m >> 4);
+    uint8_t* o1 = o + PS;
+    if (thr) {
+        for (; b + 8 <= Cg; b += 8, o += 2 * PS, o1 += 2 * PS) {
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + b), _mm256_loadu_ps(thr + b), _CMP_LT_OQ));
+            *o = (uint8_t)(m & 15);
+            *o1 = (uint8_t)(m >> 4);
+        }
+    } else {
+        for (; b + 8 <= Cg; b += 8, o += 2 * PS, o1 += 2 * PS) {
+            /* x < 0: the sign bits */
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + b), _mm256_setzero_ps(), _CMP_LT_OQ));
+            *o = (uint8_t)(m & 15);
+            *o1 = (uint8_t)(m >> 4);
+        }
     }
+    o -= (int64_t)(b / 4) * PS; /* back to nibble 0 */
     for (; b < Cg; b += 4) {
         int m = 0;
         for (int k = 0; k < 4 && b + k < Cg; ++k) m |= (v[b + k] < (thr ? thr[b + k] : 0.0f)) << k;
@@ -359,7 +369,7 @@ static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uin
     }
     const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * Cg;
     const int64_t xstep = (int64_t)p->uw * Cg;
-    /* the pixels in memory order (the input is usually cold: fetched 4 pixels ahead) */
+    /* the pixels in memory order (the input is usually cold: fetched 12 pixels ahead) */
     for (int c = 0; c < g->Wps * sw; ++c) {
         const int j = c - p->pw;
         uint8_t* o = base + (c % sw) * g->PH + c / sw;
@@ -367,8 +377,8 @@ static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uin
             for (int q = 0; q < Q; ++q) o[q * g->PS] = 0x80;
             continue;
         }
-        if (j + 4 < p->Ws) {
-            const char* pf = (const char*)(xrow + (j + 4) * xstep);
+        if (j + 12 < p->Ws) {
+            const char* pf = (const char*)(xrow + (j + 12) * xstep);
             for (int b = 0; b < Cg * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
         }
         CAT(tab_nibbles, SUFFIX)(xrow + j * xstep, p->thr, Cg, o, g->PS);
