@@ -190,13 +190,19 @@ static int qconv_run(const qconv_args* p, int isa)
     const int uh = sub ? p->sh : 1, uw = sub ? p->sw : 1, sh = sub ? 1 : p->sh, sw = sub ? 1 : p->sw;
     const int Hs = sub ? p->OH : p->H, Ws = sub ? p->OW : p->W;
     const int Hp = Hs + 2 * p->ph, Wp = Ws + 2 * p->pw;
+    const int64_t NP = (int64_t)p->N * p->OH * p->OW, ntiles = (NP + 5) / 6;
     uint8_t* img = (uint8_t*)malloc((size_t)p->N * Hp * Wp * Cp);
-    int64_t* tapoff = (int64_t*)malloc(sizeof(int64_t) * (size_t)T);
+    int64_t* tapoff = (int64_t*)malloc(sizeof(int64_t) * (size_t)(T + NP));
     if (!img || !tapoff) { free(img); free(tapoff); return -1; }
     for (int kh = 0; kh < p->KH; ++kh)
         for (int kw = 0; kw < p->KW; ++kw)
             tapoff[kh * p->KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * Cp;
-    const int64_t NP = (int64_t)p->N * p->OH * p->OW, ntiles = (NP + 5) / 6;
+    /* the image offset of every output pixel's first tap (no divisions in the tiles) */
+    int64_t* pixoff = tapoff + T;
+    for (int n = 0, q = 0; n < p->N; ++n)
+        for (int oh = 0; oh < p->OH; ++oh)
+            for (int ow = 0; ow < p->OW; ++ow, ++q)
+                pixoff[q] = (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
     const int64_t rows = (int64_t)p->N * Hp, items = ntiles * CB16;
     int nt = p->nthreads;
     if (items < 2 * nt) nt = 1;
@@ -231,11 +237,7 @@ static int qconv_run(const qconv_args* p, int isa)
             const int nm = NP - pix0 < 6 ? (int)(NP - pix0) : 6;
             const int c0 = cb * 16, cn = p->Cout - c0 < 16 ? p->Cout - c0 : 16;
             const uint8_t* ap[6];
-            for (int m = 0; m < nm; ++m) {
-                const int64_t q = pix0 + m, row = q / p->OW;
-                const int ow = (int)(q % p->OW), oh = (int)(row % p->OH), n = (int)(row / p->OH);
-                ap[m] = img + (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
-            }
+            for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
             const int8_t* wb = wts + (int64_t)(2 * cb) * T * C4 * 32;
             float* o = p->out + pix0 * p->Cout + c0;
 #if BNN_X86 && defined(__GNUC__)
