@@ -73,8 +73,8 @@ def test_every_isa_equals_torch_path_on_edge_shapes(isa):
         set_isa(None)
 
 
-# shapes of the AVX2 nibble-table path (groups 1, enough output positions per table byte): strides 1 to 3 on odd
-# sizes, dilation, input channels not a multiple of 4, outputs not a multiple of 8, 1x1 strided, batch > 1, more
+# shapes of the AVX2 nibble-table path (groups 1; run with BNN_NIBBLE_TABLES=1, the default takes it for stride 1
+# and few table bytes per output position only): strides 1 to 3 on odd sizes, dilation, input channels not a multiple of 4, outputs not a multiple of 8, 1x1 strided, batch > 1, more
 # output positions than one work item holds (256), and taps of more than 63 nibbles (256 and 512 channels: the
 # byte sums then run over parts of a tap)
 TABLE_SHAPES = [  # N, C, H, W, Cout, k, stride, pad, dilation
@@ -93,8 +93,8 @@ def _tiles(x_shape, c, cout, k, s, p, d):
 @pytest.mark.skipif("avx2" not in ISAS, reason="no AVX2")
 @pytest.mark.parametrize("threads", [1, 2])
 def test_avx2_nibble_tables_and_xor_path_equal_torch_path(threads, monkeypatch):
-    """The AVX2 kernel's two tiles (nibble tables where tab_applies, nibble-split xor otherwise, or when
-    BNN_NO_NIBBLE_TABLES is set) give the torch path's numbers on the table path's edge shapes."""
+    """The AVX2 kernel's two tiles (nibble tables, nibble-split xor: BNN_NIBBLE_TABLES=1 / 0 when the constants
+    are made) give the torch path's numbers on the table path's edge shapes."""
     set_isa("avx2")
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -104,10 +104,10 @@ def test_avx2_nibble_tables_and_xor_path_equal_torch_path(threads, monkeypatch):
                 x, words, mul, add, thr = _args(n, c, h, w, cout, k, s, p, with_affine, seed=100 + i)
                 ref = BF.binary_conv(x, words, mul, add, thr, cout, (k, k), (s, s), (p, p), (d, d), 1,
                                      use_native=False)
-                monkeypatch.delenv("BNN_NO_NIBBLE_TABLES", raising=False)
+                monkeypatch.setenv("BNN_NIBBLE_TABLES", "1")
                 assert _tiles(tuple(x.shape), c, cout, k, s, p, d) == "avx2-nibble-table"
                 tables = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
-                monkeypatch.setenv("BNN_NO_NIBBLE_TABLES", "1")
+                monkeypatch.setenv("BNN_NIBBLE_TABLES", "0")
                 assert _tiles(tuple(x.shape), c, cout, k, s, p, d) == "avx2-nibble-xor"
                 xor = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
                 assert torch.equal(tables, ref), (n, c, h, w, cout, k, s, p, d, with_affine)
@@ -197,3 +197,19 @@ def test_popcount_ceiling_loops_count_right():
             secs, total = mod.popcount_ceiling(m, 128, 3, threads)
             assert total == 3 * threads * expected, m
             assert secs >= 0.0
+
+
+def test_constants_buffer_of_another_size_is_refused(monkeypatch):
+    """The constants' layout depends on BNN_NIBBLE_TABLES: a buffer sized under one setting and filled under the
+    other is refused, never overrun."""
+    words = BF.pack_weight_bits(torch.rand(32, 64, 3, 3) < 0.5)
+    plan = BF.native_plan((1, 64, 24, 24), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    monkeypatch.setenv("BNN_NIBBLE_TABLES", "0")
+    small = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, 1)
+    monkeypatch.setenv("BNN_NIBBLE_TABLES", "1")
+    big = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, 1)
+    if "avx2" in ISAS:
+        assert big > small  # the tables
+    buf = torch.empty(max(small, big), dtype=torch.int64)
+    with pytest.raises(ValueError, match="constants buffer"):
+        K.native().bconv_constants(words.data_ptr(), buf.data_ptr(), *plan.ints, 1, small if big != small else -1)

@@ -6,10 +6,11 @@ every packed layer then runs its pure-torch path, which gives the same numbers.
 
 * binary-input convs (``bconv``; XNOR-Net, Rastegari et al. 2016): dot = K - 2 popcount(a XOR w),
   AVX-512 VPOPCNTDQ, AVX2 or scalar chosen at run time; :func:`conv_constants` makes the per-layer
-  constants once per input shape (the packed layers cache them). On AVX2, convs (groups 1) whose weight
-  tables are reused over enough output positions look the popcounts up in per-weight nibble tables, 16
-  output positions per ``vpshufb``; the others run nibble-split xor tiles (``BNN_NO_NIBBLE_TABLES=1`` in
-  the environment forces those, for comparisons). :func:`conv_tiles` names the tiles a layer runs;
+  constants once per input shape (the packed layers cache them). On AVX2, stride-1 convs (groups 1) with few
+  weights per output position look the popcounts up in per-weight nibble tables, 16 output positions per
+  ``vpshufb``; the others run nibble-split xor tiles. ``BNN_NIBBLE_TABLES=0`` / ``1`` in the environment
+  when the constants are made: never / wherever possible (for comparisons). :func:`conv_tiles` names the
+  tiles a layer runs;
 * int8-input, 1-bit-weight convs and linear layers (:func:`int8_conv`): the k-bit input codes
   (k <= 8) are added or subtracted as the weight bits say (``vpmaddubsw`` on AVX2);
   :func:`int8_conv_reference` is the pure-torch twin (the same numbers).
@@ -87,7 +88,7 @@ def conv_constants(words: torch.Tensor, ints: Sequence[int], num_threads: Option
     n = mod.bconv_constants(words.data_ptr(), 0, *ints, 1)
     consts = torch.empty(n, dtype=torch.int64)
     mod.bconv_constants(words.data_ptr(), consts.data_ptr(), *ints,
-                        torch.get_num_threads() if num_threads is None else num_threads)
+                        torch.get_num_threads() if num_threads is None else num_threads, n)
     return consts
 
 

@@ -651,7 +651,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     const uint64_t* wsplit = (const uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
     (void)wsplit;
 #if BNN_ISA == 1
-    if (tab_applies(p) && !getenv("BNN_NO_NIBBLE_TABLES")) {
+    if (consts[4]) { /* the constants carry nibble tables (tab_applies when they were made) */
         CAT(bconv_tab, SUFFIX)(p, (const int64_t*)(wsplit + (int64_t)npan * T * Wg * 2 * NR));
         free(own);
         return;

@@ -7,9 +7,8 @@
  * input into a zero-bordered bit image, then register-blocked xnor-popcount
  * tiles (6 pixels x 32 channels on AVX-512) with the per-channel scale/shift
  * folded into the tile's epilogue, statically scheduled over output rows.  On
- * AVX2, layers with few weights per output position run the nibble-table path
- * (16 output positions x 2 channels per vpshufb, see tab_applies).
- * BNN_NO_NIBBLE_TABLES=1 in the environment turns that path off (comparisons).
+ * AVX2, stride-1 layers with few weights per output position run the nibble-
+ * table path (16 output positions x 2 channels per vpshufb, see tab_applies).
  * Built with -ffp-contract=off so that `dot * mul + add` rounds exactly like
  * the pure-torch path (bnn/deploy/functional.py).
  */
@@ -51,14 +50,14 @@ typedef struct {
 /* ---------------------------------------------------------------------------------------------- */
 /* Per-layer constants of one conv geometry ("layer constants", computed once by bconv_constants and
  * cached by the caller, or on every call when the caller passes none).  int64 words:
- *   [0] total words, [1] nR, [2] nC, [3] geometry fingerprint,
+ *   [0] total words, [1] nR, [2] nC, [3] geometry fingerprint, [4] 1 when the nibble tables follow (AVX2),
  *   tapoff [T]                 word offset of each tap in the padded bit image,
  *   rid [OH], cid [OW]         pixel class of each output row / column,
  *   btab [nR, nC, npan, NR]    bias = Tv * Cg + 2 * (popcount of the weights on padded taps), per class,
  *   wsplit [npan, T, Wg, 2, NR] the weight words nibble-split (low nibbles, then high nibbles; AVX2 tiles).
  * The valid taps of an output pixel are a product of an interval of kernel rows and an interval of kernel
  * columns, so the pixel classes are the distinct (row interval, column interval) pairs. */
-#define CONST_HDR 4
+#define CONST_HDR 5
 
 static int64_t geom_fingerprint(const conv_args* p)
 {
@@ -112,14 +111,28 @@ typedef struct {
     int64_t bytes;       /* scratch bytes: the planes of all images and the slack the last tiles read */
 } tab_geom;
 
-/* The tables of a panel (8 T Q 64 bytes) are read once per work item: the path pays off when they are reused
- * over enough output positions (measured on Zen 3: 256 -> 256 channels at 14x14, 1.5 KB of tables per position,
- * gains; 256 -> 512 at 7x7, 6 KB, loses).  The int16 sums hold at most T * Cg. */
+/* Whether a conv geometry's layer constants carry nibble tables (and its calls then run them).  Measured on a
+ * shared Zen 3 with cold caches (a float conv between calls, as in a network): stride-1 3x3 layers with at most
+ * 128 input channels and the 1x1 convs gain a little to 16 %; strided 3x3 layers (phase planes, 16 x the bytes
+ * of the split weights) and 256-channel 14x14 layers lose.  So by default: stride 1 (a strided 1x1 conv runs
+ * with stride 1 on the pixels it reads) and at most 640 bytes of a panel's tables (8 T Q 64) per output position
+ * of an image (up to the 256 positions of a work item).  BNN_NIBBLE_TABLES=0 / 1 in the environment when the
+ * constants are made: never / wherever the path can run (tests, comparisons).  The int16 sums hold at most
+ * T * Cg. */
+static int tab_possible(const conv_args* p)
+{
+    const int64_t T = (int64_t)p->KH * p->KW, Q = (p->Cg + 3) / 4;
+    return p->G == 1 && Q <= TAB_MAXQ && T * 4 * Q <= 32767 && p->sh <= 4 && p->sw <= 4;
+}
+
 static int tab_applies(const conv_args* p)
 {
     const int64_t T = (int64_t)p->KH * p->KW, Q = (p->Cg + 3) / 4, pos = (int64_t)p->OH * p->OW;
-    return p->G == 1 && Q <= TAB_MAXQ && T * 4 * Q <= 32767 && p->sh <= 4 && p->sw <= 4 &&
-           8 * T * Q * 64 <= 2048 * (pos < TAB_RB ? pos : TAB_RB);
+    if (!tab_possible(p)) return 0;
+    const char* env = getenv("BNN_NIBBLE_TABLES");
+    if (env && env[0] == '0') return 0;
+    if (env && env[0] == '1') return 1;
+    return p->sh == 1 && p->sw == 1 && 8 * T * Q * 64 <= 640 * (pos < TAB_RB ? pos : TAB_RB);
 }
 
 /* the geometry, and the tap offsets (bytes, when toff is given) */
@@ -147,11 +160,12 @@ static void tab_geometry(const conv_args* p, tab_geom* g, int64_t* toff)
     g->bytes = (last_read > planes ? last_read : planes) + 32;
 }
 
-/* int64 words of the scratch the kernel needs (the bit image, or the planes of the nibble-table path) */
+/* int64 words of the scratch the kernel needs (the bit image, or the planes of the nibble-table path wherever
+ * that path could run: the scratch does not depend on how the constants were made) */
 static int64_t scratch_words(const conv_args* p)
 {
     int64_t w = 2 * (int64_t)p->N * (p->Hs + 2 * p->ph) * (p->Ws + 2 * p->pw) * p->G * p->Wg;
-    if (tab_applies(p)) {
+    if (tab_possible(p)) {
         tab_geom g;
         tab_geometry(p, &g, NULL);
         if ((g.bytes + 7) / 8 > w) w = (g.bytes + 7) / 8;
@@ -208,7 +222,7 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
     uint64_t* wsplit = (uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
     int64_t* wpop = (int64_t*)malloc(sizeof(int64_t) * (size_t)npan * T * NR);
     if (!wpop) { free(rcls); return -1; }
-    c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p);
+    c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p); c[4] = tab_consts_words(p) > 0;
     const int64_t rs = (int64_t)p->G * Wg, Wp = p->Ws + 2 * p->pw;
     for (int kh = 0; kh < KH; ++kh)
         for (int kw = 0; kw < KW; ++kw) tapoff[kh * KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * rs;
@@ -247,7 +261,7 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
                     for (int n = 0; n < NR; ++n) q[n] += 2 * wq[n];
                 }
         }
-        if (tab_applies(p)) {
+        if (c[4]) {
             /* nibble tables: byte v of the table of (channel, tap, nibble q) = popcount(v XOR weight nibble) */
             tab_geom g;
             tab_geometry(p, &g, NULL);
@@ -411,22 +425,27 @@ static PyObject* py_bconv_tiles(PyObject* self, PyObject* args)
     isa = pick_isa(isa);
     if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
     const char* name = isa == 2 ? "avx512-vpopcntq" : isa == 0 ? "scalar-popcnt"
-                       : tab_applies(&p) && !getenv("BNN_NO_NIBBLE_TABLES") ? "avx2-nibble-table" : "avx2-nibble-xor";
+                       : tab_applies(&p) ? "avx2-nibble-table" : "avx2-nibble-xor";
     return PyUnicode_FromString(name);
 }
 
-/* bconv_constants(w, consts, N, H, ..., dw, nthreads) -> words: with consts = 0 only the size in int64 words,
- * else fills the layer constants of this geometry and weight into consts */
+/* bconv_constants(w, consts, N, H, ..., dw, nthreads[, words]) -> words: with consts = 0 only the size in int64
+ * words, else fills the layer constants of this geometry and weight into consts, a buffer of `words` words */
 static PyObject* py_bconv_constants(PyObject* self, PyObject* args)
 {
     unsigned long long w, consts;
     conv_args p;
     memset(&p, 0, sizeof(p));
-    if (!PyArg_ParseTuple(args, "KK" CONV_INTS "i", &w, &consts, CONV_INT_ARGS(p), &p.nthreads)) return NULL;
+    long long have = -1;
+    if (!PyArg_ParseTuple(args, "KK" CONV_INTS "i|L", &w, &consts, CONV_INT_ARGS(p), &p.nthreads, &have)) return NULL;
     p.w = (const uint64_t*)w;
     int nR, nC;
     const int64_t words = consts_layout(&p, &nR, &nC, NULL, NULL, NULL);
     if (words < 0) return PyErr_NoMemory();
+    if (consts && have != words) { /* the layout depends on BNN_NIBBLE_TABLES: sized and filled alike, or refused */
+        PyErr_SetString(PyExc_ValueError, "bnn kernel: the constants buffer does not have bconv_constants() words");
+        return NULL;
+    }
     if (consts) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
