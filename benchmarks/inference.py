@@ -1,6 +1,7 @@
 """Packed (xnor-popcount) inference against float32, side by side, on N CPU threads (2 by default).
 
     python benchmarks/inference.py [--threads 2] [--reps 15] [--batches 1 8] [--isa avx2] [--rounds 3]
+                                   [--layers 64:64:56:1:3 ...] [--skip-int8] [--skip-model] [--clock cpu]
 
 0. This CPU's ceilings (benchmarks/hw_ceiling.py): xor+popcount throughput of each method
    it has, and float32 matmul throughput.
@@ -8,7 +9,7 @@
    stride-2 downsamples): a packed layer (sign + bit packing of the input, xnor-popcount,
    per-channel scale) against torch's float conv of the same shape (the faster of NCHW and
    channels-last input, oneDNN), batch 1 and 8: times, speed-up, and the packed layer's
-   rate in binary MAC/s as a share of the xor+popcount ceiling. The same shapes with 8-bit
+   rate in binary MAC/s as a share of the xor+popcount ceiling, and the kernel tiles it runs. The same shapes with 8-bit
    inputs (``KBitActivationQuantizer``) and 1-bit weights: the int8 kernel against float.
 2. The whole torchvision ResNet-18 (first conv and fc float, the rest packed by
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
@@ -95,12 +96,24 @@ def isa_in_use() -> str:
     return names[code] if code >= 0 else available_isas()[-1]
 
 
+def _tiles(packed, x) -> str:
+    """The kernel tiles a packed conv runs on ``x`` (bnn.deploy.kernel.conv_tiles), or the pure-torch path."""
+    from bnn.deploy import functional as BF
+    from bnn.deploy.kernel import conv_tiles
+
+    if not kernel_available():
+        return "torch"
+    plan = BF.native_plan(tuple(x.shape), packed.packed_weight.shape[3], packed.out_channels, packed.kernel_size,
+                          packed.stride, packed.padding, packed.dilation, packed.groups)
+    return conv_tiles(plan.ints)
+
+
 @torch.no_grad()
 def bench_layers(batches, reps, ceiling, shapes=SHAPES):
     isa = isa_in_use()
     target = TARGET_LAYER_SPEEDUP.get(isa)
     print(f"{'layer (in->out, HxW, stride, k)':<32} {'batch':>5} {'float ms':>9} {'packed ms':>9} {'speedup':>8} "
-          f"{'G bMAC/s':>9} {'% ceiling':>9}")
+          f"{'G bMAC/s':>9} {'% ceiling':>9}  tiles")
     rows3 = []
     for n in batches:
         for cin, cout, hw, s, k in shapes:
@@ -118,7 +131,7 @@ def bench_layers(batches, reps, ceiling, shapes=SHAPES):
                 rows3.append((ratio, share))
             name = f"{cin}->{cout}, {hw}x{hw}, s{s}, {k}x{k}"
             print(f"{name:<32} {n:>5} {t_float * 1e3:>9.3f} {t_bin * 1e3:>9.3f} {ratio:>7.1f}x {rate:>9.0f} "
-                  f"{100 * share:>8.0f}%")
+                  f"{100 * share:>8.0f}%  {_tiles(packed, x_cl)}")
     ratios, shares = [r for r, _ in rows3], [s for _, s in rows3]
     if not rows3:
         return
