@@ -1,6 +1,7 @@
 """Packed (xnor-popcount) inference against float32, side by side, on N CPU threads (2 by default).
 
     python benchmarks/inference.py [--threads 2] [--reps 15] [--batches 1 8] [--isa avx2] [--rounds 3]
+                                   [--layers 64:64:56:1:3 ...] [--skip-int8] [--skip-model] [--clock cpu]
 
 0. This CPU's ceilings (benchmarks/hw_ceiling.py): xor+popcount throughput of each method
    it has, and float32 matmul throughput.
@@ -8,7 +9,7 @@
    stride-2 downsamples): a packed layer (sign + bit packing of the input, xnor-popcount,
    per-channel scale) against torch's float conv of the same shape (the faster of NCHW and
    channels-last input, oneDNN), batch 1 and 8: times, speed-up, and the packed layer's
-   rate in binary MAC/s as a share of the xor+popcount ceiling. The same shapes with 8-bit
+   rate in binary MAC/s as a share of the xor+popcount ceiling, and the kernel tiles it runs. The same shapes with 8-bit
    inputs (``KBitActivationQuantizer``) and 1-bit weights: the int8 kernel against float.
 2. The whole torchvision ResNet-18 (first conv and fc float, the rest packed by
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
@@ -95,15 +96,27 @@ def isa_in_use() -> str:
     return names[code] if code >= 0 else available_isas()[-1]
 
 
+def _tiles(packed, x) -> str:
+    """The kernel tiles a packed conv runs on ``x`` (bnn.deploy.kernel.conv_tiles), or the pure-torch path."""
+    from bnn.deploy import functional as BF
+    from bnn.deploy.kernel import conv_tiles
+
+    if not kernel_available():
+        return "torch"
+    plan = BF.native_plan(tuple(x.shape), packed.packed_weight.shape[3], packed.out_channels, packed.kernel_size,
+                          packed.stride, packed.padding, packed.dilation, packed.groups)
+    return conv_tiles(plan.ints)
+
+
 @torch.no_grad()
-def bench_layers(batches, reps, ceiling):
+def bench_layers(batches, reps, ceiling, shapes=SHAPES):
     isa = isa_in_use()
     target = TARGET_LAYER_SPEEDUP.get(isa)
     print(f"{'layer (in->out, HxW, stride, k)':<32} {'batch':>5} {'float ms':>9} {'packed ms':>9} {'speedup':>8} "
-          f"{'G bMAC/s':>9} {'% ceiling':>9}")
+          f"{'G bMAC/s':>9} {'% ceiling':>9}  tiles")
     rows3 = []
     for n in batches:
-        for cin, cout, hw, s, k in SHAPES:
+        for cin, cout, hw, s, k in shapes:
             conv = nn.Conv2d(cin, cout, k, stride=s, padding=k // 2, bias=False).eval()
             packed = pack_binary_model(bnn.prepare_binary_model(conv, _bconfig()).eval())
             x = torch.randn(n, cin, hw, hw)
@@ -118,8 +131,10 @@ def bench_layers(batches, reps, ceiling):
                 rows3.append((ratio, share))
             name = f"{cin}->{cout}, {hw}x{hw}, s{s}, {k}x{k}"
             print(f"{name:<32} {n:>5} {t_float * 1e3:>9.3f} {t_bin * 1e3:>9.3f} {ratio:>7.1f}x {rate:>9.0f} "
-                  f"{100 * share:>8.0f}%")
+                  f"{100 * share:>8.0f}%  {_tiles(packed, x_cl)}")
     ratios, shares = [r for r, _ in rows3], [s for _, s in rows3]
+    if not rows3:
+        return
     print(f"3x3 binary convs: speedup min {min(ratios):.1f}x, median {statistics.median(ratios):.1f}x; "
           f"share of the xor+popcount ceiling min {100 * min(shares):.0f}%, median {100 * statistics.median(shares):.0f}%")
     if target:
@@ -129,14 +144,14 @@ def bench_layers(batches, reps, ceiling):
 
 
 @torch.no_grad()
-def bench_int8_layers(batches, reps):
+def bench_int8_layers(batches, reps, shapes=SHAPES):
     """Layers with 8-bit inputs and 1-bit weights (the gradual-binarization recipe's target) against float."""
     bc = bnn.BConfig(activation_pre_process=ops.KBitActivationQuantizer.with_args(bits=8),
                      weight_pre_process=ops.XNORWeightBinarizer)
     print(f"{'int8-input layer (in->out, HxW, s, k)':<38} {'batch':>5} {'float ms':>9} {'int8 ms':>9} {'speedup':>8}")
     ratios = []
     for n in batches:
-        for cin, cout, hw, s, k in SHAPES:
+        for cin, cout, hw, s, k in shapes:
             conv = nn.Conv2d(cin, cout, k, stride=s, padding=k // 2, bias=False).eval()
             fake = bnn.prepare_binary_model(conv, bc).train()
             fake(torch.randn(2, cin, hw, hw))  # calibrates the input quantizer's range
@@ -148,6 +163,8 @@ def bench_int8_layers(batches, reps):
             ratios.append(t_float / t_q)
             name = f"{cin}->{cout}, {hw}x{hw}, s{s}, {k}x{k}"
             print(f"{name:<38} {n:>5} {t_float * 1e3:>9.3f} {t_q * 1e3:>9.3f} {t_float / t_q:>7.1f}x")
+    if not ratios:
+        return
     print(f"int8-input layers: speedup min {min(ratios):.1f}x, median {statistics.median(ratios):.1f}x "
           f"(goal >= 2x: {'met' if min(ratios) >= 2 else 'NOT met'})")
 
@@ -245,6 +262,14 @@ def bench_resnet18(batches, reps, threads, rounds, isa, clock):
             print(line)
 
 
+def _parse_shape(text, parser):
+    try:
+        cin, cout, hw, s, k = (int(v) for v in text.split(":"))
+    except ValueError:
+        parser.error(f"--layers: {text!r} is not IN:OUT:HW:STRIDE:KERNEL (e.g. 64:64:56:1:3)")
+    return cin, cout, hw, s, k
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -256,6 +281,9 @@ def main(argv=None):
                         help="wall time (default) or process CPU time (steadier on a shared machine, with --threads 1)")
     parser.add_argument("--skip-model", action="store_true", help="only the ceilings and the per-layer table")
     parser.add_argument("--skip-layers", action="store_true", help="only the ceilings and the whole network")
+    parser.add_argument("--skip-int8", action="store_true", help="leave out the int8-input layer table")
+    parser.add_argument("--layers", nargs="+", metavar="IN:OUT:HW:S:K",
+                        help="only these layer shapes (e.g. 64:64:56:1:3), default: every binary conv of ResNet-18")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # child process: one engine
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -275,9 +303,11 @@ def main(argv=None):
         print(f"ceiling: xor+popcount {name:<17} {rate:6.0f} G binary MAC/s")
     print(f"ceiling: float32 matmul {fma_ceiling(args.threads):6.1f} G MAC/s")
     ceiling = max(ceilings.values()) if ceilings else 0.0
+    shapes = SHAPES if not args.layers else [_parse_shape(v, parser) for v in args.layers]
     if not args.skip_layers:
-        bench_layers(args.batches, args.reps, ceiling)
-        bench_int8_layers(args.batches, args.reps)
+        bench_layers(args.batches, args.reps, ceiling, shapes)
+        if not args.skip_int8:
+            bench_int8_layers(args.batches, args.reps, shapes)
     if not args.skip_model:
         bench_resnet18(args.batches, max(3, args.reps // 2), args.threads, args.rounds,
                        None if args.isa == "best" else args.isa, args.clock)

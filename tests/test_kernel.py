@@ -38,9 +38,9 @@ def _args(n, c, h, w, cout, k, s, p, with_affine, seed):
     return x, words, mul, add, thr
 
 
-def _run(x, words, mul, add, thr, cout, k, s, p, consts):
+def _run(x, words, mul, add, thr, cout, k, s, p, consts, d=1):
     """The native kernel with (or without) precomputed layer constants."""
-    plan = BF.native_plan(tuple(x.shape), words.shape[3], cout, (k, k), (s, s), (p, p), (1, 1), 1)
+    plan = BF.native_plan(tuple(x.shape), words.shape[3], cout, (k, k), (s, s), (p, p), (d, d), 1)
     ints = plan.ints
     xc = x.contiguous(memory_format=torch.channels_last)
     out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
@@ -48,7 +48,7 @@ def _run(x, words, mul, add, thr, cout, k, s, p, consts):
     c = K.conv_constants(words, ints) if consts else None
     K.native().bconv(xc.data_ptr(), 0 if thr is None else thr.data_ptr(), a.data_ptr(), words.data_ptr(),
                      mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(), *ints, K.get_isa(),
-                     torch.get_num_threads(), 0 if c is None else c.data_ptr())
+                     torch.get_num_threads(), 0 if c is None else c.data_ptr(), plan.scratch_words)
     return out
 
 
@@ -73,6 +73,61 @@ def test_every_isa_equals_torch_path_on_edge_shapes(isa):
         set_isa(None)
 
 
+# shapes of the AVX2 nibble-table path (groups 1; run with BNN_NIBBLE_TABLES=1, the default takes it for stride 1
+# and few table bytes per output position only): strides 1 to 3 on odd sizes, dilation, input channels not a multiple of 4, outputs not a multiple of 8, 1x1 strided, batch > 1, more
+# output positions than one work item holds (256), and taps of more than 63 nibbles (256 and 512 channels: the
+# byte sums then run over parts of a tap)
+TABLE_SHAPES = [  # N, C, H, W, Cout, k, stride, pad, dilation
+    (2, 36, 9, 13, 20, 3, 2, 1, 1), (3, 128, 19, 17, 40, 3, 1, 1, 1), (1, 5, 26, 25, 9, 3, 3, 1, 1),
+    (2, 64, 11, 10, 32, 3, 1, 2, 2), (1, 16, 20, 70, 33, 3, 1, 1, 1), (8, 96, 9, 9, 64, 1, 2, 0, 1),
+    (1, 47, 21, 23, 8, 5, 2, 2, 1), (2, 64, 15, 15, 64, 3, 2, 1, 1), (2, 256, 14, 13, 40, 3, 1, 1, 1),
+    (1, 510, 24, 24, 32, 1, 1, 0, 1),
+]
+
+
+def _tiles(x_shape, c, cout, k, s, p, d):
+    plan = BF.native_plan(x_shape, -(-c // 64), cout, (k, k), (s, s), (p, p), (d, d), 1)
+    return K.conv_tiles(plan.ints)
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="no AVX2")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_avx2_nibble_tables_and_xor_path_equal_torch_path(threads, monkeypatch):
+    """The AVX2 kernel's two tiles (nibble tables, nibble-split xor: BNN_NIBBLE_TABLES=1 / 0 when the constants
+    are made) give the torch path's numbers on the table path's edge shapes."""
+    set_isa("avx2")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for i, (n, c, h, w, cout, k, s, p, d) in enumerate(TABLE_SHAPES):
+            for with_affine in (False, True):
+                x, words, mul, add, thr = _args(n, c, h, w, cout, k, s, p, with_affine, seed=100 + i)
+                ref = BF.binary_conv(x, words, mul, add, thr, cout, (k, k), (s, s), (p, p), (d, d), 1,
+                                     use_native=False)
+                monkeypatch.setenv("BNN_NIBBLE_TABLES", "1")
+                assert _tiles(tuple(x.shape), c, cout, k, s, p, d) == "avx2-nibble-table"
+                tables = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
+                monkeypatch.setenv("BNN_NIBBLE_TABLES", "0")
+                assert _tiles(tuple(x.shape), c, cout, k, s, p, d) == "avx2-nibble-xor"
+                xor = _run(x, words, mul, add, thr, cout, k, s, p, True, d)
+                assert torch.equal(tables, ref), (n, c, h, w, cout, k, s, p, d, with_affine)
+                assert torch.equal(xor, ref), (n, c, h, w, cout, k, s, p, d, with_affine)
+    finally:
+        torch.set_num_threads(old)
+        set_isa(None)
+
+
+def test_scratch_smaller_than_the_kernel_needs_is_refused():
+    x, words, mul, add, thr = _args(1, 64, 8, 8, 32, 3, 2, 1, False, seed=0)
+    plan = BF.native_plan(tuple(x.shape), words.shape[3], 32, (3, 3), (2, 2), (1, 1), (1, 1), 1)
+    out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
+    a = torch.empty(plan.scratch_words - 1, dtype=torch.int64)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="scratch"):
+        K.native().bconv(xc.data_ptr(), 0, a.data_ptr(), words.data_ptr(), mul.data_ptr(), 0, out.data_ptr(),
+                         *plan.ints, -1, 1, 0, a.numel())
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_thread_counts_give_the_same_result(threads):
     x, words, mul, add, thr = _args(8, 70, 9, 9, 40, 3, 1, 1, True, seed=3)
@@ -80,6 +135,9 @@ def test_thread_counts_give_the_same_result(threads):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        assert torch.equal(_run(x, words, mul, add, thr, 40, 3, 1, 1, True), ref)
+        x, words, mul, add, thr = _args(2, 64, 24, 24, 40, 3, 1, 1, True, seed=4)  # nibble tables on AVX2
+        ref = BF.binary_conv(x, words, mul, add, thr, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1, use_native=False)
         assert torch.equal(_run(x, words, mul, add, thr, 40, 3, 1, 1, True), ref)
     finally:
         torch.set_num_threads(old)
@@ -139,3 +197,19 @@ def test_popcount_ceiling_loops_count_right():
             secs, total = mod.popcount_ceiling(m, 128, 3, threads)
             assert total == 3 * threads * expected, m
             assert secs >= 0.0
+
+
+def test_constants_buffer_of_another_size_is_refused(monkeypatch):
+    """The constants' layout depends on BNN_NIBBLE_TABLES: a buffer sized under one setting and filled under the
+    other is refused, never overrun."""
+    words = BF.pack_weight_bits(torch.rand(32, 64, 3, 3) < 0.5)
+    plan = BF.native_plan((1, 64, 24, 24), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    monkeypatch.setenv("BNN_NIBBLE_TABLES", "0")
+    small = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, 1)
+    monkeypatch.setenv("BNN_NIBBLE_TABLES", "1")
+    big = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, 1)
+    if "avx2" in ISAS:
+        assert big > small  # the tables
+    buf = torch.empty(max(small, big), dtype=torch.int64)
+    with pytest.raises(ValueError, match="constants buffer"):
+        K.native().bconv_constants(words.data_ptr(), buf.data_ptr(), *plan.ints, 1, small if big != small else -1)

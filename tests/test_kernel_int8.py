@@ -129,3 +129,29 @@ def test_constants_of_another_layer_are_refused():
     x = torch.randn(1, 9, 5, 5)  # one channel more than the constants hold
     with pytest.raises(ValueError, match="not made for 9 -> 16 channels"):
         K.int8_conv(x, consts, torch.tensor(0.1), 8, torch.ones(16), None, 16, (3, 3), (1, 1), (1, 1), (1, 1))
+
+
+@native_only
+def test_cached_int8_plan_follows_buffers_changed_in_place():
+    """A packed int8 layer keeps its kernel plan between calls of one shape; an in-place change of the quantizer's
+    range, the scales or the weight words, or switching the quantizer off, must reach the next call."""
+    fake = _fake(_model(), 8)
+    packed = pack_binary_model(fake)
+    conv = next(m for m in packed.modules() if isinstance(m, PackedConv2d))
+    x = torch.randn(2, 40, 9, 9)
+    with torch.no_grad():
+        first = conv(x)
+        assert "_int8_plan" in conv.__dict__
+        changes = [lambda: conv.input_quantizer.running_absmax.mul_(0.5), lambda: conv.scale.mul_(3.0),
+                   lambda: conv.packed_weight.bitwise_not_()]
+        for change in changes:
+            change()
+            out = conv(x)
+            conv.use_native = False
+            assert torch.equal(out, conv(x))  # the pure-torch twin with the changed buffers
+            conv.use_native = None
+            assert not torch.equal(out, first)
+            first = out
+        conv.input_quantizer.enabled = False  # float inputs now: the generic path, not the stale plan
+        torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight_signs(), None, 1, 1)
+                                   * conv.scale.view(1, -1, 1, 1) + conv.shift.view(1, -1, 1, 1), rtol=1e-4, atol=1e-4)

@@ -134,7 +134,7 @@ class NativePlan:
     dims: int  # spatial dimensions: 2 (conv2d), 1 (conv1d), 0 (linear)
     out_shape: Tuple[int, ...]  # the logical output shape ([N, C, OH, OW], [N, C, L] or [*, C])
     buffer_shape: Tuple[int, ...]  # the kernel's output, channels last: [N, C, OH, OW] (as channels_last), [N, L, C] or [rows, C]
-    scratch_words: int  # int64 words of the bit-packed input (twice the bits: AVX2 packs it nibble-split)
+    scratch_words: int  # int64 words of the kernel's packed input (its size comes from the kernel: bconv_scratch)
     ints: Tuple[int, ...]
     spare_scratch: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
@@ -161,7 +161,7 @@ class NativePlan:
         _kernel.native().bconv(x.data_ptr(), 0 if threshold is None else threshold.data_ptr(), scratch.data_ptr(),
                                words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
                                *self.ints, _kernel.get_isa(), torch.get_num_threads(),
-                               0 if consts is None else consts.data_ptr())
+                               0 if consts is None else consts.data_ptr(), self.scratch_words)
         self.spare_scratch.append(scratch)
         if self.dims == 1:
             return out.transpose(1, 2)
@@ -195,9 +195,10 @@ def native_plan(shape: Tuple[int, ...], words_per_tap: int, out_channels: int, k
     if kh == 1 and kw == 1 and ph == 0 and pw == 0 and (sh > 1 or sw > 1):
         # 1x1 strided conv: pack only the pixels it reads, then run it with stride 1
         uh, uw, hs, ws, sh, sw = sh, sw, oh, ow, 1, 1
-    scratch = 2 * n * (hs + 2 * ph) * (ws + 2 * pw) * groups * words_per_tap  # 2: the AVX2 tiles' nibble split
     ints = (n, h, w_, uh, uw, hs, ws, groups, cg, words_per_tap, out_channels // groups, oh, ow, kh, kw, sh, sw, ph,
             pw, dh, dw)
+    mod = _kernel.native()
+    scratch = mod.bconv_scratch(*ints) if mod is not None else 0
     return NativePlan(nd, out_shape, buffer_shape, scratch, ints)
 
 

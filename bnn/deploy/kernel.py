@@ -6,20 +6,26 @@ every packed layer then runs its pure-torch path, which gives the same numbers.
 
 * binary-input convs (``bconv``; XNOR-Net, Rastegari et al. 2016): dot = K - 2 popcount(a XOR w),
   AVX-512 VPOPCNTDQ, AVX2 or scalar chosen at run time; :func:`conv_constants` makes the per-layer
-  constants once per input shape (the packed layers cache them);
+  constants once per input shape (the packed layers cache them). On AVX2, stride-1 convs (groups 1) with few
+  weights per output position look the popcounts up in per-weight nibble tables, 16 output positions per
+  ``vpshufb``; the others run nibble-split xor tiles. ``BNN_NIBBLE_TABLES=0`` / ``1`` in the environment
+  when the constants are made: never / wherever possible (for comparisons). :func:`conv_tiles` names the
+  tiles a layer runs;
 * int8-input, 1-bit-weight convs and linear layers (:func:`int8_conv`): the k-bit input codes
   (k <= 8) are added or subtracted as the weight bits say (``vpmaddubsw`` on AVX2);
   :func:`int8_conv_reference` is the pure-torch twin (the same numbers).
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa", "conv_constants",
-           "int8_conv", "int8_conv_reference", "int8_conv_constants", "int8_codes"]
+__all__ = ["native", "kernel_available", "available_isas", "set_isa", "get_isa", "conv_constants", "conv_tiles",
+           "int8_conv", "int8_plan", "Int8Plan", "int8_conv_reference", "int8_conv_constants", "int8_codes"]
 
 _ISA_CODES = {"scalar": 0, "avx2": 1, "avx512": 2}
 _state = {"module": None, "tried": False, "isa": -1}
@@ -82,8 +88,18 @@ def conv_constants(words: torch.Tensor, ints: Sequence[int], num_threads: Option
     n = mod.bconv_constants(words.data_ptr(), 0, *ints, 1)
     consts = torch.empty(n, dtype=torch.int64)
     mod.bconv_constants(words.data_ptr(), consts.data_ptr(), *ints,
-                        torch.get_num_threads() if num_threads is None else num_threads)
+                        torch.get_num_threads() if num_threads is None else num_threads, n)
     return consts
+
+
+def conv_tiles(ints: Sequence[int]) -> str:
+    """The name of the tiles the native kernel runs for a conv geometry (:func:`bnn.deploy.functional.native_plan`'s
+    ``ints``) with the ISA in use: ``avx512-vpopcntq``, ``avx2-nibble-table``, ``avx2-nibble-xor`` or
+    ``scalar-popcnt``."""
+    mod = native()
+    if mod is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
+    return mod.bconv_tiles(*ints, get_isa())
 
 
 # -- int8-input / 1-bit-weight layers ---------------------------------------------------------------
@@ -132,6 +148,67 @@ def int8_conv_reference(x: torch.Tensor, words: torch.Tensor, step: torch.Tensor
     return _epilogue(dot, mul, add, cdim)
 
 
+@dataclass(frozen=True)
+class Int8Plan:
+    """One :func:`int8_conv` call's checked arguments for one input shape: :meth:`run` is the whole call
+    (the packed layers keep the plan of their last input shape, so a call costs a few microseconds of Python)."""
+
+    conv: bool  # [N, C, H, W] input (channels-last result), else [*, C] rows
+    out_shape: Tuple[int, ...]
+    step: float
+    qmin: int
+    qmax: int
+    consts: torch.Tensor
+    mul: torch.Tensor
+    add: Optional[torch.Tensor]
+    ints: Tuple[int, ...]  # N, H, W, Cin, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel on float32 CPU ``x`` of the planned shape."""
+        if self.conv:
+            xc = x.contiguous(memory_format=torch.channels_last)
+            out = torch.empty(self.out_shape, dtype=torch.float32, memory_format=torch.channels_last)
+        else:
+            xc = x.reshape(-1, self.ints[3]).contiguous()
+            out = torch.empty(self.out_shape, dtype=torch.float32)
+        if out.numel():
+            native().qconv(xc.data_ptr(), self.step, self.qmin, self.qmax, self.consts.data_ptr(), self.mul.data_ptr(),
+                           0 if self.add is None else self.add.data_ptr(), out.data_ptr(), *self.ints, get_isa(),
+                           torch.get_num_threads())
+        return out
+
+
+def int8_plan(shape: Sequence[int], consts: torch.Tensor, step: torch.Tensor, bits: int, mul: torch.Tensor,
+              add: Optional[torch.Tensor], out_channels: int, kernel_size=(), stride=(), padding=(),
+              dilation=()) -> Int8Plan:
+    """The checked :class:`Int8Plan` of :func:`int8_conv` for a float32 CPU input of ``shape``."""
+    mod = native()
+    if mod is None:
+        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bnn.deploy.int8_conv: bits must be in 1..8, got {bits}")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(kernel_size, stride, padding, dilation)
+    cin = shape[1] if kernel_size else shape[-1]
+    if consts.dtype != torch.uint8 or consts.numel() != mod.qconv_constants(0, 0, out_channels, cin, kh * kw):
+        raise ValueError(f"bnn.deploy.int8_conv: the constants were not made for {cin} -> {out_channels} channels "
+                         f"and kernel {tuple(kernel_size)} (int8_conv_constants)")
+    if mul.numel() != out_channels or (add is not None and add.numel() != out_channels):
+        raise ValueError(f"bnn.deploy.int8_conv: mul and add need {out_channels} values")
+    qmax = 2 ** (bits - 1) - 1
+    mul = mul.to(torch.float32).contiguous()
+    add = None if add is None else add.to(torch.float32).contiguous()
+    if kernel_size:
+        n, c, h, w = shape
+        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        out_shape = (n, out_channels, oh, ow)
+    else:
+        c, rows = shape[-1], int(math.prod(shape[:-1]))
+        n, h, w, oh, ow = 1, 1, rows, 1, rows
+        out_shape = (*shape[:-1], out_channels)
+    ints = (n, h, w, c, out_channels, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
+    return Int8Plan(bool(kernel_size), tuple(out_shape), float(step), -qmax - 1, qmax, consts, mul, add, ints)
+
+
 def int8_conv(x: torch.Tensor, consts: torch.Tensor, step: torch.Tensor, bits: int, mul: torch.Tensor,
               add: Optional[torch.Tensor], out_channels: int, kernel_size=(), stride=(), padding=(),
               dilation=()) -> torch.Tensor:
@@ -143,36 +220,7 @@ def int8_conv(x: torch.Tensor, consts: torch.Tensor, step: torch.Tensor, bits: i
     additions and subtractions of the codes chosen by the weight bits (``vpmaddubsw`` on AVX2), exactly
     :func:`int8_conv_reference`.
     """
-    mod = native()
-    if mod is None:
-        raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bnn.deploy.int8_conv: bits must be in 1..8, got {bits}")
     if x.dtype != torch.float32 or x.device.type != "cpu":
         raise ValueError("bnn.deploy.int8_conv: float32 CPU input expected; use int8_conv_reference")
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(kernel_size, stride, padding, dilation)
-    cin = x.shape[1] if kernel_size else x.shape[-1]
-    if consts.dtype != torch.uint8 or consts.numel() != mod.qconv_constants(0, 0, out_channels, cin, kh * kw):
-        raise ValueError(f"bnn.deploy.int8_conv: the constants were not made for {cin} -> {out_channels} channels "
-                         f"and kernel {tuple(kernel_size)} (int8_conv_constants)")
-    if mul.numel() != out_channels or (add is not None and add.numel() != out_channels):
-        raise ValueError(f"bnn.deploy.int8_conv: mul and add need {out_channels} values")
-    qmax = 2 ** (bits - 1) - 1
-    mul = mul.to(torch.float32).contiguous()
-    add = None if add is None else add.to(torch.float32).contiguous()
-    step_f = float(step)
-    if kernel_size:
-        n, c, h, w = x.shape
-        xc = x.contiguous(memory_format=torch.channels_last)
-        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        out = torch.empty((n, out_channels, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
-    else:
-        lead, c = x.shape[:-1], x.shape[-1]
-        xc = x.reshape(-1, c).contiguous()
-        n, h, w, oh, ow = 1, 1, xc.shape[0], 1, xc.shape[0]
-        out = torch.empty((*lead, out_channels), dtype=torch.float32)
-    if out.numel():
-        mod.qconv(xc.data_ptr(), step_f, -qmax - 1, qmax, consts.data_ptr(), mul.data_ptr(),
-                  0 if add is None else add.data_ptr(), out.data_ptr(), n, h, w, c, out_channels, oh, ow, kh, kw,
-                  sh, sw, ph, pw, dh, dw, get_isa(), torch.get_num_threads())
-    return out
+    return int8_plan(tuple(x.shape), consts, step, bits, mul, add, out_channels, kernel_size, stride, padding,
+                     dilation).run(x)

@@ -189,6 +189,13 @@ class PackedLayer(nn.Module):
                     and self._modules["post_process"] is c.post and not torch.jit.is_tracing()):
                 y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts)
                 return y if c.post_is_identity else c.post(y, x)
+        c8 = self.__dict__.get("_int8_plan")
+        if (c8 is not None and not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.shape == c8[0]
+                and x.dtype == torch.float32 and x.is_cpu and self.use_native is not False and not self.training
+                and self._int8_key_matches(c8[1]) and not torch.jit.is_tracing()):
+            y = c8[2].run(x)
+            post = self.post_process
+            return y if isinstance(post, nn.Identity) else post(y, x)
         y = self._forward_checked(x)
         post = self.post_process
         return y if isinstance(post, nn.Identity) else post(y, x)
@@ -242,8 +249,23 @@ class PackedLayer(nn.Module):
             if cache is None or cache[0] is not w or cache[1] != w._version:  # weights changed: new constants
                 consts = _K.int8_conv_constants(w, self.out_channels, self.in_channels, self.kernel_size)
                 cache = self.__dict__["_int8_consts"] = (w, w._version, consts)
-            return _K.int8_conv(x, cache[2], step, bits, mul, self.shift, *geometry)
+            plan = _K.int8_plan(tuple(x.shape), cache[2], step, bits, mul, self.shift, *geometry)
+            # kept for the next call of this shape while the buffers it was made from are unchanged (_int8_key)
+            self.__dict__["_int8_plan"] = (x.shape, self._int8_key(), plan)
+            return plan.run(x)
         return _K.int8_conv_reference(x, self.packed_weight, step, bits, mul, self.shift, *geometry)
+
+    def _int8_key(self) -> tuple:
+        """What an int8 plan depends on: the weight words, scale, shift and the quantizer's range (each tensor
+        with its in-place version) and the quantizer's bit width (0 once it no longer emits codes)."""
+        q = self._modules["input_quantizer"]
+        b = self._buffers
+        tensors = (b["packed_weight"], b["scale"], b["shift"], getattr(q, "running_absmax", None))
+        return tuple((t, t._version if t is not None else 0) for t in tensors) + (_int8_bits(q),)
+
+    def _int8_key_matches(self, key: tuple) -> bool:
+        now = self._int8_key()
+        return now[-1] == key[-1] and all(a[0] is b[0] and a[1] == b[1] for a, b in zip(now[:-1], key[:-1]))
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a one-line error naming the layer unless ``x`` fits it (rank, channels, size, dtype, device)."""
@@ -287,6 +309,7 @@ class PackedLayer(nn.Module):
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state.pop("_plan", None)  # caches, not part of the saved format
         state.pop("_int8_consts", None)
+        state.pop("_int8_plan", None)
         return state
 
     def extra_repr(self) -> str:

@@ -326,6 +326,253 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
     }
     for (int m = 0; m < nm; ++m) CAT(epilogue, SUFFIX)(acc[m], bias[m], mul, add, o + (int64_t)m * Cout, cn);
 }
+
+/* ---- nibble-table path (bnn_kernel.c: tab_applies, tab_geometry) ---- */
+/* the nibbles of one pixel's Cg channels, bit k of nibble q = (x[4q + k] < thr[4q + k]), to o[q * PS] */
+static inline void CAT(tab_nibbles, SUFFIX)(const float* v, const float* thr, int Cg, uint8_t* o, int64_t PS)
+{
+    int b = 0;
+    uint8_t* o1 = o + PS;
+    if (thr) {
+        for (; b + 8 <= Cg; b += 8, o += 2 * PS, o1 += 2 * PS) {
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + b), _mm256_loadu_ps(thr + b), _CMP_LT_OQ));
+            *o = (uint8_t)(m & 15);
+            *o1 = (uint8_t)(m >> 4);
+        }
+    } else {
+        for (; b + 8 <= Cg; b += 8, o += 2 * PS, o1 += 2 * PS) {
+            /* x < 0: the sign bits */
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + b), _mm256_setzero_ps(), _CMP_LT_OQ));
+            *o = (uint8_t)(m & 15);
+            *o1 = (uint8_t)(m >> 4);
+        }
+    }
+    o -= (int64_t)(b / 4) * PS; /* back to nibble 0 */
+    for (; b < Cg; b += 4) {
+        int m = 0;
+        for (int k = 0; k < 4 && b + k < Cg; ++k) m |= (v[b + k] < (thr ? thr[b + k] : 0.0f)) << k;
+        o[(b / 4) * PS] = (uint8_t)m;
+    }
+}
+
+/* one phase row (image n, row phase fr, row rr of the phase) of the planes of every nibble position */
+static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uint8_t* img, int64_t it)
+{
+    const int sh = p->sh, sw = p->sw, Q = g->Q, Cg = p->Cg, Hp = p->Hs + 2 * p->ph, Wp = p->Ws + 2 * p->pw;
+    const int n = (int)(it / ((int64_t)sh * g->Hps)), rem = (int)(it % ((int64_t)sh * g->Hps));
+    const int fr = rem / g->Hps, rr = rem % g->Hps, r = rr * sh + fr, i = r - p->ph;
+    uint8_t* base = img + (int64_t)n * Q * g->PS + (int64_t)fr * sw * g->PH + (int64_t)rr * g->Wps;
+    if (r >= Hp || i < 0 || i >= p->Hs) {
+        for (int q = 0; q < Q; ++q)
+            for (int fc = 0; fc < sw; ++fc) memset(base + q * g->PS + fc * g->PH, 0x80, (size_t)g->Wps);
+        return;
+    }
+    const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * Cg;
+    const int64_t xstep = (int64_t)p->uw * Cg;
+    /* the pixels in memory order (the input is usually cold: fetched 12 pixels ahead) */
+    for (int c = 0; c < g->Wps * sw; ++c) {
+        const int j = c - p->pw;
+        uint8_t* o = base + (c % sw) * g->PH + c / sw;
+        if (c >= Wp || j < 0 || j >= p->Ws) {
+            for (int q = 0; q < Q; ++q) o[q * g->PS] = 0x80;
+            continue;
+        }
+        if (j + 12 < p->Ws) {
+            const char* pf = (const char*)(xrow + (j + 12) * xstep);
+            for (int b = 0; b < Cg * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+        }
+        CAT(tab_nibbles, SUFFIX)(xrow + j * xstep, p->thr, Cg, o, g->PS);
+    }
+}
+
+/* one tile: nv <= 4 vectors of 16 positions (from a) x the 4 channels of a quad (tables tb), steps (t, q) of
+ * taps t0..t1, added into the int16 sums buf of the quad: [pair][16 positions][ch 2j: 0-7 | 2j+1: 0-7][8-15] */
+static inline __attribute__((always_inline)) void CAT(tab_tile, SUFFIX)(const uint8_t* a, const uint8_t* tb,
+                                                                      const int64_t* toff, int t0, int t1, int q0,
+                                                                      int q1, int Q, int64_t PS, int16_t* d0,
+                                                                      int first, const int nv)
+{
+    const __m256i z = _mm256_setzero_si256();
+    __m256i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+    for (int t = t0; t < t1; ++t) {
+        const uint8_t* at = a + toff[t] + q0 * PS;
+        const uint8_t* wt = tb + ((int64_t)t * Q + q0) * 64;
+        for (int q = q0; q < q1; ++q, at += PS, wt += 64) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i*)wt);
+            const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wt + 32));
+            const __m256i i0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)at));
+            c00 = _mm256_add_epi8(c00, _mm256_shuffle_epi8(w0, i0));
+            c10 = _mm256_add_epi8(c10, _mm256_shuffle_epi8(w1, i0));
+            if (nv > 1) {
+                const __m256i i1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(at + 16)));
+                c01 = _mm256_add_epi8(c01, _mm256_shuffle_epi8(w0, i1));
+                c11 = _mm256_add_epi8(c11, _mm256_shuffle_epi8(w1, i1));
+            }
+            if (nv > 2) {
+                const __m256i i2 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(at + 32)));
+                c02 = _mm256_add_epi8(c02, _mm256_shuffle_epi8(w0, i2));
+                c12 = _mm256_add_epi8(c12, _mm256_shuffle_epi8(w1, i2));
+            }
+            if (nv > 3) {
+                const __m256i i3 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(at + 48)));
+                c03 = _mm256_add_epi8(c03, _mm256_shuffle_epi8(w0, i3));
+                c13 = _mm256_add_epi8(c13, _mm256_shuffle_epi8(w1, i3));
+            }
+        }
+    }
+    const __m256i cs[8] = {c00, c01, c02, c03, c10, c11, c12, c13};
+#pragma GCC unroll 8
+    for (int v = 0; v < 8; ++v) {
+        if (v % 4 >= nv) continue;
+        int16_t* d = d0 + ((int64_t)(v / 4) * TAB_RB + 16 * (v % 4)) * 2;
+        const __m256i lo = _mm256_unpacklo_epi8(cs[v], z), hi = _mm256_unpackhi_epi8(cs[v], z);
+        if (first) {
+            _mm256_store_si256((__m256i*)d, lo);
+            _mm256_store_si256((__m256i*)(d + 16), hi);
+        } else {
+            _mm256_store_si256((__m256i*)d, _mm256_add_epi16(_mm256_load_si256((const __m256i*)d), lo));
+            _mm256_store_si256((__m256i*)(d + 16), _mm256_add_epi16(_mm256_load_si256((const __m256i*)(d + 16)), hi));
+        }
+    }
+}
+
+/* one work item: positions p0..p1 (whole vectors of 16) of image n x the 32 channels of panel pan.  For each
+ * quad of 4 channels and each chunk of taps (at most 63 steps: the byte sums of lookups <= 4 cannot overflow),
+ * every tile of 64 positions runs the chunk in registers (8 byte accumulators: 2 channel pairs x 4 vectors of
+ * 16 positions) and adds it into the int16 sums in buf; then the epilogue turns the sums of 8 positions x 8
+ * channels into floats, transposes them to channels last and stores the positions that exist. */
+static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const int64_t* toff, const int32_t* tv,
+                                  const uint8_t* tabs, const uint8_t* img, int n, int64_t p0, int64_t p1, int pan,
+                                  int16_t* buf)
+{
+    const int T = p->KH * p->KW, Q = g->Q;
+    /* chunks of at most 63 steps: whole taps when a tap has at most 63 nibbles, else equal parts of one tap */
+    const int tpc = Q <= 63 ? 63 / Q : 1, nqc = (Q + 62) / 63, qpc = (Q + nqc - 1) / nqc;
+    const int64_t PS = g->PS;
+    const int np = (int)(p1 - p0);
+    const uint8_t* a0 = img + (int64_t)n * Q * PS + p0;
+    for (int quad = 0; quad < 8; ++quad) {
+        const uint8_t* tb = tabs + ((int64_t)pan * 8 + quad) * T * Q * 64;
+        for (int t0 = 0; t0 < T; t0 += tpc) {
+            const int t1 = t0 + tpc < T ? t0 + tpc : T;
+            for (int q0 = 0; q0 < Q; q0 += qpc) {
+                const int q1 = q0 + qpc < Q ? q0 + qpc : Q, first = t0 == 0 && q0 == 0;
+                for (int ts = 0; ts < np; ts += TAB_POS) {
+                    int16_t* d0 = buf + ((int64_t)quad * 2 * TAB_RB + ts) * 2;
+                    const uint8_t* a = a0 + ts;
+                    switch (np - ts >= TAB_POS ? 4 : (np - ts) / 16) {
+                    case 4: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 4); break;
+                    case 3: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 3); break;
+                    case 2: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 2); break;
+                    default: CAT(tab_tile, SUFFIX)(a, tb, toff, t0, t1, q0, q1, Q, PS, d0, first, 1); break;
+                    }
+                }
+            }
+        }
+    }
+    /* epilogue: out = float(Tv * Cg - 2 acc) * mul + add (two roundings, like the torch path) */
+    const int Cout = p->G * p->CoutG, c0 = pan * NR, OW = p->OW, Wps = g->Wps;
+    const int cn = p->CoutG - c0 < NR ? p->CoutG - c0 : NR;
+    float mulv[NR], addv[NR];
+    for (int c = 0; c < NR; ++c) {
+        mulv[c] = c < cn ? p->mul[c0 + c] : 0.0f;
+        addv[c] = c < cn && p->add ? p->add[c0 + c] : 0.0f;
+    }
+    const int has_add = p->add != NULL;
+    const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(cn % 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    float* const obase = p->out + (int64_t)n * p->OH * OW * Cout + c0;
+    const int64_t pend = (p1 < g->npos ? p1 : g->npos) - p0;
+    int oh = (int)(p0 / Wps), ow = (int)(p0 % Wps);
+    for (int64_t pos = 0; pos < pend; pos += 8) {
+        float* dst[8];
+        /* the 8 positions exist and lie on one output row (the usual case): consecutive outputs */
+        const int run = pos + 8 <= pend && ow + 8 <= OW;
+        for (int i = 0; i < 8; ++i) {
+            dst[i] = pos + i < pend && ow < OW ? obase + ((int64_t)oh * OW + ow) * Cout : NULL;
+            if (++ow == Wps) { ow = 0; ++oh; }
+        }
+        const __m256i tvv = _mm256_loadu_si256((const __m256i*)(tv + p0 + pos));
+        const int16_t* s0 = buf + (pos / 16) * 32 + (pos % 16) / 8 * 16;
+        for (int cg = 0; cg * 8 < cn; ++cg) {
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) {
+                const int c = cg * 8 + i;
+                const __m256i a = _mm256_cvtepi16_epi32(
+                    _mm_load_si128((const __m128i*)(s0 + (int64_t)(c / 2) * TAB_RB * 2 + (c & 1) * 8)));
+                const __m256 d = _mm256_cvtepi32_ps(_mm256_sub_epi32(tvv, _mm256_add_epi32(a, a)));
+                r[i] = _mm256_mul_ps(d, _mm256_broadcast_ss(mulv + c));
+                if (has_add) r[i] = _mm256_add_ps(r[i], _mm256_broadcast_ss(addv + c));
+            }
+            const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+            const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+            const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+            __m256 o[8];
+            o[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+            o[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+            o[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+            o[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+            o[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+            o[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+            o[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+            o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+            if (run && cn - cg * 8 >= 8) {
+                float* d = dst[0] + cg * 8;
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; ++i) _mm256_storeu_ps(d + (int64_t)i * Cout, o[i]);
+            } else if (cn - cg * 8 >= 8) {
+                for (int i = 0; i < 8; ++i)
+                    if (dst[i]) _mm256_storeu_ps(dst[i] + cg * 8, o[i]);
+            } else {
+                for (int i = 0; i < 8; ++i)
+                    if (dst[i]) _mm256_maskstore_ps(dst[i] + cg * 8, mk, o[i]);
+            }
+        }
+    }
+}
+
+/* the whole conv on the nibble-table path: (1) the planes, (2) the items (image, 256 positions, panel) */
+static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
+{
+    tab_geom g;
+    tab_geometry(p, &g, NULL);
+    const int T = p->KH * p->KW, npan = (p->CoutG + NR - 1) / NR;
+    const int32_t* tv = (const int32_t*)(toff + T);
+    const uint8_t* tabs = (const uint8_t*)(tv + (g.nposr + 1) / 2 * 2);
+    uint8_t* img = (uint8_t*)p->a;
+    const int64_t rows = (int64_t)p->N * p->sh * g.Hps, nrb = (g.nposr + TAB_RB - 1) / TAB_RB;
+    const int64_t items = (int64_t)p->N * nrb * npan, planes = (int64_t)p->N * g.Q * g.PS;
+    const int64_t tbytes = (int64_t)npan * 8 * T * g.Q * 64;
+    int nt = p->nthreads;
+    if (items < nt) nt = (int)items;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp single nowait
+        memset(img + planes, 0x80, (size_t)(g.bytes - planes)); /* read by the last tiles' dropped positions */
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) CAT(tab_pack_row, SUFFIX)(p, &g, img, r);
+        int16_t buf[16 * TAB_RB * 2] __attribute__((aligned(32)));
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            /* panel-major when the tables outgrow L2 (a panel's tables then stay in L2 over all the images),
+             * else panels fastest (the outputs of a position block are written in one pass) */
+            int pan = (int)(it % npan), n = (int)(it / npan / nrb);
+            int64_t p0 = it / npan % nrb * TAB_RB;
+            if (tbytes > PANEL_MAJOR_BYTES) {
+                pan = (int)(it / ((int64_t)p->N * nrb));
+                n = (int)(it / nrb % p->N);
+                p0 = it % nrb * TAB_RB;
+            }
+            const int64_t p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
+            CAT(tab_item, SUFFIX)(p, &g, toff, tv, tabs, img, n, p0, p1, pan, buf);
+        }
+    }
+}
 #else
 #define TILE_MR 1
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
@@ -403,8 +650,16 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     const int64_t* btab = cid + OW;
     const uint64_t* wsplit = (const uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
     (void)wsplit;
+#if BNN_ISA == 1
+    if (consts[4]) { /* the constants carry nibble tables (tab_applies when they were made) */
+        CAT(bconv_tab, SUFFIX)(p, (const int64_t*)(wsplit + (int64_t)npan * T * Wg * 2 * NR));
+        free(own);
+        return;
+    }
+#endif
 
-    const int64_t pack_rows = (int64_t)N * Hp;
+    const int64_t pack_rows = (int64_t)N * Hp, wbytes = (int64_t)npan * T * Wg * 2 * NR * 8;
+    (void)wbytes;
     const int64_t items = (int64_t)N * OH * npan;
     const int64_t pstep = (int64_t)p->sw * rs;
     CAT(tile_ctx, SUFFIX) ctx;
@@ -461,8 +716,17 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
         const int64_t* bptr[TILE_MR];
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
-            const int pan = (int)(it % npan);
-            const int64_t row = it / npan; /* n * OH + oh */
+            int pan = (int)(it % npan);
+            int64_t row = it / npan; /* n * OH + oh */
+#if BNN_ISA == 1
+            /* panel-major when the split weights (2 x 4.5 KB per 64 input channels and panel) outgrow L2: a
+             * thread then runs every row of a panel before the next panel and reads each panel from L3 once
+             * per call, not once per row (row-major otherwise: the rows' outputs are written in one pass) */
+            if (wbytes > PANEL_MAJOR_BYTES) {
+                pan = (int)(it / ((int64_t)N * OH));
+                row = it % ((int64_t)N * OH);
+            }
+#endif
             const int oh = (int)(row % OH), n = (int)(row / OH);
             const int g = pan / CB, cb = pan % CB;
             int cn = CoutG - cb * NR;

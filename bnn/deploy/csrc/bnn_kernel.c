@@ -6,7 +6,9 @@
  * __builtin_cpu_supports.  One call = one OpenMP region: sign-packing of the
  * input into a zero-bordered bit image, then register-blocked xnor-popcount
  * tiles (6 pixels x 32 channels on AVX-512) with the per-channel scale/shift
- * folded into the tile's epilogue, statically scheduled over output rows.
+ * folded into the tile's epilogue, statically scheduled over output rows.  On
+ * AVX2, stride-1 layers with few weights per output position run the nibble-
+ * table path (16 output positions x 2 channels per vpshufb, see tab_applies).
  * Built with -ffp-contract=off so that `dot * mul + add` rounds exactly like
  * the pure-torch path (bnn/deploy/functional.py).
  */
@@ -48,14 +50,14 @@ typedef struct {
 /* ---------------------------------------------------------------------------------------------- */
 /* Per-layer constants of one conv geometry ("layer constants", computed once by bconv_constants and
  * cached by the caller, or on every call when the caller passes none).  int64 words:
- *   [0] total words, [1] nR, [2] nC, [3] geometry fingerprint,
+ *   [0] total words, [1] nR, [2] nC, [3] geometry fingerprint, [4] 1 when the nibble tables follow (AVX2),
  *   tapoff [T]                 word offset of each tap in the padded bit image,
  *   rid [OH], cid [OW]         pixel class of each output row / column,
  *   btab [nR, nC, npan, NR]    bias = Tv * Cg + 2 * (popcount of the weights on padded taps), per class,
  *   wsplit [npan, T, Wg, 2, NR] the weight words nibble-split (low nibbles, then high nibbles; AVX2 tiles).
  * The valid taps of an output pixel are a product of an interval of kernel rows and an interval of kernel
  * columns, so the pixel classes are the distinct (row interval, column interval) pairs. */
-#define CONST_HDR 4
+#define CONST_HDR 5
 
 static int64_t geom_fingerprint(const conv_args* p)
 {
@@ -84,6 +86,104 @@ static int axis_classes(int O, int S, int P, int D, int K, int I, int64_t* ids, 
     return n;
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Nibble-table path (AVX2, groups = 1, few weights per output position: tab_applies).
+ * With the input split into nibbles (4 input channels), popcount(a XOR w) of one nibble is a function of a
+ * alone once w is fixed: a 16-entry table per (output channel, tap, nibble position), which `vpshufb` applies
+ * to 16 output positions at once (one byte each).  One (16 positions x 2 channels) step is then vpshufb + add,
+ * with no xor and no per-position broadcast: 2 operations per 128 binary MACs against 3 for the
+ * nibble-split xor path.  Layout of the padded input ("planes"): per image and nibble position q, one byte
+ * per padded pixel, the pixels split into stride phases (padded row r -> phase r % sh, row r / sh; the same
+ * for columns) so that every tap of a strided conv reads consecutive bytes.  Output positions are flattened
+ * over the phase plane, p = oh * Wps + ow (the columns ow >= OW are computed and dropped), so one tap of 16
+ * consecutive positions is one 16-byte load.  Border pixels hold 0x80, for which `vpshufb` returns 0: a
+ * padded tap contributes nothing and dot = Tv * Cg - 2 * acc, with Tv the valid taps of the position.
+ * Tables: [npan][8 quads of 4 channels][T][Q][2 pairs][2 channels][16 bytes], Q = ceil(Cg / 4). */
+#define TAB_MAXQ 128 /* nibble positions per tap: at most 512 input channels */
+#define TAB_POS 64   /* output positions per tile: 4 vectors of 16 (the last tile of a row block: 1 to 4) */
+#define TAB_RB 256   /* output positions per work item (their int16 sums stay in L1) */
+#define PANEL_MAJOR_BYTES (256 << 10) /* AVX2 weights (split or tables) beyond this: work items panel-major */
+
+typedef struct {
+    int Q, Hps, Wps, nph;
+    int64_t PH, PS;     /* bytes per phase plane, per nibble plane (all phases) */
+    int64_t npos, nposr; /* flattened output positions, rounded up to whole vectors of 16 */
+    int64_t bytes;       /* scratch bytes: the planes of all images and the slack the last tiles read */
+} tab_geom;
+
+/* Whether a conv geometry's layer constants carry nibble tables (and its calls then run them).  Measured on a
+ * shared Zen 3 with cold caches (a float conv between calls, as in a network): stride-1 3x3 layers with at most
+ * 128 input channels and the 1x1 convs gain a little to 16 %; strided 3x3 layers (phase planes, 16 x the bytes
+ * of the split weights) and 256-channel 14x14 layers lose.  So by default: stride 1 (a strided 1x1 conv runs
+ * with stride 1 on the pixels it reads) and at most 640 bytes of a panel's tables (8 T Q 64) per output position
+ * of an image (up to the 256 positions of a work item).  BNN_NIBBLE_TABLES=0 / 1 in the environment when the
+ * constants are made: never / wherever the path can run (tests, comparisons).  The int16 sums hold at most
+ * T * Cg. */
+static int tab_possible(const conv_args* p)
+{
+    const int64_t T = (int64_t)p->KH * p->KW, Q = (p->Cg + 3) / 4;
+    return p->G == 1 && Q <= TAB_MAXQ && T * 4 * Q <= 32767 && p->sh <= 4 && p->sw <= 4;
+}
+
+static int tab_applies(const conv_args* p)
+{
+    const int64_t T = (int64_t)p->KH * p->KW, Q = (p->Cg + 3) / 4, pos = (int64_t)p->OH * p->OW;
+    if (!tab_possible(p)) return 0;
+    const char* env = getenv("BNN_NIBBLE_TABLES");
+    if (env && env[0] == '0') return 0;
+    if (env && env[0] == '1') return 1;
+    return p->sh == 1 && p->sw == 1 && 8 * T * Q * 64 <= 640 * (pos < TAB_RB ? pos : TAB_RB);
+}
+
+/* the geometry, and the tap offsets (bytes, when toff is given) */
+static void tab_geometry(const conv_args* p, tab_geom* g, int64_t* toff)
+{
+    const int Hp = p->Hs + 2 * p->ph, Wp = p->Ws + 2 * p->pw;
+    g->Q = (p->Cg + 3) / 4;
+    g->Hps = (Hp + p->sh - 1) / p->sh;
+    g->Wps = (Wp + p->sw - 1) / p->sw;
+    g->nph = p->sh * p->sw;
+    g->PH = (int64_t)g->Hps * g->Wps;
+    g->PS = g->nph * g->PH;
+    g->npos = (int64_t)(p->OH - 1) * g->Wps + p->OW;
+    g->nposr = (g->npos + 15) / 16 * 16;
+    int64_t maxoff = 0;
+    for (int kh = 0; kh < p->KH; ++kh)
+        for (int kw = 0; kw < p->KW; ++kw) {
+            const int rh = kh * p->dh, rw = kw * p->dw;
+            const int64_t o = ((int64_t)(rh % p->sh) * p->sw + rw % p->sw) * g->PH + (int64_t)(rh / p->sh) * g->Wps +
+                              rw / p->sw;
+            if (toff) toff[kh * p->KW + kw] = o;
+            if (o > maxoff) maxoff = o;
+        }
+    const int64_t planes = (int64_t)p->N * g->Q * g->PS, last_read = planes - g->PS + maxoff + g->nposr;
+    g->bytes = (last_read > planes ? last_read : planes) + 32;
+}
+
+/* int64 words of the scratch the kernel needs (the bit image, or the planes of the nibble-table path wherever
+ * that path could run: the scratch does not depend on how the constants were made) */
+static int64_t scratch_words(const conv_args* p)
+{
+    int64_t w = 2 * (int64_t)p->N * (p->Hs + 2 * p->ph) * (p->Ws + 2 * p->pw) * p->G * p->Wg;
+    if (tab_possible(p)) {
+        tab_geom g;
+        tab_geometry(p, &g, NULL);
+        if ((g.bytes + 7) / 8 > w) w = (g.bytes + 7) / 8;
+    }
+    return w;
+}
+
+/* words of the nibble-table constants (after the split weights): toff [T], Tv * Cg per flattened position
+ * (int32 [nposr]), the tables (bytes [npan, 8, T, Q, 2, 2, 16]); 0 when the path does not apply */
+static int64_t tab_consts_words(const conv_args* p)
+{
+    if (!tab_applies(p)) return 0;
+    tab_geom g;
+    tab_geometry(p, &g, NULL);
+    const int64_t T = (int64_t)p->KH * p->KW, npan = (p->CoutG + NR - 1) / NR;
+    return T + (g.nposr + 1) / 2 + npan * 8 * T * g.Q * 64 / 8;
+}
+
 /* words of the constants; *nR, *nC and the classes when the arrays are given; -1 when out of memory */
 static int64_t consts_layout(const conv_args* p, int* nR, int* nC, int64_t* rid, int64_t* cid, int** rcls)
 {
@@ -94,7 +194,8 @@ static int64_t consts_layout(const conv_args* p, int* nR, int* nC, int64_t* rid,
     if (rcls) *rcls = cls;
     else free(cls);
     const int64_t T = (int64_t)p->KH * p->KW, npan = (int64_t)p->G * ((p->CoutG + NR - 1) / NR);
-    return CONST_HDR + T + p->OH + p->OW + (int64_t)*nR * *nC * npan * NR + npan * T * p->Wg * 2 * NR;
+    return CONST_HDR + T + p->OH + p->OW + (int64_t)*nR * *nC * npan * NR + npan * T * p->Wg * 2 * NR +
+           tab_consts_words(p);
 }
 
 static int64_t pop64(uint64_t x)
@@ -121,7 +222,7 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
     uint64_t* wsplit = (uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
     int64_t* wpop = (int64_t*)malloc(sizeof(int64_t) * (size_t)npan * T * NR);
     if (!wpop) { free(rcls); return -1; }
-    c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p);
+    c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p); c[4] = tab_consts_words(p) > 0;
     const int64_t rs = (int64_t)p->G * Wg, Wp = p->Ws + 2 * p->pw;
     for (int kh = 0; kh < KH; ++kh)
         for (int kw = 0; kw < KW; ++kw) tapoff[kh * KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * rs;
@@ -159,6 +260,42 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
                     const int64_t* wq = wpop + ((int64_t)pan * T + kh * KW + kw) * NR;
                     for (int n = 0; n < NR; ++n) q[n] += 2 * wq[n];
                 }
+        }
+        if (c[4]) {
+            /* nibble tables: byte v of the table of (channel, tap, nibble q) = popcount(v XOR weight nibble) */
+            tab_geom g;
+            tab_geometry(p, &g, NULL);
+            const int Q = g.Q;
+            int64_t* toff = (int64_t*)(wsplit + nwt * Wg * 2 * NR);
+            int32_t* tv = (int32_t*)(toff + T);
+            uint8_t* tabs = (uint8_t*)(tv + (g.nposr + 1) / 2 * 2);
+#pragma omp single
+            {
+                tab_geometry(p, &g, toff);
+                for (int64_t q = 0; q < g.nposr; ++q) {
+                    const int oh = (int)(q / g.Wps), ow = (int)(q % g.Wps);
+                    int32_t v = 0;
+                    if (q < g.npos && ow < p->OW) {
+                        const int rr = (int)rid[oh], cc = (int)cid[ow];
+                        const int rlo = rcls[2 * rr], rhi = rcls[2 * rr + 1], clo = ccls[2 * cc], chi = ccls[2 * cc + 1];
+                        v = (rhi >= rlo ? rhi - rlo + 1 : 0) * (chi >= clo ? chi - clo + 1 : 0) * Cg;
+                    }
+                    tv[q] = v;
+                }
+                if (g.nposr & 1) tv[g.nposr] = 0;
+            }
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < (int64_t)npan * 8 * T; ++i) {
+                const int t = (int)(i % T), quad = (int)(i / T % 8), pan = (int)(i / T / 8);
+                uint8_t* tb = tabs + i * Q * 64;
+                for (int q = 0; q < Q; ++q)
+                    for (int k = 0; k < 4; ++k) {
+                        const int n = quad * 4 + k; /* pair k / 2, lane k % 2 */
+                        const uint64_t wv = p->w[(((int64_t)pan * T + t) * Wg + q / 16) * NR + n];
+                        const int nib = (int)((wv >> (4 * (q % 16))) & 15);
+                        for (int v = 0; v < 16; ++v) tb[q * 64 + k * 16 + v] = (uint8_t)pop64((uint64_t)(v ^ nib));
+                    }
+            }
         }
     }
     free(wpop);
@@ -224,17 +361,23 @@ static PyObject* py_isas(PyObject* self, PyObject* args)
         &p.sh, &p.sw, &p.ph, &p.pw, &p.dh, &p.dw
 
 /* bconv(x, thr, a, w, mul, add, out, N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw,
- *       dh, dw, isa, nthreads[, consts]): x float32 [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0, a int64
- *       scratch of 2*N*(Hs+2ph)*(Ws+2pw)*G*Wg words (the AVX2 path packs the image nibble-split), w packed weight [G, CB, KH*KW, Wg, NR], out float32
- *       [N, OH, OW, G*CoutG]; consts: the layer constants of this geometry (bconv_constants) or 0 */
+ *       dh, dw, isa, nthreads[, consts[, scratch_words]]): x float32 [N, H, W, G*Cg] channels last, thr float32
+ *       [G*Cg] or 0, a int64 scratch of bconv_scratch() words (checked when scratch_words is given), w packed weight
+ *       [G, CB, KH*KW, Wg, NR], out float32 [N, OH, OW, G*CoutG]; consts: the layer constants of this geometry
+ *       (bconv_constants) or 0 */
 static PyObject* py_bconv(PyObject* self, PyObject* args)
 {
     unsigned long long x, thr, a, w, mul, add, out, consts = 0;
+    long long scratch = -1;
     conv_args p;
     int isa, status = 0;
-    if (!PyArg_ParseTuple(args, "KKKKKKK" CONV_INTS "ii|K", &x, &thr, &a, &w, &mul, &add, &out, CONV_INT_ARGS(p),
-                          &isa, &p.nthreads, &consts))
+    if (!PyArg_ParseTuple(args, "KKKKKKK" CONV_INTS "ii|KL", &x, &thr, &a, &w, &mul, &add, &out, CONV_INT_ARGS(p),
+                          &isa, &p.nthreads, &consts, &scratch))
         return NULL;
+    if (scratch >= 0 && scratch < scratch_words(&p)) {
+        PyErr_SetString(PyExc_ValueError, "bnn kernel: the scratch is smaller than bconv_scratch() words");
+        return NULL;
+    }
     isa = pick_isa(isa);
     if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
     if (p.nthreads < 1) p.nthreads = 1;
@@ -263,18 +406,46 @@ static PyObject* py_bconv(PyObject* self, PyObject* args)
     Py_RETURN_NONE;
 }
 
-/* bconv_constants(w, consts, N, H, ..., dw, nthreads) -> words: with consts = 0 only the size in int64 words,
- * else fills the layer constants of this geometry and weight into consts */
+/* bconv_scratch(N, H, ..., dw) -> int64 words of the scratch bconv needs for this geometry */
+static PyObject* py_bconv_scratch(PyObject* self, PyObject* args)
+{
+    conv_args p;
+    memset(&p, 0, sizeof(p));
+    if (!PyArg_ParseTuple(args, CONV_INTS, CONV_INT_ARGS(p))) return NULL;
+    return PyLong_FromLongLong((long long)scratch_words(&p));
+}
+
+/* bconv_tiles(N, H, ..., dw, isa) -> the name of the tiles bconv runs for this geometry on this ISA */
+static PyObject* py_bconv_tiles(PyObject* self, PyObject* args)
+{
+    conv_args p;
+    int isa;
+    memset(&p, 0, sizeof(p));
+    if (!PyArg_ParseTuple(args, CONV_INTS "i", CONV_INT_ARGS(p), &isa)) return NULL;
+    isa = pick_isa(isa);
+    if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
+    const char* name = isa == 2 ? "avx512-vpopcntq" : isa == 0 ? "scalar-popcnt"
+                       : tab_applies(&p) ? "avx2-nibble-table" : "avx2-nibble-xor";
+    return PyUnicode_FromString(name);
+}
+
+/* bconv_constants(w, consts, N, H, ..., dw, nthreads[, words]) -> words: with consts = 0 only the size in int64
+ * words, else fills the layer constants of this geometry and weight into consts, a buffer of `words` words */
 static PyObject* py_bconv_constants(PyObject* self, PyObject* args)
 {
     unsigned long long w, consts;
     conv_args p;
     memset(&p, 0, sizeof(p));
-    if (!PyArg_ParseTuple(args, "KK" CONV_INTS "i", &w, &consts, CONV_INT_ARGS(p), &p.nthreads)) return NULL;
+    long long have = -1;
+    if (!PyArg_ParseTuple(args, "KK" CONV_INTS "i|L", &w, &consts, CONV_INT_ARGS(p), &p.nthreads, &have)) return NULL;
     p.w = (const uint64_t*)w;
     int nR, nC;
     const int64_t words = consts_layout(&p, &nR, &nC, NULL, NULL, NULL);
     if (words < 0) return PyErr_NoMemory();
+    if (consts && have != words) { /* the layout depends on BNN_NIBBLE_TABLES: sized and filled alike, or refused */
+        PyErr_SetString(PyExc_ValueError, "bnn kernel: the constants buffer does not have bconv_constants() words");
+        return NULL;
+    }
     if (consts) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
@@ -383,6 +554,8 @@ static PyMethodDef methods[] = {
     {"bconv", py_bconv, METH_VARARGS, "Sign-pack a channels-last float32 input and run the xnor-popcount conv."},
     {"qconv", py_qconv, METH_VARARGS, "int8-input, 1-bit-weight conv of a channels-last float32 input."},
     {"qconv_constants", py_qconv_constants, METH_VARARGS, "Size of, or fill, the int8 conv's layer constants."},
+    {"bconv_tiles", py_bconv_tiles, METH_VARARGS, "Name of the tiles bconv runs for a conv geometry and ISA."},
+    {"bconv_scratch", py_bconv_scratch, METH_VARARGS, "int64 words of scratch bconv needs for a conv geometry."},
     {"bconv_constants", py_bconv_constants, METH_VARARGS, "Size of, or fill, the layer constants of a conv geometry."},
     {NULL, NULL, 0, NULL}};
 

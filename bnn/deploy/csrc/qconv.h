@@ -67,44 +67,43 @@ static inline uint8_t qcode(float v, float step, int qmin, int qmax)
 
 #if BNN_X86 && defined(__GNUC__)
 __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx2_nm(
-    const uint8_t* const* a, const int64_t* tapoff, int T, int C4, const int8_t* w, const int32_t* corr,
+    const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
     const float* mul, const float* add, float* o, int Cout, const int nm, int cn)
 {
-    /* nm <= 6 pixels x 16 output channels (two blocks of 8); int32 sums in memory (touched every 64 steps) */
+    /* nm <= 6 pixels x 16 output channels (two blocks of 8); steps s = (tap, 4 input channels) at image offset
+     * soff[s]; int16 sums widened to int32 every 64 steps */
     __m256i c16[6][2], c32[6][2];
     const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 6
     for (int m = 0; m < 6; ++m) c16[m][0] = c16[m][1] = c32[m][0] = c32[m][1] = z;
-    const int64_t wstride = (int64_t)T * C4 * 8; /* int32 words from one 8-channel block to the next */
     const int32_t* w0 = (const int32_t*)w;
-    int steps = 0;
-    for (int t = 0; t < T; ++t) {
-        const int64_t to = tapoff[t];
-        for (int j = 0; j < C4; ++j) {
-            const __m256i wa = _mm256_loadu_si256((const __m256i*)(w0 + ((int64_t)t * C4 + j) * 8));
-            const __m256i wb = _mm256_loadu_si256((const __m256i*)(w0 + wstride + ((int64_t)t * C4 + j) * 8));
-#define QSTEP(m)                                                                                                     \
+    const int32_t* w1 = (const int32_t*)w + wstride;
+    const uint8_t *a0 = a[0], *a1 = a[nm > 1 ? 1 : 0], *a2 = a[nm > 2 ? 2 : 0], *a3 = a[nm > 3 ? 3 : 0];
+    const uint8_t *a4 = a[nm > 4 ? 4 : 0], *a5 = a[nm > 5 ? 5 : 0];
+    for (int s0 = 0; s0 < S; s0 += 64) {
+        const int s1 = s0 + 64 < S ? s0 + 64 : S;
+        for (int st = s0; st < s1; ++st) {
+            const int64_t off = soff[st];
+            const __m256i wa = _mm256_loadu_si256((const __m256i*)(w0 + (int64_t)st * 8));
+            const __m256i wb = _mm256_loadu_si256((const __m256i*)(w1 + (int64_t)st * 8));
+#define QSTEP(m, am)                                                                                                 \
     if (m < nm) {                                                                                                    \
         int32_t v_;                                                                                                  \
-        memcpy(&v_, a[m] + to + 4 * j, 4);                                                                    \
+        memcpy(&v_, am + off, 4);                                                                                    \
         const __m256i b_ = _mm256_set1_epi32(v_);                                                                    \
         c16[m][0] = _mm256_add_epi16(c16[m][0], _mm256_maddubs_epi16(b_, wa));                                       \
         c16[m][1] = _mm256_add_epi16(c16[m][1], _mm256_maddubs_epi16(b_, wb));                                       \
         __asm__("" : "+x"(c16[m][0]), "+x"(c16[m][1])); /* pixel by pixel: no spills */                          \
     }
-            QSTEP(0) QSTEP(1) QSTEP(2) QSTEP(3) QSTEP(4) QSTEP(5)
+            QSTEP(0, a0) QSTEP(1, a1) QSTEP(2, a2) QSTEP(3, a3) QSTEP(4, a4) QSTEP(5, a5)
 #undef QSTEP
-            if (++steps == 64) {
-                steps = 0;
-#pragma GCC unroll 6
-                for (int m = 0; m < nm; ++m)
-                    for (int v = 0; v < 2; ++v) {
-                        c32[m][v] = _mm256_add_epi32(c32[m][v], _mm256_madd_epi16(c16[m][v], ones));
-                        c16[m][v] = z;
-                    }
-                __asm__ volatile("" : : "m"(c32) : );
-            }
         }
+#pragma GCC unroll 6
+        for (int m = 0; m < nm; ++m)
+            for (int v = 0; v < 2; ++v) {
+                c32[m][v] = _mm256_add_epi32(c32[m][v], _mm256_madd_epi16(c16[m][v], ones));
+                c16[m][v] = z;
+            }
     }
 #pragma GCC unroll 6
     for (int m = 0; m < nm; ++m) {
@@ -112,8 +111,7 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
         for (int v = 0; v < 2; ++v) {
             const int rem = cn - 8 * v;
             if (rem <= 0) break;
-            const __m256i s = _mm256_add_epi32(c32[m][v], _mm256_madd_epi16(c16[m][v], ones));
-            const __m256i d = _mm256_sub_epi32(s, _mm256_loadu_si256((const __m256i*)(corr + 8 * v)));
+            const __m256i d = _mm256_sub_epi32(c32[m][v], _mm256_loadu_si256((const __m256i*)(corr + 8 * v)));
             if (rem >= 8) {
                 __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + 8 * v));
                 if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + 8 * v));
@@ -128,18 +126,18 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
     }
 }
 
-__attribute__((target("avx2"))) static void qconv_tile_avx2(const uint8_t* const* a, const int64_t* tapoff, int T,
-                                                             int C4, const int8_t* w, const int32_t* corr,
+__attribute__((target("avx2"))) static void qconv_tile_avx2(const uint8_t* const* a, const int64_t* soff, int S,
+                                                             const int8_t* w, int64_t wstride, const int32_t* corr,
                                                              const float* mul, const float* add, float* o, int Cout,
                                                              int nm, int cn)
 {
     switch (nm) {
-    case 6: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 6, cn); break;
-    case 5: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 5, cn); break;
-    case 4: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 4, cn); break;
-    case 3: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 3, cn); break;
-    case 2: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 2, cn); break;
-    default: qconv_tile_avx2_nm(a, tapoff, T, C4, w, corr, mul, add, o, Cout, 1, cn); break;
+    case 6: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 6, cn); break;
+    case 5: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 5, cn); break;
+    case 4: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 4, cn); break;
+    case 3: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 3, cn); break;
+    case 2: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 2, cn); break;
+    default: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 1, cn); break;
     }
 }
 
@@ -148,13 +146,22 @@ __attribute__((target("avx2"))) static void qcode_pixel_avx2(const float* xp, ui
                                                               int qmin, int qmax)
 {
     const __m256 st = _mm256_set1_ps(step), lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
+    const __m256 inv = _mm256_set1_ps(1.0f / step), one = _mm256_set1_ps(1.0f), tol = _mm256_set1_ps(0x1p-20f);
+    const __m256 half = _mm256_set1_ps(0.5f), absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i b128 = _mm256_set1_epi32(128);
     int c = 0;
     for (; c + 8 <= Cin; c += 8) {
-        __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(xp + c), st), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        /* rint(x / step) as rint(x * (1 / step)): the product is within 2^-22 |q| of the rounded quotient, so the
+         * two round alike unless q lies within 2^-20 max(|q|, 1) of a half-integer; then divide (rare) */
+        const __m256 x = _mm256_loadu_ps(xp + c), q = _mm256_mul_ps(x, inv);
+        __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256 dist = _mm256_sub_ps(half, _mm256_and_ps(_mm256_sub_ps(q, r), absm));
+        const __m256 lim = _mm256_mul_ps(_mm256_max_ps(_mm256_and_ps(q, absm), one), tol);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(dist, lim, _CMP_LE_OQ)))
+            r = _mm256_round_ps(_mm256_div_ps(x, st), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-        const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(r), b128); /* 0..255 */
-        const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        const __m256i u = _mm256_add_epi32(_mm256_cvtps_epi32(r), b128); /* 0..255 */
+        const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
         _mm_storel_epi64((__m128i*)(op + c), _mm_packus_epi16(w16, w16));
     }
     for (; c < Cin; ++c) op[c] = qcode(xp[c], step, qmin, qmax);
@@ -190,13 +197,23 @@ static int qconv_run(const qconv_args* p, int isa)
     const int uh = sub ? p->sh : 1, uw = sub ? p->sw : 1, sh = sub ? 1 : p->sh, sw = sub ? 1 : p->sw;
     const int Hs = sub ? p->OH : p->H, Ws = sub ? p->OW : p->W;
     const int Hp = Hs + 2 * p->ph, Wp = Ws + 2 * p->pw;
+    const int64_t NP = (int64_t)p->N * p->OH * p->OW, ntiles = (NP + 5) / 6;
     uint8_t* img = (uint8_t*)malloc((size_t)p->N * Hp * Wp * Cp);
-    int64_t* tapoff = (int64_t*)malloc(sizeof(int64_t) * (size_t)T);
+    int64_t* tapoff = (int64_t*)malloc(sizeof(int64_t) * (size_t)(T + NP + (int64_t)T * C4));
     if (!img || !tapoff) { free(img); free(tapoff); return -1; }
     for (int kh = 0; kh < p->KH; ++kh)
         for (int kw = 0; kw < p->KW; ++kw)
             tapoff[kh * p->KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * Cp;
-    const int64_t NP = (int64_t)p->N * p->OH * p->OW, ntiles = (NP + 5) / 6;
+    /* the image offset of every output pixel's first tap (no divisions in the tiles) */
+    int64_t* pixoff = tapoff + T;
+    /* the image offset of every step (tap, 4 input channels) from a pixel's first tap */
+    int64_t* soff = pixoff + NP;
+    for (int t = 0; t < T; ++t)
+        for (int j = 0; j < C4; ++j) soff[(int64_t)t * C4 + j] = tapoff[t] + 4 * j;
+    for (int n = 0, q = 0; n < p->N; ++n)
+        for (int oh = 0; oh < p->OH; ++oh)
+            for (int ow = 0; ow < p->OW; ++ow, ++q)
+                pixoff[q] = (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
     const int64_t rows = (int64_t)p->N * Hp, items = ntiles * CB16;
     int nt = p->nthreads;
     if (items < 2 * nt) nt = 1;
@@ -215,6 +232,11 @@ static int qconv_run(const qconv_args* p, int isa)
                 uint8_t* op = orow + (int64_t)(p->pw + j) * Cp;
                 const float* xp = xr + (int64_t)j * uw * p->Cin;
 #if BNN_X86 && defined(__GNUC__)
+                /* the input is usually cold, and a strided 1x1 conv reads it with gaps: fetch 8 pixels ahead */
+                if (j + 8 < Ws) {
+                    const char* pf = (const char*)(xp + (int64_t)8 * uw * p->Cin);
+                    for (int b = 0; b < p->Cin * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+                }
                 if (isa >= 1) qcode_pixel_avx2(xp, op, p->Cin, p->step, p->qmin, p->qmax);
                 else
 #endif
@@ -231,16 +253,13 @@ static int qconv_run(const qconv_args* p, int isa)
             const int nm = NP - pix0 < 6 ? (int)(NP - pix0) : 6;
             const int c0 = cb * 16, cn = p->Cout - c0 < 16 ? p->Cout - c0 : 16;
             const uint8_t* ap[6];
-            for (int m = 0; m < nm; ++m) {
-                const int64_t q = pix0 + m, row = q / p->OW;
-                const int ow = (int)(q % p->OW), oh = (int)(row % p->OH), n = (int)(row / p->OH);
-                ap[m] = img + (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
-            }
+            for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
             const int8_t* wb = wts + (int64_t)(2 * cb) * T * C4 * 32;
             float* o = p->out + pix0 * p->Cout + c0;
 #if BNN_X86 && defined(__GNUC__)
             if (isa >= 1)
-                qconv_tile_avx2(ap, tapoff, T, C4, wb, p->corr + c0, p->mul + c0, p->add ? p->add + c0 : NULL, o,
+                qconv_tile_avx2(ap, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
+                                p->add ? p->add + c0 : NULL, o,
                                 p->Cout, nm, cn);
             else
 #endif
