@@ -34,15 +34,17 @@ pre-training included. With ``P = --pretrain-epochs`` and ``B = --epochs``:
 
 Every run: Adam, batch 128, cosine decay to 0 over each step's epochs, no
 weight decay (none on the latent binary weights, as Bi-Real Net and ReActNet
-advise); peak learning rate ``--lr`` (4e-3) for the float steps and
-``--binary-lr`` (1e-2) for the binary ones: the latent weights of a sign must
-move far enough to flip it, and at 4e-3 the binary runs end 10 to 18 points lower
-on the synthetic set. Rows:
+advise); peak learning rate ``--lr`` (1e-2) for the float steps and
+``--binary-lr`` (1e-2) for the binary ones. Both were chosen on the synthetic
+set (one seed): at 4e-3 the 60-epoch float network ends about 5 points lower
+(75.4 against 80.8 %) and the binary runs 2 to 8 points lower (the latent
+weights of a sign must move far enough to flip it). Rows:
 
 - one row per preset of :mod:`bnn.presets`, each trained the same plain way
   (cross-entropy, one step of ``B`` epochs);
 - ``two-step + KD``, the best recipe: the ``--best-preset`` (``nncf``: on these
-  networks it beat ``relu_friendly`` by 9 points in this recipe), trained in two steps
+  networks, synthetic set, one seed, it beat ``relu_friendly`` by 9 points in
+  this recipe, 66.0 against 57.3 %), trained in two steps
   (ReActNet's two-step schedule, Liu et al. 2020): ``round(--split * B)`` epochs
   with binary activations and float weights, then the rest with binary weights
   too, each step with its own cosine schedule; the loss is distillation from
@@ -56,12 +58,14 @@ Prints the mean top-1 over the seeds (the spread as min..max) and the gap to flo
     python benchmarks/accuracy.py [--epochs 20] [--pretrain-epochs 40] [--seeds 0 1] [--width 16]
                                   [--block bn_first|bireal|basic] [--datasets synthetic digits]
                                   [--image-size 16] [--train-size 3000] [--threads 2]
-                                  [--lr 4e-3] [--binary-lr 1e-2] [--best-preset nncf]
+                                  [--lr 1e-2] [--binary-lr 1e-2] [--best-preset nncf]
                                   [--split 0.5] [--kd-weight 1] [--temperature 1]
                                   [--recipes NAME ...] [--float-reference continued|scratch]
 
-The defaults train long enough that float saturates: on the synthetic set the
-40-epoch float network and the 60-epoch float row are within 2 points.
+The defaults train long enough that float saturates on the synthetic set:
+the 60-epoch float network fits its training images (100 % top-1), and at lr
+4e-3 (seed 0) its validation top-1 moved 2 points from 40 to 60 epochs
+(73.2 to 75.4 %), where the ``basic`` block moved 13 from 20 to 40.
 """
 from __future__ import annotations
 
@@ -233,7 +237,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--image-size", type=int, default=16, help="side of the synthetic images")
     parser.add_argument("--train-size", type=int, default=3000, help="training images of the synthetic set")
-    parser.add_argument("--lr", type=float, default=4e-3, help="peak learning rate of the float steps")
+    parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate of the float steps")
     parser.add_argument("--binary-lr", type=float, default=1e-2, help="peak learning rate of the binary steps")
     parser.add_argument("--best-preset", default="nncf", choices=bnn.presets.preset_names(),
                         help=f"the preset {BEST!r} trains")
