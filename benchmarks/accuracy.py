@@ -83,12 +83,13 @@ import torch.nn.functional as F
 
 import bnn
 from bnn.engine.distill import kl_div_logits
-from bnn.models.common import init_weights, make_activation
-from bnn.models.resnet import BLOCKS, BasicBlock, DoubleSkipBlock, make_downsample
+from bnn.models.common import check_choice, init_weights, make_activation
+from bnn.models.resnet import BasicBlock, DoubleSkipBlock, make_downsample
 
 BATCH = 128
 BEST = "two-step + KD"
 FLOAT = "float"
+NET_BLOCKS = ("bn_first", "bireal", "basic")
 #: one training step of a pipeline: (what is binary, epochs); "float" = nothing, "activations" = the
 #: inputs of the binary convs only, "binary" = inputs and weights
 Step = Tuple[str, int]
@@ -100,8 +101,7 @@ class SmallResNet(nn.Module):
     def __init__(self, in_channels: int, classes: int, width: int, block: str = "bn_first",
                  activation: Optional[str] = None) -> None:
         super().__init__()
-        if block not in BLOCKS or block == "preact":
-            raise ValueError(f"--block {block!r}: choose basic, bireal or bn_first")
+        check_choice(block, NET_BLOCKS, "block")
         activation = activation or ("relu" if block == "basic" else "prelu")
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                   make_activation(activation, width))
@@ -233,7 +233,7 @@ def main() -> None:
                         help="float row: the pre-trained network trained B more epochs, or one run of P + B epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--width", type=int, default=16, help="channels of the first stage (the second has twice)")
-    parser.add_argument("--block", default="bn_first", choices=["bn_first", "bireal", "basic"])
+    parser.add_argument("--block", default="bn_first", choices=NET_BLOCKS)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--image-size", type=int, default=16, help="side of the synthetic images")
     parser.add_argument("--train-size", type=int, default=3000, help="training images of the synthetic set")
