@@ -4,20 +4,29 @@ Model: ``torchvision.models.resnet18(weights=None, num_classes=10)`` exactly as
 torchvision builds it (7x7 stride-2 stem, max pool, ReLU in front of every
 conv), on the embedded :class:`bnn.data.SyntheticShapes` (10 classes, 32x32,
 chance 10 %). Every binary version keeps :data:`bnn.presets.FLOAT_LAYERS`
-float (stem, classifier, 1x1 downsample shortcuts). Three runs, same budget
+float (stem, classifier, 1x1 downsample shortcuts). Runs, same budget
 (``--epochs`` passes over ``--train-size`` images, Adam lr 1e-3 with cosine
-decay to 0, batch 64):
+decay to 0 in each phase, batch 64):
 
 - ``float``: the network as torchvision builds it;
-- ``plain sign``: :func:`bnn.presets.xnor_net` (sign inputs, the ReLU in front
-  makes every binarized conv see a constant +1);
-- ``relu_friendly``: the README's fix, :func:`bnn.presets.relu_friendly`.
+- ``plain``: :func:`bnn.presets.xnor_net` from random weights (sign inputs: the
+  ReLU in front makes every binarized conv see a constant +1);
+- ``fix``: the README's recipe: float for the first half of the epochs, then
+  :func:`bnn.presets.relu_friendly` on those weights for the second half,
+  distilled from the float network (ReActNet's distributional loss,
+  :func:`bnn.engine.distill.kl_div_logits`; Liu et al. 2020);
+- ``scratch`` (not run by default): :func:`bnn.presets.relu_friendly` from random
+  weights, trained like the float run.
 
 Prints top-1 % on 1,000 validation images for each, chance, and the wall time
-of each run. With its defaults it runs in at most about 10 minutes at 2 threads
-on a 2-core AMD EPYC (Zen 3)::
+of each run. ``--sensitivity`` prints instead how many binarized input bits
+change, at initialisation, when the same images share their batch with other
+images (see :func:`sensitivity`). The defaults (float, plain, fix) are sized to
+run within about 10 minutes at 2 threads on an idle 2-core AMD EPYC (Zen 3); on
+a busy machine it takes several times longer::
 
     python benchmarks/relu_resnet18.py [--epochs 4] [--train-size 3000] [--threads 2] [--seed 0]
+                                        [--runs float plain fix scratch] [--sensitivity]
 """
 from __future__ import annotations
 
