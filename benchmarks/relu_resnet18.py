@@ -21,9 +21,9 @@ decay to 0 in each phase, batch 64):
 Prints top-1 % on 1,000 validation images for each, chance, and the wall time
 of each run. ``--sensitivity`` prints instead how many binarized input bits
 change, at initialisation, when the same images share their batch with other
-images (see :func:`sensitivity`). The defaults (float, plain, fix) are sized to
-run within about 10 minutes at 2 threads on an idle 2-core AMD EPYC (Zen 3); on
-a busy machine it takes several times longer::
+images (see :func:`sensitivity`). The defaults (float, plain, fix) are sized for
+about 10 minutes at 2 threads on an idle 2-core AMD EPYC (Zen 3); at 1 thread on
+that machine busy with other jobs they took 138 + 362 + 361 s (the README's table)::
 
     python benchmarks/relu_resnet18.py [--epochs 4] [--train-size 3000] [--threads 2] [--seed 0]
                                         [--runs float plain fix scratch] [--sensitivity]
