@@ -109,6 +109,10 @@ def test_learned_threshold_starts_at_the_channel_mean_and_is_packed_as_a_sign():
     fresh = ops.LearnedThresholdBinarizer(conv)
     fresh.load_state_dict(binarizer.state_dict())
     assert bool(fresh.threshold_initialized) and torch.equal(fresh.bias, binarizer.bias)
+    # an uninitialised state loaded into a used binarizer: its next forward initialises it again
+    binarizer.load_state_dict(ops.LearnedThresholdBinarizer(conv).state_dict())
+    binarizer(x + 10.0)
+    torch.testing.assert_close(binarizer.sign_threshold(), mean + 10.0)
     linear = ops.LearnedThresholdBinarizer(nn.Linear(3, 2))
     xl = torch.rand(7, 3)
     linear(xl)

@@ -131,6 +131,11 @@ class LearnedThresholdBinarizer(InputBiasBinarizer):
     def __init__(self, module: nn.Module) -> None:
         super().__init__(module)
         self.register_buffer("threshold_initialized", torch.tensor(False))
+        self._threshold_known = False  # the buffer was read once: no device sync per forward after that
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._threshold_known = False  # read the loaded flag on the next forward
 
     @torch.no_grad()
     def _init_threshold(self, x: torch.Tensor) -> None:
@@ -144,8 +149,10 @@ class LearnedThresholdBinarizer(InputBiasBinarizer):
         self.threshold_initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.enabled and not bool(self.threshold_initialized):
-            self._init_threshold(x)
+        if self.enabled and not self._threshold_known:
+            if not bool(self.threshold_initialized):
+                self._init_threshold(x)
+            self._threshold_known = True
         return super().forward(x)
 
 
