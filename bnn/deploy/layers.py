@@ -180,23 +180,22 @@ class PackedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # fast path: the plan made for this input shape by an earlier call applies (float32 CPU plain tensor, the
         # buffers it was checked with, no compile / trace): a few microseconds of Python per call
-        c = self.__dict__.get("_plan")
-        if (c is not None and not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.shape == c.shape
-                and x.dtype == torch.float32 and x.is_cpu and self.use_native is not False and not self.training):
-            b = self._buffers
-            if (b["packed_weight"] is c.words and c.words._version == c.words_version and b["scale"] is c.scale
-                    and b["shift"] is c.shift and b["input_threshold"] is c.threshold
-                    and self._modules["post_process"] is c.post and not torch.jit.is_tracing()):
-                y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts)
-                return y if c.post_is_identity else c.post(y, x)
-        c8 = self.__dict__.get("_int8_plan")
-        if (c8 is not None and not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.shape == c8[0]
-                and x.dtype == torch.float32 and x.is_cpu and self.use_native is not False and not self.training
-                and self._int8_key_matches(c8[1]) and not torch.jit.is_tracing()):
-            y = c8[2].run(x)
-            post = self.post_process
-            return y if isinstance(post, nn.Identity) else post(y, x)
-        y = self._forward_checked(x)
+        if (not self.training and type(x) is torch.Tensor and x.dtype == torch.float32 and x.is_cpu
+                and self.use_native is not False and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
+            c = self.__dict__.get("_plan")
+            if c is not None and x.shape == c.shape:
+                b = self._buffers
+                if (b["packed_weight"] is c.words and c.words._version == c.words_version and b["scale"] is c.scale
+                        and b["shift"] is c.shift and b["input_threshold"] is c.threshold
+                        and self._modules["post_process"] is c.post):
+                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts)
+                    return y if c.post_is_identity else c.post(y, x)
+            c8 = self.__dict__.get("_int8_plan")
+            if c8 is not None and x.shape == c8[0] and self._int8_key_matches(c8[1]):
+                return self._post(c8[2].run(x), x)
+        return self._post(self._forward_checked(x), x)
+
+    def _post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         post = self.post_process
         return y if isinstance(post, nn.Identity) else post(y, x)
 
