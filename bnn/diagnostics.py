@@ -19,7 +19,7 @@ from .ops import Binarizer, ScaleThresholdBinarizer
 
 __all__ = ["InputBinarizerStats", "diagnose"]
 
-DEAD_LIMIT = 0.99  # the same limit as the training-time warning (Binarizer.SATURATION_LIMIT)
+DEAD_LIMIT = Binarizer.SATURATION_LIMIT  # the limit of the training-time warning
 
 
 @dataclasses.dataclass

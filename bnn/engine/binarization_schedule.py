@@ -38,7 +38,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch.nn as nn
 
 from ..hints import did_you_mean
-from ..ops import Binarizer, GradualWeightBinarizer, KBitActivationQuantizer
+from ..ops import GradualWeightBinarizer, KBitActivationQuantizer
 from ..switches import set_binarization
 
 __all__ = [
@@ -88,15 +88,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (else ``model``)."""
     inner = getattr(model, "module", None)
     return inner if isinstance(inner, nn.Module) else model
-
-
-def _binarizers_enabled(model: nn.Module, attr: str) -> List[bool]:
-    out = []
-    for module in _unwrap(model).modules():
-        sub = getattr(module, attr, None)
-        if isinstance(sub, Binarizer):
-            out.append(bool(sub.enabled))
-    return out
 
 
 class StagedBinarizationSchedule(Callback):
