@@ -60,7 +60,7 @@ Prints the mean top-1 over the seeds (the spread as min..max) and the gap to flo
                                   [--image-size 16] [--train-size 3000] [--threads 2]
                                   [--lr 1e-2] [--binary-lr 1e-2] [--best-preset nncf]
                                   [--split 0.5] [--kd-weight 1] [--temperature 1]
-                                  [--recipes NAME ...] [--float-reference continued|scratch]
+                                  [--recipes NAME ...] [--float-reference continued|scratch] [--train-top1]
 
 The defaults train long enough that float saturates on the synthetic set:
 the 60-epoch float network fits its training images (100 % top-1), and at lr
@@ -89,6 +89,7 @@ from bnn.models.resnet import BasicBlock, DoubleSkipBlock, make_downsample
 BATCH = 128
 BEST = "two-step + KD"
 FLOAT = "float"
+TRAIN = "(train)"  # --train-top1: the key suffix of a row's top-1 on its training images
 NET_BLOCKS = ("bn_first", "bireal", "basic")
 #: one training step of a pipeline: (what is binary, epochs); "float" = nothing, "activations" = the
 #: inputs of the binary convs only, "binary" = inputs and weights
@@ -222,6 +223,8 @@ def run(dataset: str, seed: int, args) -> Dict[str, float]:
             lr = args.lr if what == FLOAT else args.binary_lr
             fit(model, xtr, ytr, epochs, lr, seed, teacher if name == BEST else None, args.kd_weight, args.temperature)
         result[name] = top1(model, xva, yva)
+        if getattr(args, "train_top1", False):  # does the network fit its training images?
+            result[f"{name} {TRAIN}"] = top1(model, xtr, ytr)
     return result
 
 
@@ -244,6 +247,8 @@ def main() -> None:
     parser.add_argument("--split", type=float, default=0.5, help=f"{BEST}: share of B with binary activations only")
     parser.add_argument("--kd-weight", type=float, default=1.0, help="weight of the distillation loss (1: KL only)")
     parser.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T")
+    parser.add_argument("--train-top1", action="store_true",
+                        help="also print each row's top-1 on its training images (does the network fit them?)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recipes", nargs="+", default=bnn.presets.preset_names() + [BEST],
                         help=f"presets and/or {BEST!r}")
@@ -253,6 +258,8 @@ def main() -> None:
 
     start = time.perf_counter()
     header = f"{'data set':<10} {'recipe':<15} {'float top-1':>15} {'binary top-1':>15} {'gap':>6}"
+    if args.train_top1:
+        header += f" {'float train':>15} {'binary train':>15}"
     lines = [header, "-" * len(header)]
     for dataset in args.datasets:
         runs = [run(dataset, seed, args) for seed in args.seeds]
@@ -260,7 +267,10 @@ def main() -> None:
         for name in args.recipes:
             binary = [r[name] for r in runs]
             gap = statistics.mean(floats) - statistics.mean(binary)
-            lines.append(f"{dataset:<10} {name:<15} {_spread(floats):>15} {_spread(binary):>15} {gap:>6.1f}")
+            line = f"{dataset:<10} {name:<15} {_spread(floats):>15} {_spread(binary):>15} {gap:>6.1f}"
+            if args.train_top1:
+                line += "".join(f" {_spread([r[f'{row} {TRAIN}'] for r in runs]):>15}" for row in (FLOAT, name))
+            lines.append(line)
     print(f"small ResNet ({args.block} blocks, width {args.width}), {args.pretrain_epochs} float + {args.epochs} "
           f"binary epochs (float row: {args.pretrain_epochs + args.epochs} float epochs, {args.float_reference}), "
           f"synthetic {args.image_size}x{args.image_size} x {args.train_size}, seeds {args.seeds}, "

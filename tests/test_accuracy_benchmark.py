@@ -56,3 +56,20 @@ def test_run_trains_each_row_for_the_whole_budget(monkeypatch):
     assert float_row == (3, 1e-3, False, False)
     assert preset == (3, 5e-3, False, True)
     assert best == [(2, 5e-3, True, True), (1, 5e-3, True, True)]  # round(0.5 * 3) = 2 epochs, then the rest
+
+
+def test_train_top1_is_measured_on_the_training_images(monkeypatch):
+    """``--train-top1``: each row also reports top-1 on its training images (and only with the flag)."""
+    g = torch.Generator().manual_seed(1)
+    xtr, xva = torch.randn(40, 1, 8, 8, generator=g), torch.randn(20, 1, 8, 8, generator=g)
+    monkeypatch.setitem(accuracy.DATASETS, "tiny", lambda size, seed, image_size: (xtr, torch.arange(40) % 4,
+                                                                                   xva, torch.arange(20) % 4))
+    monkeypatch.setattr(accuracy, "top1", lambda model, x, y: 100.0 if x is xtr else 0.0)  # which images it saw
+    args = argparse.Namespace(train_size=40, image_size=8, recipes=["xnor_net"], pretrain_epochs=1, epochs=1,
+                              split=0.5, float_reference="continued", width=4, block="bn_first", lr=1e-2,
+                              binary_lr=1e-2, best_preset="nncf", kd_weight=1.0, temperature=1.0, train_top1=True)
+    result = accuracy.run("tiny", 0, args)
+    assert result == {accuracy.FLOAT: 0.0, "xnor_net": 0.0,
+                      f"{accuracy.FLOAT} {accuracy.TRAIN}": 100.0, f"xnor_net {accuracy.TRAIN}": 100.0}
+    args.train_top1 = False
+    assert set(accuracy.run("tiny", 0, args)) == {accuracy.FLOAT, "xnor_net"}
