@@ -138,9 +138,10 @@ def pipelines(recipes: List[str], pretrain_epochs: int, epochs: int, split: floa
     return {name: [step for step in plan if step[1] > 0] for name, plan in plans.items()}
 
 
-def synthetic(train_size: int, seed: int, image_size: int = 16) -> Tuple[torch.Tensor, ...]:
+def synthetic(train_size: int, seed: int, image_size: int = 16, val_size: int = 2000) -> Tuple[torch.Tensor, ...]:
+    """The embedded shapes set as normalised tensors: ``train_size`` training and ``val_size`` validation images."""
     out = []
-    for split, size in (("train", train_size), ("val", 2000)):
+    for split, size in (("train", train_size), ("val", val_size)):
         s = bnn.data.SyntheticShapes(split, size, seed=seed, image_size=image_size)
         out += [(s.data.float().div_(255.0) - s._mean) / s._std, torch.tensor(s.targets)]
     return tuple(out)
@@ -171,18 +172,19 @@ def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, seed: int,
-        teacher: Optional[nn.Module] = None, kd_weight: float = 1.0, temperature: float = 1.0) -> nn.Module:
-    """Adam with cosine decay to 0 over ``epochs``; cross-entropy, or with a ``teacher``
+        teacher: Optional[nn.Module] = None, kd_weight: float = 1.0, temperature: float = 1.0,
+        batch: int = BATCH) -> nn.Module:
+    """Adam with cosine decay to 0 over ``epochs``, batches of ``batch``; cross-entropy, or with a ``teacher``
     ``kd_weight * kl_div_logits(model, teacher, temperature) + (1 - kd_weight) * CE``."""
     g = torch.Generator().manual_seed(seed)
-    batches = math.ceil(len(y) / BATCH)
+    batches = math.ceil(len(y) / batch)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * batches)
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(len(y), generator=g)
         for i in range(batches):
-            idx = perm[i * BATCH:(i + 1) * BATCH]
+            idx = perm[i * batch:(i + 1) * batch]
             logits = model(x[idx])
             loss = F.cross_entropy(logits, y[idx])
             if teacher is not None:

@@ -32,29 +32,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import time
 import warnings
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import bnn
-from bnn.engine.distill import kl_div_logits
+
+import accuracy  # benchmarks/accuracy.py: the same data tensors, training loop and top-1
 
 BATCH = 64
 LR = 1e-3
-
-
-def shapes(train_size: int, seed: int) -> Tuple[torch.Tensor, ...]:
-    """The embedded shapes set as normalised tensors: train and a 1,000-image validation split."""
-    out = []
-    for split, size in (("train", train_size), ("val", 1000)):
-        s = bnn.data.SyntheticShapes(split, size, seed=seed)
-        out += [(s.data.float().div_(255.0) - s._mean) / s._std, torch.tensor(s.targets)]
-    return tuple(out)
 
 
 def resnet18() -> nn.Module:
@@ -97,35 +87,9 @@ RUNS: Dict[str, Tuple[str, Callable[..., nn.Module]]] = {
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
         teacher: Optional[nn.Module] = None) -> nn.Module:
     """Adam (lr 1e-3) with cosine decay to 0 over ``epochs``, batch 64; cross-entropy, or with a
-    ``teacher`` the KL divergence to its softmax (ReActNet's distillation, :func:`kl_div_logits`)."""
-    g = torch.Generator().manual_seed(seed)
-    batches = math.ceil(len(y) / BATCH)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * batches)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(batches):
-            idx = perm[i * BATCH:(i + 1) * BATCH]
-            logits = model(x[idx])
-            if teacher is None:
-                loss = F.cross_entropy(logits, y[idx])
-            else:
-                with torch.no_grad():
-                    target = teacher(x[idx])
-                loss = kl_div_logits(logits, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model
-
-
-def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(500), y.split(500)))
-    return 100.0 * correct / len(y)
+    ``teacher`` the KL divergence to its softmax (ReActNet's distillation, :func:`kl_div_logits`):
+    the training loop of ``benchmarks/accuracy.py``."""
+    return accuracy.fit(model, x, y, epochs, LR, seed, teacher, batch=BATCH)
 
 
 def sensitivity(x: torch.Tensor, seed: int) -> None:
@@ -170,7 +134,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)  # plain sign's dead-input warning: the table shows it as chance
 
-    xtr, ytr, xva, yva = shapes(args.train_size, args.seed)
+    xtr, ytr, xva, yva = accuracy.synthetic(args.train_size, args.seed, image_size=32, val_size=1000)
     if args.sensitivity:
         sensitivity(xtr, args.seed)
         return
@@ -182,7 +146,7 @@ def main() -> None:
         torch.manual_seed(args.seed)
         start = time.perf_counter()
         model = train(xtr, ytr, args.epochs, args.seed)
-        print(f"{label:<32} top-1 {top1(model, xva, yva):5.1f}   {time.perf_counter() - start:5.0f} s", flush=True)
+        print(f"{label:<32} top-1 {accuracy.top1(model, xva, yva):5.1f}   {time.perf_counter() - start:5.0f} s", flush=True)
 
 
 if __name__ == "__main__":
