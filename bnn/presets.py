@@ -90,8 +90,8 @@ def relu_friendly() -> BConfig:
     2018). Best started from the trained float weights; two steps (binary
     activations first, then weights) with distillation from the float model
     close more of the gap. ``python benchmarks/accuracy.py`` compares the
-    presets at the same budget: this one has the smallest gap on digits, while
-    on the embedded shapes :func:`nncf` does better. A deep network must start from its float
+    presets at the same budget: on digits this one is among the closest to
+    float, while on the embedded shapes :func:`nncf` does better. A deep network must start from its float
     weights: from random weights torchvision's ``resnet18`` on 32x32 images (16
     chained binarized convs, 1x1 maps in its last stage) stays near chance,
     since every sign turns small input changes into many flipped bits and the
