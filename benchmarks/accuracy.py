@@ -198,6 +198,12 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: flo
     return model
 
 
+def preset_for(name: str, block: str) -> bnn.BConfig:
+    """The preset ``name``; ``relu_friendly`` adds its own shortcut around each conv only to the ``basic``
+    block, the one block without such a shortcut."""
+    return bnn.presets.get_preset(name, **({"shortcut": False} if name == "relu_friendly" and block != "basic" else {}))
+
+
 def run(dataset: str, seed: int, args) -> Dict[str, float]:
     """Top-1 of the float row and of every recipe of ``args.recipes`` for one data set and seed."""
     xtr, ytr, xva, yva = DATASETS[dataset](args.train_size, seed, args.image_size)
@@ -216,7 +222,7 @@ def run(dataset: str, seed: int, args) -> Dict[str, float]:
         shared = plan[:1] == [(FLOAT, args.pretrain_epochs)]  # starts from the shared pre-trained network
         model = copy.deepcopy(pretrained) if shared else fresh()
         if name != FLOAT:
-            preset = bnn.presets.get_preset(args.best_preset if name == BEST else name)
+            preset = preset_for(args.best_preset if name == BEST else name, args.block)
             model = bnn.prepare_binary_model(model, preset, ignore_layers_name=bnn.presets.FLOAT_LAYERS)
         torch.manual_seed(seed)
         for what, epochs in plan[1:] if shared else plan:

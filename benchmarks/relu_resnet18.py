@@ -11,22 +11,27 @@ decay to 0 in each phase, batch 64):
 - ``float``: the network as torchvision builds it;
 - ``plain``: :func:`bnn.presets.xnor_net` from random weights (sign inputs: the
   ReLU in front makes every binarized conv see a constant +1);
-- ``fix``: the README's recipe: float for the first half of the epochs, then
-  :func:`bnn.presets.relu_friendly` on those weights for the second half,
-  distilled from the float network (ReActNet's distributional loss,
-  :func:`bnn.engine.distill.kl_div_logits`; Liu et al. 2020);
-- ``scratch`` (not run by default): :func:`bnn.presets.relu_friendly` from random
-  weights, trained like the float run.
+- ``scratch``: the README's one call, :func:`bnn.presets.relu_friendly` (learned
+  thresholds and Bi-Real Net's real shortcut around every binarized conv) from
+  random weights, trained like the float run;
+- ``no_shortcut``: the same without the shortcut, ``relu_friendly(shortcut=False)``;
+- ``fix``: float for the first half of the epochs, then ``relu_friendly`` on
+  those weights for the second half, distilled from the float network
+  (ReActNet's distributional loss, :func:`bnn.engine.distill.kl_div_logits`;
+  Liu et al. 2020).
+
+``--small-stem`` replaces the 7x7 stride-2 stem conv by a 3x3 stride-1 one (the
+usual change for 32x32 images; the max pool stays), so the last stage runs on
+2x2 instead of 1x1 maps, for every run.
 
 Prints top-1 % on 1,000 validation images for each, chance, and the wall time
 of each run. ``--sensitivity`` prints instead how many binarized input bits
 change, at initialisation, when the same images share their batch with other
-images (see :func:`sensitivity`). The defaults (float, plain, fix) are sized for
-about 10 minutes at 2 threads on an idle 2-core AMD EPYC (Zen 3); at 1 thread on
-that machine busy with other jobs they took 138 + 362 + 361 s (the README's table)::
+images (see :func:`sensitivity`). At 1 thread on an idle 2-core AMD EPYC (Zen 3)
+each run takes 30 to 60 s (``--small-stem``: about 3x that)::
 
-    python benchmarks/relu_resnet18.py [--epochs 4] [--train-size 3000] [--threads 2] [--seed 0]
-                                        [--runs float plain fix scratch] [--sensitivity]
+    python benchmarks/relu_resnet18.py [--epochs 4] [--train-size 3000] [--threads 2] [--seed 0] [--small-stem]
+                                        [--runs float plain scratch no_shortcut fix] [--sensitivity]
 """
 from __future__ import annotations
 
@@ -47,10 +52,16 @@ BATCH = 64
 LR = 1e-3
 
 
+SMALL_STEM = [False]  # --small-stem
+
+
 def resnet18() -> nn.Module:
     from torchvision.models import resnet18 as torchvision_resnet18
 
-    return torchvision_resnet18(weights=None, num_classes=10)
+    model = torchvision_resnet18(weights=None, num_classes=10)
+    if SMALL_STEM[0]:
+        model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    return model
 
 
 def binary(model: nn.Module, bconfig: bnn.BConfig) -> nn.Module:
@@ -69,6 +80,10 @@ def train_relu_friendly_from_scratch(x: torch.Tensor, y: torch.Tensor, epochs: i
     return fit(binary(resnet18(), bnn.presets.relu_friendly()), x, y, epochs, seed)
 
 
+def train_relu_friendly_without_shortcut(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
+    return fit(binary(resnet18(), bnn.presets.relu_friendly(shortcut=False)), x, y, epochs, seed)
+
+
 def train_relu_friendly_from_float(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
     """The README's recipe: float for half the budget, then binarized and distilled from that float network."""
     float_model = fit(resnet18(), x, y, epochs // 2, seed)
@@ -80,6 +95,7 @@ RUNS: Dict[str, Tuple[str, Callable[..., nn.Module]]] = {
     "float": ("float", train_float),
     "plain": ("plain sign (xnor_net)", train_plain_sign),
     "scratch": ("relu_friendly, from scratch", train_relu_friendly_from_scratch),
+    "no_shortcut": ("relu_friendly(shortcut=False)", train_relu_friendly_without_shortcut),
     "fix": ("relu_friendly, float start + KD", train_relu_friendly_from_float),
 }
 
@@ -102,7 +118,9 @@ def sensitivity(x: torch.Tensor, seed: int) -> None:
     change ||f1 - f2|| / ||f1|| of the pooled features the classifier reads
     (for float as well).
     """
-    for label, make in (("float", resnet18), ("relu_friendly", lambda: binary(resnet18(), bnn.presets.relu_friendly()))):
+    for label, make in (("float", resnet18),
+                        ("relu_friendly", lambda: binary(resnet18(), bnn.presets.relu_friendly())),
+                        ("no shortcut", lambda: binary(resnet18(), bnn.presets.relu_friendly(shortcut=False)))):
         torch.manual_seed(seed)
         model = make().train()
         seen: Dict[str, torch.Tensor] = {}
@@ -126,19 +144,20 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", nargs="+", default=["float", "plain", "fix"], choices=list(RUNS),
-                        help="scratch: relu_friendly trained from random weights like the float run")
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--small-stem", action="store_true", help="a 3x3 stride-1 stem conv instead of 7x7 stride 2")
     parser.add_argument("--sensitivity", action="store_true",
                         help="only print how much the binarized inputs depend on the rest of the batch at initialisation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    SMALL_STEM[0] = args.small_stem
     warnings.simplefilter("ignore", RuntimeWarning)  # plain sign's dead-input warning: the table shows it as chance
 
     xtr, ytr, xva, yva = accuracy.synthetic(args.train_size, args.seed, image_size=32, val_size=1000)
     if args.sensitivity:
         sensitivity(xtr, args.seed)
         return
-    print(f"torchvision resnet18 (weights=None, num_classes=10), SyntheticShapes 32x32: {args.train_size} training "
+    print(f"torchvision resnet18 (weights=None, num_classes=10{', 3x3 stride-1 stem' if args.small_stem else ''}), SyntheticShapes 32x32: {args.train_size} training "
           f"images, {args.epochs} epochs, batch {BATCH}, Adam lr {LR:g} cosine, seed {args.seed}, "
           f"{args.threads} threads; top-1 % on 1,000 validation images, chance 10.0")
     for key in args.runs:

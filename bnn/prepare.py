@@ -272,12 +272,23 @@ def swap_modules(model: nn.Module, configs: Mapping[str, Optional[BConfig]], mod
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         old = getattr(parent, child)
-        new = _swapped(old, bconfig, modules_mapping)
+        new = _swapped_or_named_error(name, old, bconfig, modules_mapping)
         if new is not old:
             setattr(parent, child, new)
     if "" in configs:
-        return _swapped(model, configs[""], modules_mapping)
+        return _swapped_or_named_error("", model, configs[""], modules_mapping)
     return model
+
+
+def _swapped_or_named_error(name: str, module: nn.Module, bconfig: Optional[BConfig],
+                            mapping: Mapping[type, type]) -> nn.Module:
+    """:func:`_swapped`; a ``ValueError`` or ``TypeError`` from building the layer's processes names the layer."""
+    try:
+        return _swapped(module, bconfig, mapping)
+    except (ValueError, TypeError) as exc:
+        if type(exc) not in (ValueError, TypeError):  # a subclass may carry more than a message
+            raise
+        raise type(exc)(f"layer '{name or type(module).__name__}': {exc}") from None
 
 
 def _mapping(modules_mapping: Optional[Mapping[type, type]]) -> Dict[type, type]:

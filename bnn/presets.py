@@ -15,8 +15,8 @@ name               input / weight / output                           paper
 ``nncf``           s·H(x − s·t) (learned scale, threshold) /         NNCF binarization (Kozlov et al. 2020,
                    XNOR or DoReFa weights / none                     "Neural Network Compression Framework")
 ``relu_friendly``  sign(x − t_c), t_c learnable, started at the      ReActNet's RSign (Liu et al. 2020) with a
-                   channel mean of the first batch / as Bi-Real      data-derived start; for ReLU networks
-                   / none
+                   channel mean of the first batch / as Bi-Real      data-derived start, Bi-Real Net's real
+                   / + x (a real shortcut around the layer)          shortcut (Liu et al. 2018); ReLU networks
 =================  ================================================  ==========================================
 
 In an ordinary (torchvision-style) network every binarized conv is fed by a
@@ -80,25 +80,28 @@ def nncf(mode: str = "xnor") -> BConfig:
     return BConfig(activation_pre_process=ops.ScaleThresholdBinarizer, weight_pre_process=weights[mode])
 
 
-def relu_friendly() -> BConfig:
-    """For ReLU networks: sign(x − t_c) inputs whose learnable threshold starts at the data, Bi-Real weights.
+def relu_friendly(shortcut: bool = True) -> BConfig:
+    """For ordinary ReLU networks: sign(x − t_c) inputs whose learnable threshold starts at the data, Bi-Real
+    weights, and (``shortcut``) a real-valued shortcut around every binarized layer.
 
     The input binarizer is :class:`bnn.ops.LearnedThresholdBinarizer`: ReActNet's
     RSign (Liu et al. 2020), its per-channel shift initialised on the first
     batch to minus the channel mean, so a sign fed by a ReLU splits its inputs
     instead of emitting a constant +1. Weights as in Bi-Real Net (Liu et al.
-    2018). Best started from the trained float weights; two steps (binary
-    activations first, then weights) with distillation from the float model
-    close more of the gap. ``python benchmarks/accuracy.py`` compares the
-    presets at the same budget: on digits this one is among the closest to
-    float, while on the embedded shapes :func:`nncf` does better. A deep network must start from its float
-    weights: from random weights torchvision's ``resnet18`` on 32x32 images (16
-    chained binarized convs, 1x1 maps in its last stage) stays near chance,
-    since every sign turns small input changes into many flipped bits and the
-    flips compound with depth; started from the float network and distilled
-    from it, it learns (``python benchmarks/relu_resnet18.py``).
+    2018). The output process :class:`bnn.ops.RealShortcut` adds the layer's
+    float input to its output (Bi-Real Net's shortcut, parameter-free): in a
+    torchvision-style network (conv → BN → ReLU → conv, a shortcut only every
+    second conv) everything else has to pass through the signs, and sign flips
+    compound over the chained binarized convs; with the shortcut, torchvision's
+    ``resnet18`` learns from random weights (``python benchmarks/relu_resnet18.py``).
+    Pass ``shortcut=False`` for a network that already has a shortcut around
+    every binarized conv (Bi-Real Net's or ReActNet's blocks, ``bnn.models``'
+    ``bn_first`` and ``bireal`` blocks). Starting from the trained float
+    weights and distilling from them closes more of the gap; ``python
+    benchmarks/accuracy.py`` compares the presets at the same budget.
     """
     return BConfig(activation_pre_process=ops.LearnedThresholdBinarizer,
+                   activation_post_process=ops.RealShortcut if shortcut else None,
                    weight_pre_process=ops.MagnitudeAwareWeightBinarizer)
 
 

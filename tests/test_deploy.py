@@ -42,19 +42,21 @@ WEIGHTS = {
     "magnitude": ops.MagnitudeAwareWeightBinarizer,
     "gradual_done": ops.GradualWeightBinarizer.with_args(bin_ratio=1.0, p=1.0),
 }
-POSTS = {"none": None, "scale": ops.BasicScaleBinarizer, "biasscale": ops.BiasScaleBinarizer, "xnor": ops.XNORScaleBinarizer}
+POSTS = {"none": None, "scale": ops.BasicScaleBinarizer, "biasscale": ops.BiasScaleBinarizer, "xnor": ops.XNORScaleBinarizer,
+         "shortcut": ops.RealShortcut}
 LAYERS = {
     "conv3x3": lambda: nn.Conv2d(8, 40, 3, padding=1),
     "conv_s2_nobias": lambda: nn.Conv2d(70, 16, 3, stride=2, padding=1, bias=False),
     "conv_dil_groups": lambda: nn.Conv2d(8, 12, 3, padding=2, dilation=2, groups=2),
     "conv_5x3_pad": lambda: nn.Conv2d(6, 8, (5, 3), stride=(1, 2), padding=(2, 3)),
     "conv1x1_s2": lambda: nn.Conv2d(64, 33, 1, stride=2),
+    "conv_s2_double": lambda: nn.Conv2d(16, 32, 3, stride=2, padding=1),
     "conv1d": lambda: nn.Conv1d(10, 7, 5, stride=2, padding=2, dilation=1),
     "conv1d_groups": lambda: nn.Conv1d(12, 6, 3, padding=1, groups=3, bias=False),
     "linear": lambda: nn.Linear(100, 20),
 }
 INPUT = {"conv1d": (3, 10, 17), "conv1d_groups": (2, 12, 9), "linear": (5, 100),
-         "conv_s2_nobias": (2, 70, 9, 7), "conv1x1_s2": (2, 64, 5, 5)}
+         "conv_s2_nobias": (2, 70, 9, 7), "conv1x1_s2": (2, 64, 5, 5), "conv_s2_double": (2, 16, 7, 9)}
 
 
 def _randomize(model):
@@ -110,7 +112,10 @@ GRID = (
     + [(k, "threshold", "xnor", "scale") for k in LAYERS]
     + [("conv3x3", a, "xnor", "none") for a in ACTS]
     + [("conv_dil_groups", "approx", w, "none") for w in WEIGHTS]
-    + [(k, "swish", "magnitude", p) for k, p in itertools.product(["conv3x3", "conv1d", "linear"], POSTS)]
+    + [(k, "swish", "magnitude", p) for k, p in itertools.product(["conv3x3", "conv1d", "linear"], POSTS)
+       if p != "shortcut"]
+    # Bi-Real's shortcut: channels repeated (8 -> 40), pooled and repeated (stride 2, 16 -> 32), averaged (100 -> 20)
+    + [(k, "rsign", "magnitude", "shortcut") for k in ("conv3x3", "conv_s2_double", "linear")]
     + [("conv_s2_nobias", "kbit", "xnor_centered", "xnor"), ("linear", "none", "sign_only", "biasscale")]
 )
 
@@ -306,3 +311,25 @@ def test_reused_output_buffer_never_overwrites_a_result_still_alive():
         for thread in threads:
             thread.join()
         assert not errors
+
+
+def test_batchnorm_after_a_shortcut_layer_folds_into_its_epilogue_and_gain():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16))
+    fake = bnn.prepare_binary_model(model, bnn.presets.relu_friendly(), ignore_layers_name=["_first_"])
+    fake.train()
+    with torch.no_grad():
+        for _ in range(3):  # running statistics and the learned thresholds' data start
+            fake(torch.randn(16, 3, 9, 9))
+    _randomize(fake).eval()
+    for bn in (fake[4], fake[7]):
+        bn.weight.data.uniform_(0.5, 2.0)
+    packed = pack_binary_model(fake)
+    assert [type(packed[i]) for i in (1, 4, 7)] == [nn.Identity] * 3  # every BatchNorm folded
+    for i in (3, 6):
+        assert isinstance(packed[i].post_process, ops.RealShortcut) and packed[i].post_process.gain is not None
+    _check(fake, packed, torch.randn(2, 3, 9, 9))
+    kept = pack_binary_model(fake, fold_batchnorm=False)
+    assert kept[6].post_process.gain is None and isinstance(kept[7], nn.BatchNorm2d)
+    _check(fake, kept, torch.randn(2, 3, 9, 9))

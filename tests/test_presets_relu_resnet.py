@@ -38,7 +38,7 @@ def dot_pairs(seed: int, n: int = 256, size: int = 12, gap: int = 5):
     return (x - x.mean()) / x.std(), y
 
 
-def held_out_loss(bconfig: bnn.BConfig, steps: int = 60) -> float:
+def held_out_loss(bconfig: bnn.BConfig, steps: int = 100) -> float:
     x, y = dot_pairs(seed=0)
     torch.manual_seed(0)
     model = bnn.prepare_binary_model(tiny_torchvision_resnet(), bconfig, ignore_layers_name=bnn.presets.FLOAT_LAYERS)
@@ -58,9 +58,10 @@ def held_out_loss(bconfig: bnn.BConfig, steps: int = 60) -> float:
         return nn.functional.cross_entropy(model.eval()(x_val), y_val).item()
 
 
-def test_relu_friendly_resnet_learns_where_plain_sign_stays_at_chance():
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_relu_friendly_resnet_learns_where_plain_sign_stays_at_chance(shortcut):
     chance = math.log(2)
-    fixed = held_out_loss(bnn.presets.relu_friendly())
+    fixed = held_out_loss(bnn.presets.relu_friendly(shortcut=shortcut))
     # plain sign: every binarized conv is fed by a ReLU, sees only +1 and outputs a constant. (XNOR-Net's
     # K = mean|x| output scale is left out: it is a float box filter that would carry the dots past the sign.)
     plain = held_out_loss(bnn.presets.xnor_net(activation_scale=False))

@@ -143,3 +143,63 @@ def test_layer_folds_affine_post_process_into_weight_exactly(post_cls, with_bias
     torch.testing.assert_close(out, ref_out)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want)
+
+
+# ---- Bi-Real Net's real-valued shortcut ------------------------------------------------------------------
+def test_real_shortcut_same_shape_adds_the_input_and_passes_both_gradients():
+    from bnn.ops import RealShortcut
+
+    module = RealShortcut(nn.Conv2d(3, 3, 3, padding=1))
+    out = torch.randn(2, 3, 4, 5, requires_grad=True)
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    y = module(out, x)
+    assert torch.equal(y, out + x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert torch.equal(out.grad, g) and torch.equal(x.grad, g)
+
+
+def test_real_shortcut_stride_two_pools_and_repeats_channels():
+    from bnn.ops import RealShortcut
+
+    module = RealShortcut(nn.Conv2d(2, 4, 3, stride=2, padding=1))
+    x = torch.arange(2 * 4 * 4, dtype=torch.float64).view(1, 2, 4, 4).requires_grad_()
+    out = torch.zeros(1, 4, 2, 2, dtype=torch.float64)
+    y = module(out, x)
+    # output channel c reads input channel c mod 2; position (i, j) the mean of x's 2x2 window there
+    assert y[0, 0, 0, 0].item() == (0 + 1 + 4 + 5) / 4
+    assert y[0, 3, 1, 1].item() == (26 + 27 + 30 + 31) / 4
+    assert torch.equal(y[:, :2], y[:, 2:])
+    y.sum().backward()
+    # each input value feeds one 2x2 mean (1/4) in each of its two copies
+    assert torch.equal(x.grad, torch.full_like(x, 0.5))
+
+
+def test_real_shortcut_odd_sizes_channel_averaging_and_linear():
+    from bnn.ops import RealShortcut
+
+    conv = nn.Conv2d(4, 2, 3, stride=2, padding=1)  # 7x9 -> 4x5: each output reads its window's mean
+    x = torch.randn(2, 4, 7, 9)
+    y = RealShortcut(conv)(torch.zeros(2, 2, 4, 5), x)
+    pooled = nn.functional.adaptive_avg_pool2d(x, (4, 5))
+    torch.testing.assert_close(y, (pooled[:, 0::2] + pooled[:, 1::2]) / 2)  # channels (0, 1) -> 0, (2, 3) -> 1
+    linear = RealShortcut(nn.Linear(3, 6))
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    assert torch.equal(linear(torch.zeros(1, 6), x), torch.tensor([[1.0, 2.0, 3.0, 1.0, 2.0, 3.0]]))
+    off = RealShortcut(nn.Linear(3, 6))
+    off.enabled = False
+    assert torch.equal(off(torch.ones(1, 6), x), torch.ones(1, 6))
+
+
+def test_real_shortcut_bad_channels_name_the_layer_and_stay_on_through_set_binarization():
+    from bnn.ops import RealShortcut
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 12, 3))
+    bconfig = bnn.BConfig(activation_pre_process=bnn.ops.BasicInputBinarizer, activation_post_process=RealShortcut)
+    with pytest.raises(ValueError, match=r"^layer '1': RealShortcut: Conv2d with 8 input and 12 output channels"):
+        bnn.prepare_binary_model(model, bconfig, ignore_layers_name=["0"])
+    model = bnn.prepare_binary_model(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1)), bconfig)
+    bnn.set_binarization(model, activations=False, weights=False)  # a float step keeps the architecture
+    x = torch.randn(1, 8, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model[0].to_float()(x) + x)

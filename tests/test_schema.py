@@ -5,6 +5,8 @@ import textwrap
 
 import pytest
 
+import bnn
+
 from bnn import BConfig
 from bnn.engine.schema import (
     Config,
@@ -249,6 +251,13 @@ def test_bconfig_preset_by_name_and_explicit_keys_override_it(tmp_path):
     built = build_bconfig(cfg.BCONFIG)["bconfig"]
     assert built.activation_pre_process is BasicInputBinarizer and built.weight_pre_process is None
     assert built.activation_post_process is not None  # XNOR-Net's K scale
+    # relu_friendly's real shortcut is an output process, named in YAML and removed with null
+    from bnn.ops import RealShortcut
+
+    cfg = load_config(path, overrides=["BCONFIG.PRESET=relu_friendly"])
+    assert build_bconfig(cfg.BCONFIG)["bconfig"].activation_post_process is RealShortcut
+    cfg = load_config(path, overrides=["BCONFIG.PRESET=relu_friendly", "BCONFIG.ACTIVATION_POST_PROCESS=null"])
+    assert build_bconfig(cfg.BCONFIG)["bconfig"] == bnn.presets.relu_friendly(shortcut=False)
     # a step names its own preset
     path = write(tmp_path, "s.yaml", "STEPS: [{EPOCHS: 1, BCONFIG: {PRESET: bireal}}]\n")
     assert load_config(path).STEPS[0].BCONFIG.WEIGHT_PRE_PROCESS["name"] == "MagnitudeAwareWeightBinarizer"

@@ -15,7 +15,9 @@ exactly once, neither has hooks, the BatchNorm uses running statistics and
 matches the conv's dimensionality and channels (BatchNorm2d after a 2-d conv,
 BatchNorm1d after a 1-d conv; not after a Linear, whose BatchNorm1d normalizes
 dim 1, the features only for 2-d inputs), and the packed conv keeps no output
-post-process. A model ``torch.fx`` cannot trace is left unfolded (with
+post-process other than Bi-Real Net's shortcut (:class:`bnn.ops.RealShortcut`:
+``BN(y + S(x)) = k_c * y + b_c + k_c * S(x)``, so the shortcut takes ``k`` as its
+``gain``). A model ``torch.fx`` cannot trace is left unfolded (with
 a warning): never folded wrongly.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch.fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..ops import RealShortcut
 from .layers import PackedConv1d, PackedConv2d, PackedLayer
 
 __all__ = ["fold_batchnorms"]
@@ -58,7 +61,8 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _fold_into_packed(conv: PackedLayer, bn: nn.modules.batchnorm._BatchNorm) -> None:
+def _fold_into_packed(conv: PackedLayer, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """``scale_c * k_c`` and ``(shift_c - mu_c) * k_c + beta_c`` into the packed epilogue; returns ``k`` (float64)."""
     k = (bn.weight.double() if bn.weight is not None else 1.0) * (bn.running_var.double() + bn.eps).rsqrt()
     beta = bn.bias.double() if bn.bias is not None else 0.0
     shift = conv.shift.double() if conv.shift is not None else 0.0
@@ -68,6 +72,7 @@ def _fold_into_packed(conv: PackedLayer, bn: nn.modules.batchnorm._BatchNorm) ->
         conv.shift = new_shift  # assigning to a registered (None) buffer name keeps it a buffer
     else:
         conv.shift.copy_(new_shift)
+    return k
 
 
 @torch.no_grad()
@@ -95,9 +100,12 @@ def fold_batchnorms(model: nn.Module) -> List[str]:
                 or _has_hooks(conv) or _has_hooks(bn)):
             continue
         if isinstance(conv, PackedLayer):
-            if not isinstance(conv.post_process, nn.Identity):
+            post = conv.post_process
+            if not isinstance(post, (nn.Identity, RealShortcut)):
                 continue
-            _fold_into_packed(conv, bn)
+            k = _fold_into_packed(conv, bn)
+            if isinstance(post, RealShortcut):  # BN(out + S(x)) = k*out + b + k*S(x)
+                post.gain = k.to(conv.scale) if post.gain is None else (post.gain.double() * k).to(conv.scale)
         else:
             if conv.training or conv.padding_mode != "zeros":
                 continue

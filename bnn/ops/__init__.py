@@ -17,7 +17,7 @@ from .activation import (
 )
 from .base import Binarizer, name_binarizers
 from .registry import get_binarizer, register_binarizer, registered_binarizers
-from .scale import BasicScaleBinarizer, BiasScaleBinarizer, XNORScaleBinarizer
+from .scale import BasicScaleBinarizer, BiasScaleBinarizer, RealShortcut, XNORScaleBinarizer
 from .weight import DoReFaWeightBinarizer, GradualWeightBinarizer, MagnitudeAwareWeightBinarizer, XNORWeightBinarizer
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "BasicScaleBinarizer",
     "BiasScaleBinarizer",
     "XNORScaleBinarizer",
+    "RealShortcut",
 ]
 
 for _name in __all__[2:]:

@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as TF
 
-from .base import Binarizer, channel_shape, out_channels
+from .base import Binarizer, channel_shape, in_channels, out_channels
 
-__all__ = ["BasicScaleBinarizer", "BiasScaleBinarizer", "XNORScaleBinarizer"]
+__all__ = ["BasicScaleBinarizer", "BiasScaleBinarizer", "XNORScaleBinarizer", "RealShortcut"]
 
 
 class BasicScaleBinarizer(Binarizer):
@@ -98,3 +98,73 @@ class XNORScaleBinarizer(Binarizer):
         if x is None:
             raise ValueError("XNORScaleBinarizer needs the layer input: call it as post(out, x)")
         return out * self.magnitude(x)
+
+
+class RealShortcut(Binarizer):
+    """Bi-Real Net's real-valued shortcut around one binary layer (Liu et al. 2018).
+
+    forward: y = out + S(x), where x is the layer's float (unbinarized) input and
+    S maps it, without parameters, to the output's shape:
+
+    - positions: where the output is smaller than the input (a stride s), each
+      output position gets the mean of its window of x (adaptive average
+      pooling; s x s average pooling for a stride-s conv with "same" padding,
+      Bi-Real Net's downsampling shortcut);
+    - channels: C_out = k·C_in repeats the input channels k times, [x, x, ...]
+      (ReActNet's duplicated downsampling block, Liu et al. 2020);
+      C_in = k·C_out averages k consecutive input channels.
+
+    backward: dL/dout = dL/dy; x receives dL/dy through S on top of the binary
+    path's straight-through gradient.
+
+    ``gain`` (a buffer, ``None`` until then) is set only when
+    :func:`bnn.pack_binary_model` folds a BatchNorm that follows the layer:
+    BN(out + S(x)) = k·out + b + k·S(x), so the packed layer's epilogue takes k
+    and b, and the shortcut is scaled by k_c (y = out + k_c·S(x)).
+
+    A network built of conv → BN → ReLU → conv (torchvision's ResNets) sends all
+    its information through the signs; one sign flip moves a binary conv's
+    output by a whole ±2 step, so small changes compound over many binarized
+    layers. This shortcut carries the real-valued input past every binarized
+    layer, so each layer only adds a binary correction to it. It is an output
+    process, not a binarizer: :func:`bnn.set_binarization` leaves it on, and a
+    packed layer keeps it (its input is still at hand there).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        cin, cout = in_channels(module), out_channels(module)
+        if cout % cin and cin % cout:
+            raise ValueError(f"RealShortcut: {type(module).__name__} with {cin} input and {cout} output channels: the "
+                             f"output channels must be a multiple or a divisor of the input channels; keep this "
+                             f"layer out of the shortcut (another activation_post_process for it)")
+        self.is_conv = isinstance(module, nn.modules.conv._ConvNd)
+        self.spatial_dims = len(module.kernel_size) if self.is_conv else 0
+        self.repeat = cout // cin  # 0 when channels are averaged
+        self.average = cin // cout if cout < cin else 1
+        self._shape = tuple(channel_shape(module, cout))
+        self.register_buffer("gain", None)
+
+    def shortcut(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """S(x): ``x`` pooled to ``out``'s positions and repeated or averaged to its channels."""
+        dims = self.spatial_dims
+        if dims and x.shape[-dims:] != out.shape[-dims:]:
+            pool = TF.adaptive_avg_pool1d if dims == 1 else (TF.adaptive_avg_pool2d if dims == 2 else TF.adaptive_avg_pool3d)
+            x = pool(x, out.shape[-dims:])
+        channel_dim = 1 if self.is_conv else x.dim() - 1
+        if self.repeat > 1:
+            x = torch.cat([x] * self.repeat, dim=channel_dim)
+        elif self.average > 1:
+            shape = x.shape
+            x = x.reshape(shape[:channel_dim] + (shape[channel_dim] // self.average, self.average)
+                          + shape[channel_dim + 1:]).mean(dim=channel_dim + 1)
+        return x
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        if x is None:
+            raise ValueError("RealShortcut needs the layer input: call it as post(out, x)")
+        if self.gain is None:
+            return out + self.shortcut(x, out)
+        return torch.addcmul(out, self.shortcut(x, out), self.gain.view(self._shape))
