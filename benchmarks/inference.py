@@ -2,6 +2,7 @@
 
     python benchmarks/inference.py [--threads 2] [--reps 15] [--batches 1 8] [--isa avx2] [--rounds 3]
                                    [--layers 64:64:56:1:3 ...] [--skip-int8] [--skip-model] [--clock cpu]
+                                   [--preset relu_friendly]
 
 0. This CPU's ceilings (benchmarks/hw_ceiling.py): xor+popcount throughput of each method
    it has, and float32 matmul throughput.
@@ -14,7 +15,8 @@
 2. The whole torchvision ResNet-18 (first conv and fc float, the rest packed by
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
    channels-last) and ONNX Runtime (when ``onnxruntime`` is installed: ``pip install
-   bnn[bench]``). Each engine runs in its own process (an ONNX Runtime session in the same
+   bnn[bench]``). The binary model is sign inputs and XNOR weights, or ``--preset NAME``
+   of :mod:`bnn.presets` (``relu_friendly``: each packed conv also adds its real shortcut). Each engine runs in its own process (an ONNX Runtime session in the same
    process was seen to slow the packed model's OpenMP threads), the processes alternate for
    ``--rounds`` rounds, and each figure is the median over the rounds of per-process medians.
 
@@ -173,15 +175,17 @@ def bench_int8_layers(batches, reps, shapes=SHAPES):
 ENGINES = ["packed", "torch", "torch-cl", "ort"]
 
 
-def _resnet18_models():
+def _resnet18_models(preset=None):
     import torchvision
 
     torch.manual_seed(0)
     float_model = torchvision.models.resnet18().eval()
     torch.manual_seed(0)
-    fake = bnn.prepare_binary_model(torchvision.models.resnet18(), _bconfig(),
-                                    ignore_layers_name=["_first_", "_last_"]).eval()
-    return float_model, fake
+    bconfig = bnn.presets.get_preset(preset) if preset else _bconfig()
+    fake = bnn.prepare_binary_model(torchvision.models.resnet18(), bconfig, ignore_layers_name=["_first_", "_last_"])
+    with torch.no_grad():
+        fake.train()(torch.randn(2, 3, 64, 64))  # data-started binarizers (relu_friendly's thresholds) start here
+    return float_model, fake.eval()
 
 
 def _export_onnx(path):
@@ -193,7 +197,7 @@ def _export_onnx(path):
 
 
 @torch.no_grad()
-def run_engine(engine, batch, reps, threads, onnx_path=None):
+def run_engine(engine, batch, reps, threads, onnx_path=None, preset=None):
     """Median seconds of one forward of ResNet-18 with ``engine`` (runs in its own process)."""
     torch.set_num_threads(threads)
     x = torch.randn(batch, 3, 224, 224)
@@ -208,7 +212,7 @@ def run_engine(engine, batch, reps, threads, onnx_path=None):
         xn = x.numpy()
         fn = lambda: sess.run(None, {"x": xn})  # noqa: E731
     else:
-        float_model, fake = _resnet18_models()
+        float_model, fake = _resnet18_models(preset)
         if engine == "packed":
             model = pack_binary_model(fake)
         elif engine == "torch-cl":
@@ -227,7 +231,7 @@ def run_engine(engine, batch, reps, threads, onnx_path=None):
     return statistics.median(times)
 
 
-def bench_resnet18(batches, reps, threads, rounds, isa, clock):
+def bench_resnet18(batches, reps, threads, rounds, isa, clock, preset=None):
     engines = [e for e in ENGINES if e != "ort"]
     try:
         import onnxruntime  # noqa: F401
@@ -246,11 +250,12 @@ def bench_resnet18(batches, reps, threads, rounds, isa, clock):
                 for e in order:
                     cmd = [sys.executable, os.path.abspath(__file__), "--engine", e, "--batches", str(n), "--reps",
                            str(reps), "--threads", str(threads), "--onnx", onnx_path, "--isa", isa or "best", "--clock", clock]
+                    cmd += ["--preset", preset] if preset else []
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                     results[e].append(json.loads(out.strip().splitlines()[-1])["seconds"])
             med = {e: statistics.median(v) for e, v in results.items()}
             per = f" ({n} images; per image /{n})" if n > 1 else ""
-            print(f"ResNet-18 224x224, batch {n}{per}: " + ", ".join(
+            print(f"ResNet-18 224x224{f' ({preset})' if preset else ''}, batch {n}{per}: " + ", ".join(
                 f"{e} {med[e] * 1e3:.1f} ms" for e in engines))
             p = med["packed"]
             eager = min(med["torch"], med["torch-cl"])
@@ -284,6 +289,8 @@ def main(argv=None):
     parser.add_argument("--skip-int8", action="store_true", help="leave out the int8-input layer table")
     parser.add_argument("--layers", nargs="+", metavar="IN:OUT:HW:S:K",
                         help="only these layer shapes (e.g. 64:64:56:1:3), default: every binary conv of ResNet-18")
+    parser.add_argument("--preset", choices=bnn.presets.preset_names(),
+                        help="the whole network's binarizers: a preset (default: sign inputs, XNOR weights)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # child process: one engine
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -293,7 +300,7 @@ def main(argv=None):
     if args.isa != "best":
         set_isa(args.isa)
     if args.engine:
-        secs = run_engine(args.engine, args.batches[0], args.reps, args.threads, args.onnx)
+        secs = run_engine(args.engine, args.batches[0], args.reps, args.threads, args.onnx, args.preset)
         print(json.dumps({"seconds": secs}))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, native kernel: "
@@ -310,7 +317,7 @@ def main(argv=None):
             bench_int8_layers(args.batches, args.reps, shapes)
     if not args.skip_model:
         bench_resnet18(args.batches, max(3, args.reps // 2), args.threads, args.rounds,
-                       None if args.isa == "best" else args.isa, args.clock)
+                       None if args.isa == "best" else args.isa, args.clock, args.preset)
 
 
 if __name__ == "__main__":

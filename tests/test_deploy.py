@@ -333,3 +333,17 @@ def test_batchnorm_after_a_shortcut_layer_folds_into_its_epilogue_and_gain():
     kept = pack_binary_model(fake, fold_batchnorm=False)
     assert kept[6].post_process.gain is None and isinstance(kept[7], nn.BatchNorm2d)
     _check(fake, kept, torch.randn(2, 3, 9, 9))
+
+
+def test_relu_friendly_torchvision_resnet18_packs_exactly_with_every_batchnorm_folded():
+    tv = pytest.importorskip("torchvision")
+    fake = bnn.prepare_binary_model(tv.models.resnet18(num_classes=10), bnn.presets.relu_friendly(),
+                                    ignore_layers_name=bnn.presets.FLOAT_LAYERS)
+    with torch.no_grad():
+        fake.train()(torch.randn(8, 3, 32, 32))  # the thresholds' data start and running statistics
+    fake.eval()
+    packed = pack_binary_model(fake)
+    shortcuts = [m.post_process for m in packed.modules() if isinstance(m, PackedConv2d)]
+    assert len(shortcuts) == 16 and all(isinstance(p, ops.RealShortcut) and p.gain is not None for p in shortcuts)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in packed.modules())
+    _check(fake, packed, torch.randn(2, 3, 32, 32))

@@ -381,3 +381,23 @@ def test_compiled_and_exported_models_reuse_the_layer_constants(monkeypatch):
             assert torch.equal(exported(x), eager)
     torch._dynamo.reset()
     assert len(made) == 3
+
+
+def test_packed_real_shortcuts_compile_and_export_to_the_same_outputs():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+    fake = bnn.prepare_binary_model(model, bnn.presets.relu_friendly(), ignore_layers_name=["_first_"])
+    with torch.no_grad():
+        fake.train()(torch.randn(8, 3, 9, 9))
+    fake.eval()
+    packed = pack_binary_model(fake)
+    assert [type(packed[i].post_process) for i in (3, 6)] == [bnn.ops.RealShortcut] * 2
+    x = torch.randn(2, 3, 9, 9)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        eager = packed(x)
+        _close(eager, fake(x))
+        assert torch.equal(torch.compile(packed, fullgraph=True, backend="aot_eager")(x), eager)
+        torch.testing.assert_close(torch.export.export(packed, (x,)).module()(x), eager)
+    torch._dynamo.reset()
