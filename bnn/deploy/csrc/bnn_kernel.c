@@ -569,6 +569,7 @@ PyMODINIT_FUNC PyInit__kernel(void)
     isa_ok[2] = isa_ok[1] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                 __builtin_cpu_supports("avx512vpopcntdq");
+    qconv_vnni_ok = isa_ok[2] && __builtin_cpu_supports("avx512vnni");
 #endif
     PyObject* m = PyModule_Create(&moddef);
     if (m) PyModule_AddIntConstant(m, "NR", NR);

@@ -11,6 +11,9 @@
  * tap holds code 0 = u 128), subtracted in the epilogue.  Each int16 lane gains at most 510 per step,
  * so 64 steps are accumulated in int16 before `vpmaddwd` widens them to int32.
  *
+ * With AVX-512 VNNI (`vpdpbusd`: four u8 x s8 products summed straight into an int32 lane) a tile is 12 pixels x
+ * 16 output channels in 12 zmm accumulators, with no int16 stage; otherwise AVX2 tiles of 6 pixels x 16 outputs.
+ *
  * Layer constants (bytes): weights s as int8 [CB8, T, C4, 8, 4] (CB8 = 2 ceil(Cout / 16) blocks of 8 output
  * channels, C4 = ceil(Cin / 4) groups of 4 input channels; 0 for padded channels and outputs), then
  * corr int32 [CB8 * 8] = 128 * sum s.  Input image: uint8 [N, Hp, Wp, C4 * 4], padded with 128.
@@ -141,6 +144,57 @@ __attribute__((target("avx2"))) static void qconv_tile_avx2(const uint8_t* const
     }
 }
 
+/* AVX-512 VNNI present (set at module init; the int8 kernel's ISA 2 uses it where the CPU has it) */
+static int qconv_vnni_ok = 0;
+
+/* pixels per tile of the VNNI tile (the AVX2 tile: 6) */
+#define QTP_VNNI 12
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline void qconv_tile_vnni_nm(
+    const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
+    const float* mul, const float* add, float* o, int Cout, const int nm, int cn)
+{
+    /* nm <= 12 pixels x 16 output channels: step s = (tap, 4 input channels) at image offset soff[s]; the two
+     * blocks of 8 outputs (wstride int32 apart) make one zmm of 16 x 4 signed bytes; per pixel one broadcast of
+     * its 4 biased input bytes and one vpdpbusd (64 products) into that pixel's int32 accumulator */
+    __m512i acc[QTP_VNNI];
+#pragma GCC unroll 12
+    for (int m = 0; m < QTP_VNNI; ++m) acc[m] = _mm512_setzero_si512();
+    const int32_t* w0 = (const int32_t*)w;
+    const int32_t* w1 = (const int32_t*)w + wstride;
+    for (int st = 0; st < S; ++st) {
+        const int64_t off = soff[st];
+        const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(w0 + (int64_t)st * 8))),
+                                              _mm256_loadu_si256((const __m256i*)(w1 + (int64_t)st * 8)), 1);
+#pragma GCC unroll 12
+        for (int m = 0; m < QTP_VNNI; ++m)
+            if (m < nm) {
+                int32_t v;
+                memcpy(&v, a[m] + off, 4);
+                acc[m] = _mm512_dpbusd_epi32(acc[m], _mm512_set1_epi32(v), wv);
+            }
+    }
+    const __mmask16 mk = cn >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cn) - 1u);
+    const __m512i cv = _mm512_maskz_loadu_epi32(mk, corr);
+    const __m512 mv = _mm512_maskz_loadu_ps(mk, mul);
+    const __m512 av = add ? _mm512_maskz_loadu_ps(mk, add) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int m = 0; m < QTP_VNNI; ++m)
+        if (m < nm) {
+            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[m], cv)), mv);
+            if (add) y = _mm512_add_ps(y, av);
+            _mm512_mask_storeu_ps(o + (int64_t)m * Cout, mk, y);
+        }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void qconv_tile_vnni(
+    const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
+    const float* mul, const float* add, float* o, int Cout, int nm, int cn)
+{
+    if (nm == QTP_VNNI) qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, cn);
+    else qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, nm, cn);
+}
+
 /* codes of one pixel's Cin floats as biased bytes (u = code + 128), 8 at a time */
 __attribute__((target("avx2"))) static void qcode_pixel_avx2(const float* xp, uint8_t* op, int Cin, float step,
                                                               int qmin, int qmax)
@@ -197,7 +251,13 @@ static int qconv_run(const qconv_args* p, int isa)
     const int uh = sub ? p->sh : 1, uw = sub ? p->sw : 1, sh = sub ? 1 : p->sh, sw = sub ? 1 : p->sw;
     const int Hs = sub ? p->OH : p->H, Ws = sub ? p->OW : p->W;
     const int Hp = Hs + 2 * p->ph, Wp = Ws + 2 * p->pw;
-    const int64_t NP = (int64_t)p->N * p->OH * p->OW, ntiles = (NP + 5) / 6;
+#if BNN_X86 && defined(__GNUC__)
+    const int vnni = isa >= 2 && qconv_vnni_ok;
+#else
+    const int vnni = 0;
+#endif
+    const int TP = vnni ? 12 : 6; /* output pixels per tile */
+    const int64_t NP = (int64_t)p->N * p->OH * p->OW, ntiles = (NP + TP - 1) / TP;
     uint8_t* img = (uint8_t*)malloc((size_t)p->N * Hp * Wp * Cp);
     int64_t* tapoff = (int64_t*)malloc(sizeof(int64_t) * (size_t)(T + NP + (int64_t)T * C4));
     if (!img || !tapoff) { free(img); free(tapoff); return -1; }
@@ -247,17 +307,20 @@ static int qconv_run(const qconv_args* p, int isa)
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
             /* blocks of 16 output channels outermost: a thread's pixels share one block of weights (L1/L2);
-             * 6 consecutive output pixels per tile, across row ends */
+             * TP consecutive output pixels per tile, across row ends */
             const int cb = (int)(it / ntiles);
-            const int64_t pix0 = (it % ntiles) * 6;
-            const int nm = NP - pix0 < 6 ? (int)(NP - pix0) : 6;
+            const int64_t pix0 = (it % ntiles) * TP;
+            const int nm = NP - pix0 < TP ? (int)(NP - pix0) : TP;
             const int c0 = cb * 16, cn = p->Cout - c0 < 16 ? p->Cout - c0 : 16;
-            const uint8_t* ap[6];
+            const uint8_t* ap[12];
             for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
             const int8_t* wb = wts + (int64_t)(2 * cb) * T * C4 * 32;
             float* o = p->out + pix0 * p->Cout + c0;
 #if BNN_X86 && defined(__GNUC__)
-            if (isa >= 1)
+            if (vnni)
+                qconv_tile_vnni(ap, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
+                                p->add ? p->add + c0 : NULL, o, p->Cout, nm, cn);
+            else if (isa >= 1)
                 qconv_tile_avx2(ap, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
                                 p->add ? p->add + c0 : NULL, o,
                                 p->Cout, nm, cn);
