@@ -12,7 +12,7 @@
  * so 64 steps are accumulated in int16 before `vpmaddwd` widens them to int32.
  *
  * With AVX-512 VNNI (`vpdpbusd`: four u8 x s8 products summed straight into an int32 lane) a tile is 12 pixels x
- * 16 output channels in 12 zmm accumulators, with no int16 stage; otherwise AVX2 tiles of 6 pixels x 16 outputs.
+ * 32 output channels in 24 zmm accumulators, with no int16 stage; otherwise AVX2 tiles of 6 pixels x 16 outputs.
  *
  * Layer constants (bytes): weights s as int8 [CB8, T, C4, 8, 4] (CB8 = 2 ceil(Cout / 16) blocks of 8 output
  * channels, C4 = ceil(Cin / 4) groups of 4 input channels; 0 for padded channels and outputs), then
@@ -152,47 +152,69 @@ static int qconv_vnni_ok = 0;
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline void qconv_tile_vnni_nm(
     const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
-    const float* mul, const float* add, float* o, int Cout, const int nm, int cn)
+    const float* mul, const float* add, float* o, int Cout, const int nm, const int nb, int cn)
 {
-    /* nm <= 12 pixels x 16 output channels: step s = (tap, 4 input channels) at image offset soff[s]; the two
-     * blocks of 8 outputs (wstride int32 apart) make one zmm of 16 x 4 signed bytes; per pixel one broadcast of
-     * its 4 biased input bytes and one vpdpbusd (64 products) into that pixel's int32 accumulator */
-    __m512i acc[QTP_VNNI];
-#pragma GCC unroll 12
-    for (int m = 0; m < QTP_VNNI; ++m) acc[m] = _mm512_setzero_si512();
+    /* nm <= 12 pixels x nb <= 2 zmm of 16 output channels: step s = (tap, 4 input channels) at image offset
+     * soff[s]; two blocks of 8 outputs (wstride int32 apart) make one zmm of 16 x 4 signed bytes; per pixel one
+     * broadcast of its 4 biased input bytes and nb vpdpbusd (64 products each) into its int32 accumulators.
+     * Named accumulators (not an array) and an empty asm per pixel keep them in registers across the loop. */
+    const __m512i z = _mm512_setzero_si512();
+    __m512i c0a = z, c0b = z, c1a = z, c1b = z, c2a = z, c2b = z, c3a = z, c3b = z, c4a = z, c4b = z, c5a = z,
+            c5b = z, c6a = z, c6b = z, c7a = z, c7b = z, c8a = z, c8b = z, c9a = z, c9b = z, c10a = z, c10b = z,
+            c11a = z, c11b = z;
+    const uint8_t* ap[QTP_VNNI];
+    for (int m = 0; m < QTP_VNNI; ++m) ap[m] = a[m < nm ? m : 0];
     const int32_t* w0 = (const int32_t*)w;
-    const int32_t* w1 = (const int32_t*)w + wstride;
     for (int st = 0; st < S; ++st) {
         const int64_t off = soff[st];
-        const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(w0 + (int64_t)st * 8))),
-                                              _mm256_loadu_si256((const __m256i*)(w1 + (int64_t)st * 8)), 1);
-#pragma GCC unroll 12
-        for (int m = 0; m < QTP_VNNI; ++m)
-            if (m < nm) {
-                int32_t v;
-                memcpy(&v, a[m] + off, 4);
-                acc[m] = _mm512_dpbusd_epi32(acc[m], _mm512_set1_epi32(v), wv);
-            }
+        const int32_t* ws = w0 + (int64_t)st * 8;
+        const __m512i wv0 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)ws)),
+                                               _mm256_loadu_si256((const __m256i*)(ws + wstride)), 1);
+        __m512i wv1 = wv0;
+        if (nb > 1)
+            wv1 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(ws + 2 * wstride))),
+                                     _mm256_loadu_si256((const __m256i*)(ws + 3 * wstride)), 1);
+#define VSTEP(m)                                                                                                     \
+    if (m < nm) {                                                                                                    \
+        int32_t v_;                                                                                                  \
+        memcpy(&v_, ap[m] + off, 4);                                                                                 \
+        const __m512i b_ = _mm512_set1_epi32(v_);                                                                    \
+        c##m##a = _mm512_dpbusd_epi32(c##m##a, b_, wv0);                                                             \
+        if (nb > 1) c##m##b = _mm512_dpbusd_epi32(c##m##b, b_, wv1);                                                 \
+        __asm__("" : "+v"(c##m##a), "+v"(c##m##b));                                                                  \
     }
-    const __mmask16 mk = cn >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cn) - 1u);
-    const __m512i cv = _mm512_maskz_loadu_epi32(mk, corr);
-    const __m512 mv = _mm512_maskz_loadu_ps(mk, mul);
-    const __m512 av = add ? _mm512_maskz_loadu_ps(mk, add) : _mm512_setzero_ps();
-#pragma GCC unroll 12
-    for (int m = 0; m < QTP_VNNI; ++m)
-        if (m < nm) {
-            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[m], cv)), mv);
-            if (add) y = _mm512_add_ps(y, av);
-            _mm512_mask_storeu_ps(o + (int64_t)m * Cout, mk, y);
-        }
+        VSTEP(0) VSTEP(1) VSTEP(2) VSTEP(3) VSTEP(4) VSTEP(5) VSTEP(6) VSTEP(7) VSTEP(8) VSTEP(9) VSTEP(10) VSTEP(11)
+#undef VSTEP
+    }
+    for (int v = 0; v < nb; ++v) {
+        const int rem = cn - 16 * v;
+        const __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
+        const __m512i cv = _mm512_maskz_loadu_epi32(mk, corr + 16 * v);
+        const __m512 mv = _mm512_maskz_loadu_ps(mk, mul + 16 * v);
+        const __m512 bv = add ? _mm512_maskz_loadu_ps(mk, add + 16 * v) : _mm512_setzero_ps();
+#define VOUT(m)                                                                                                      \
+    if (m < nm) {                                                                                                    \
+        __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v ? c##m##b : c##m##a, cv)), mv);             \
+        if (add) y = _mm512_add_ps(y, bv);                                                                           \
+        _mm512_mask_storeu_ps(o + (int64_t)m * Cout + 16 * v, mk, y);                                                \
+    }
+        VOUT(0) VOUT(1) VOUT(2) VOUT(3) VOUT(4) VOUT(5) VOUT(6) VOUT(7) VOUT(8) VOUT(9) VOUT(10) VOUT(11)
+#undef VOUT
+    }
 }
 
+/* nm pixels x cn <= 32 output channels (one or two zmm of 16) */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void qconv_tile_vnni(
     const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
     const float* mul, const float* add, float* o, int Cout, int nm, int cn)
 {
-    if (nm == QTP_VNNI) qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, cn);
-    else qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, nm, cn);
+    if (cn > 16) {
+        if (nm == QTP_VNNI) qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, 2, cn);
+        else qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, nm, 2, cn);
+    } else {
+        if (nm == QTP_VNNI) qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, 1, cn);
+        else qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, nm, 1, cn);
+    }
 }
 
 /* codes of one pixel's Cin floats as biased bytes (u = code + 128), 8 at a time */
@@ -220,6 +242,30 @@ __attribute__((target("avx2"))) static void qcode_pixel_avx2(const float* xp, ui
     }
     for (; c < Cin; ++c) op[c] = qcode(xp[c], step, qmin, qmax);
 }
+
+/* the same codes 16 at a time (AVX-512): the lanes near a rounding tie alone are divided */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static void qcode_pixel_avx512(const float* xp, uint8_t* op,
+                                                                                         int Cin, float step, int qmin,
+                                                                                         int qmax)
+{
+    const __m512 st = _mm512_set1_ps(step), lo = _mm512_set1_ps((float)qmin), hi = _mm512_set1_ps((float)qmax);
+    const __m512 inv = _mm512_set1_ps(1.0f / step), one = _mm512_set1_ps(1.0f), tol = _mm512_set1_ps(0x1p-20f);
+    const __m512 half = _mm512_set1_ps(0.5f);
+    const __m512i b128 = _mm512_set1_epi32(128);
+    for (int c = 0; c < Cin; c += 16) {
+        const __mmask16 k = Cin - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (Cin - c)) - 1u);
+        const __m512 x = _mm512_maskz_loadu_ps(k, xp + c), q = _mm512_mul_ps(x, inv);
+        __m512 r = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m512 dist = _mm512_sub_ps(half, _mm512_abs_ps(_mm512_sub_ps(q, r)));
+        const __m512 lim = _mm512_mul_ps(_mm512_max_ps(_mm512_abs_ps(q), one), tol);
+        const __mmask16 near = _mm512_cmp_ps_mask(dist, lim, _CMP_LE_OQ);
+        if (near)
+            r = _mm512_mask_roundscale_ps(r, near, _mm512_div_ps(x, st), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+        const __m512i u = _mm512_add_epi32(_mm512_cvtps_epi32(r), b128); /* 0..255 */
+        _mm_mask_storeu_epi8(op + c, k, _mm512_cvtepi32_epi8(u));
+    }
+}
 #endif
 
 static void qconv_tile_scalar(const uint8_t* const* a, const int64_t* tapoff, int T, int C4, const int8_t* w,
@@ -245,7 +291,7 @@ static void qconv_tile_scalar(const uint8_t* const* a, const int64_t* tapoff, in
 /* 0, or -1 when out of memory */
 static int qconv_run(const qconv_args* p, int isa)
 {
-    const int C4 = (p->Cin + 3) / 4, Cp = 4 * C4, T = p->KH * p->KW, CB16 = (p->Cout + 15) / 16;
+    const int C4 = (p->Cin + 3) / 4, Cp = 4 * C4, T = p->KH * p->KW;
     /* a 1x1 unpadded strided conv codes only the pixels it reads, then runs with stride 1 */
     const int sub = p->KH == 1 && p->KW == 1 && p->ph == 0 && p->pw == 0 && (p->sh > 1 || p->sw > 1);
     const int uh = sub ? p->sh : 1, uw = sub ? p->sw : 1, sh = sub ? 1 : p->sh, sw = sub ? 1 : p->sw;
@@ -274,7 +320,8 @@ static int qconv_run(const qconv_args* p, int isa)
         for (int oh = 0; oh < p->OH; ++oh)
             for (int ow = 0; ow < p->OW; ++ow, ++q)
                 pixoff[q] = (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
-    const int64_t rows = (int64_t)p->N * Hp, items = ntiles * CB16;
+    const int OB = vnni ? 32 : 16; /* output channels per tile */
+    const int64_t rows = (int64_t)p->N * Hp, items = ntiles * ((p->Cout + OB - 1) / OB);
     int nt = p->nthreads;
     if (items < 2 * nt) nt = 1;
     const int8_t* wts = p->w;
@@ -297,7 +344,8 @@ static int qconv_run(const qconv_args* p, int isa)
                     const char* pf = (const char*)(xp + (int64_t)8 * uw * p->Cin);
                     for (int b = 0; b < p->Cin * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
                 }
-                if (isa >= 1) qcode_pixel_avx2(xp, op, p->Cin, p->step, p->qmin, p->qmax);
+                if (isa >= 2) qcode_pixel_avx512(xp, op, p->Cin, p->step, p->qmin, p->qmax);
+                else if (isa >= 1) qcode_pixel_avx2(xp, op, p->Cin, p->step, p->qmin, p->qmax);
                 else
 #endif
                     for (int c = 0; c < p->Cin; ++c) op[c] = qcode(xp[c], p->step, p->qmin, p->qmax);
@@ -311,10 +359,10 @@ static int qconv_run(const qconv_args* p, int isa)
             const int cb = (int)(it / ntiles);
             const int64_t pix0 = (it % ntiles) * TP;
             const int nm = NP - pix0 < TP ? (int)(NP - pix0) : TP;
-            const int c0 = cb * 16, cn = p->Cout - c0 < 16 ? p->Cout - c0 : 16;
+            const int c0 = cb * OB, cn = p->Cout - c0 < OB ? p->Cout - c0 : OB;
             const uint8_t* ap[12];
             for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
-            const int8_t* wb = wts + (int64_t)(2 * cb) * T * C4 * 32;
+            const int8_t* wb = wts + (int64_t)(c0 / 8) * T * C4 * 32;
             float* o = p->out + pix0 * p->Cout + c0;
 #if BNN_X86 && defined(__GNUC__)
             if (vnni)
