@@ -17,7 +17,8 @@
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
    channels-last) and ONNX Runtime (when ``onnxruntime`` is installed: ``pip install
    bnn[bench]``). The binary model is sign inputs and XNOR weights, or ``--preset NAME``
-   of :mod:`bnn.presets` (``relu_friendly``: each packed conv also adds its real shortcut). Each engine runs in its own process (an ONNX Runtime session in the same
+   of :mod:`bnn.presets` (``relu_friendly``: each packed conv also adds its real shortcut).
+   Each engine runs in its own process (an ONNX Runtime session in the same
    process was seen to slow the packed model's OpenMP threads), the processes alternate for
    ``--rounds`` rounds, and each figure is the median over the rounds of per-process medians.
 

@@ -157,7 +157,8 @@ def main() -> None:
     if args.sensitivity:
         sensitivity(xtr, args.seed)
         return
-    print(f"torchvision resnet18 (weights=None, num_classes=10{', 3x3 stride-1 stem' if args.small_stem else ''}), SyntheticShapes 32x32: {args.train_size} training "
+    stem = ", 3x3 stride-1 stem" if args.small_stem else ""
+    print(f"torchvision resnet18 (weights=None, num_classes=10{stem}), SyntheticShapes 32x32: {args.train_size} training "
           f"images, {args.epochs} epochs, batch {BATCH}, Adam lr {LR:g} cosine, seed {args.seed}, "
           f"{args.threads} threads; top-1 % on 1,000 validation images, chance 10.0")
     for key in args.runs:

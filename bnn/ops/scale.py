@@ -149,7 +149,7 @@ class RealShortcut(Binarizer):
         """S(x): ``x`` pooled to ``out``'s positions and repeated or averaged to its channels."""
         dims = self.spatial_dims
         if dims and x.shape[-dims:] != out.shape[-dims:]:
-            pool = TF.adaptive_avg_pool1d if dims == 1 else (TF.adaptive_avg_pool2d if dims == 2 else TF.adaptive_avg_pool3d)
+            pool = {1: TF.adaptive_avg_pool1d, 2: TF.adaptive_avg_pool2d, 3: TF.adaptive_avg_pool3d}[dims]
             x = pool(x, out.shape[-dims:])
         channel_dim = 1 if self.is_conv else x.dim() - 1
         if self.repeat > 1:
