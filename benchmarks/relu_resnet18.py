@@ -27,8 +27,8 @@ usual change for 32x32 images; the max pool stays), so the last stage runs on
 Prints top-1 % on 1,000 validation images for each, chance, and the wall time
 of each run. ``--sensitivity`` prints instead how many binarized input bits
 change, at initialisation, when the same images share their batch with other
-images (see :func:`sensitivity`). At 1 thread on an idle 2-core AMD EPYC (Zen 3)
-each run takes 30 to 60 s (``--small-stem``: about 3x that)::
+images (see :func:`sensitivity`). At 1 thread on an idle 2-core AMD EPYC, two
+benchmarks side by side, each run took 28 to 38 s (``--small-stem``: 76 to 89 s)::
 
     python benchmarks/relu_resnet18.py [--epochs 4] [--train-size 3000] [--threads 2] [--seed 0] [--small-stem]
                                         [--runs float plain scratch no_shortcut fix] [--sensitivity]
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import time
 import warnings
 from typing import Callable, Dict, Optional, Tuple
@@ -52,41 +53,45 @@ BATCH = 64
 LR = 1e-3
 
 
-SMALL_STEM = [False]  # --small-stem
-
-
-def resnet18() -> nn.Module:
+def resnet18(small_stem: bool = False) -> nn.Module:
+    """torchvision's ``resnet18(weights=None, num_classes=10)``; ``small_stem``: a 3x3 stride-1 stem conv."""
     from torchvision.models import resnet18 as torchvision_resnet18
 
     model = torchvision_resnet18(weights=None, num_classes=10)
-    if SMALL_STEM[0]:
+    if small_stem:
         model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     return model
+
+
+Net = Callable[[], nn.Module]  # builds the run's float network
 
 
 def binary(model: nn.Module, bconfig: bnn.BConfig) -> nn.Module:
     return bnn.prepare_binary_model(model, bconfig, ignore_layers_name=bnn.presets.FLOAT_LAYERS)
 
 
-def train_float(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    return fit(resnet18(), x, y, epochs, seed)
+def train_float(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, net: Net) -> nn.Module:
+    return fit(net(), x, y, epochs, seed)
 
 
-def train_plain_sign(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    return fit(binary(resnet18(), bnn.presets.xnor_net()), x, y, epochs, seed)
+def train_plain_sign(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, net: Net) -> nn.Module:
+    return fit(binary(net(), bnn.presets.xnor_net()), x, y, epochs, seed)
 
 
-def train_relu_friendly_from_scratch(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    return fit(binary(resnet18(), bnn.presets.relu_friendly()), x, y, epochs, seed)
+def train_relu_friendly_from_scratch(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
+                                     net: Net) -> nn.Module:
+    return fit(binary(net(), bnn.presets.relu_friendly()), x, y, epochs, seed)
 
 
-def train_relu_friendly_without_shortcut(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    return fit(binary(resnet18(), bnn.presets.relu_friendly(shortcut=False)), x, y, epochs, seed)
+def train_relu_friendly_without_shortcut(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
+                                         net: Net) -> nn.Module:
+    return fit(binary(net(), bnn.presets.relu_friendly(shortcut=False)), x, y, epochs, seed)
 
 
-def train_relu_friendly_from_float(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    """The README's recipe: float for half the budget, then binarized and distilled from that float network."""
-    float_model = fit(resnet18(), x, y, epochs // 2, seed)
+def train_relu_friendly_from_float(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
+                                   net: Net) -> nn.Module:
+    """Float for half the budget, then binarized and distilled from that float network."""
+    float_model = fit(net(), x, y, epochs // 2, seed)
     teacher = copy.deepcopy(float_model).eval()
     return fit(binary(float_model, bnn.presets.relu_friendly()), x, y, epochs - epochs // 2, seed, teacher)
 
@@ -108,7 +113,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: i
     return accuracy.fit(model, x, y, epochs, LR, seed, teacher, batch=BATCH)
 
 
-def sensitivity(x: torch.Tensor, seed: int) -> None:
+def sensitivity(x: torch.Tensor, seed: int, net: Net) -> None:
     """How much a binarized layer's input bits depend on the rest of the batch, at initialisation.
 
     The first 32 images go through the network twice in training mode, once with
@@ -119,8 +124,8 @@ def sensitivity(x: torch.Tensor, seed: int) -> None:
     (for float as well).
     """
     for label, make in (("float", resnet18),
-                        ("relu_friendly", lambda: binary(resnet18(), bnn.presets.relu_friendly())),
-                        ("no shortcut", lambda: binary(resnet18(), bnn.presets.relu_friendly(shortcut=False)))):
+                        ("relu_friendly", lambda: binary(net(), bnn.presets.relu_friendly())),
+                        ("no shortcut", lambda: binary(net(), bnn.presets.relu_friendly(shortcut=False)))):
         torch.manual_seed(seed)
         model = make().train()
         seen: Dict[str, torch.Tensor] = {}
@@ -150,12 +155,12 @@ def main() -> None:
                         help="only print how much the binarized inputs depend on the rest of the batch at initialisation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    SMALL_STEM[0] = args.small_stem
+    net = functools.partial(resnet18, small_stem=args.small_stem)
     warnings.simplefilter("ignore", RuntimeWarning)  # plain sign's dead-input warning: the table shows it as chance
 
     xtr, ytr, xva, yva = accuracy.synthetic(args.train_size, args.seed, image_size=32, val_size=1000)
     if args.sensitivity:
-        sensitivity(xtr, args.seed)
+        sensitivity(xtr, args.seed, net)
         return
     stem = ", 3x3 stride-1 stem" if args.small_stem else ""
     print(f"torchvision resnet18 (weights=None, num_classes=10{stem}), SyntheticShapes 32x32: {args.train_size} training "
@@ -165,7 +170,7 @@ def main() -> None:
         label, train = RUNS[key]
         torch.manual_seed(args.seed)
         start = time.perf_counter()
-        model = train(xtr, ytr, args.epochs, args.seed)
+        model = train(xtr, ytr, args.epochs, args.seed, net)
         print(f"{label:<32} top-1 {accuracy.top1(model, xva, yva):5.1f}   {time.perf_counter() - start:5.0f} s", flush=True)
 
 

@@ -354,7 +354,7 @@ static int qconv_run(const qconv_args* p, int isa)
         }
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
-            /* blocks of 16 output channels outermost: a thread's pixels share one block of weights (L1/L2);
+            /* blocks of OB output channels outermost: a thread's pixels share one block of weights (L1/L2);
              * TP consecutive output pixels per tile, across row ends */
             const int cb = (int)(it / ntiles);
             const int64_t pix0 = (it % ntiles) * TP;
