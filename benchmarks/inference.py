@@ -2,16 +2,18 @@
 
     python benchmarks/inference.py [--threads 2] [--reps 15] [--batches 1 8] [--isa avx2] [--rounds 3]
                                    [--layers 64:64:56:1:3 ...] [--skip-int8] [--skip-model] [--clock cpu]
-                                   [--preset relu_friendly]
+                                   [--preset relu_friendly] [--float-isa match|best]
 
 0. This CPU's ceilings (benchmarks/hw_ceiling.py): xor+popcount throughput of each method
-   it has, and float32 matmul throughput.
+   it has, and float32 matmul and 1x1 conv throughput.
 1. Every binary conv shape of ResNet-18 at ImageNet 224 (the 3x3 convs and the 1x1
    stride-2 downsamples): a packed layer (sign + bit packing of the input, xnor-popcount,
    per-channel scale) against torch's float conv of the same shape (the faster of NCHW and
    channels-last input, oneDNN), batch 1 and 8: times, speed-up, and the packed layer's
    rate in binary MAC/s as a share of the xor+popcount ceiling of the ISA in use (``--isa avx2`` on an
-   AVX-512 CPU: the best AVX2 method), and the kernel tiles it runs. The same shapes with 8-bit
+   AVX-512 CPU: the best AVX2 method), and the kernel tiles it runs. "packed ms" is the packed call
+   right after the float ones (its weights and input cold, as the float conv evicted them); "warm
+   ms" the call right after it (weights in cache, as in a loop over one layer). The same shapes with 8-bit
    inputs (``KBitActivationQuantizer``) and 1-bit weights: the int8 kernel against float.
 2. The whole torchvision ResNet-18 (first conv and fc float, the rest packed by
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
@@ -24,6 +26,12 @@
 
 Layer timings are medians of interleaved repetitions (float, packed, float, ...). The packed
 layer's input is channels-last, as it is inside a packed network.
+
+``--isa avx2`` on a CPU with AVX-512 stands in for an AVX2-only CPU: with ``--float-isa match``
+(the default) the benchmark restarts itself with torch's float kernels limited to AVX2 as well
+(``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``), so
+that both sides of each ratio use the same vector width; ONNX Runtime has no such switch and keeps
+its best ISA. ``--float-isa best`` keeps torch's float at its best ISA.
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ from bnn import ops
 from bnn.deploy import available_isas, kernel_available, pack_binary_model, set_isa
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hw_ceiling import fma_ceiling, popcount_ceilings  # noqa: E402
+from hw_ceiling import float_ceilings, popcount_ceilings  # noqa: E402
 
 # (in, out, input size, stride, kernel) of ResNet-18's binarized convs at 224x224
 SHAPES = [
@@ -65,6 +73,8 @@ TARGET_LAYER_SPEEDUP = {"avx2": 6.0, "avx512": 8.0}
 TARGET_CEILING_SHARE = 0.60
 TARGET_VS_ORT = 2.5
 TARGET_VS_EAGER = {1: 4.0, 8: 3.5}
+# torch's float kernels limited to AVX2 (oneDNN, ATen's vectorized ops, MKL): read once, at their first use
+AVX2_FLOAT_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def _bconfig():
@@ -117,34 +127,39 @@ def bench_layers(batches, reps, ceiling, shapes=SHAPES):
     isa = isa_in_use()
     target = TARGET_LAYER_SPEEDUP.get(isa)
     print(f"{'layer (in->out, HxW, stride, k)':<32} {'batch':>5} {'float ms':>9} {'packed ms':>9} {'speedup':>8} "
-          f"{'G bMAC/s':>9} {'% ceiling':>9}  tiles")
-    rows3 = []
+          f"{'G bMAC/s':>9} {'% ceiling':>9} {'warm ms':>8} {'% ceiling':>9}  tiles")
+    rows3, warm3 = [], []
     for n in batches:
         for cin, cout, hw, s, k in shapes:
             conv = nn.Conv2d(cin, cout, k, stride=s, padding=k // 2, bias=False).eval()
             packed = pack_binary_model(bnn.prepare_binary_model(conv, _bconfig()).eval())
             x = torch.randn(n, cin, hw, hw)
             x_cl = x.contiguous(memory_format=torch.channels_last)
-            t_nchw, t_cl, t_bin = interleaved([lambda: conv(x), lambda: conv(x_cl), lambda: packed(x_cl)], reps)
+            t_nchw, t_cl, t_bin, t_warm = interleaved(
+                [lambda: conv(x), lambda: conv(x_cl), lambda: packed(x_cl), lambda: packed(x_cl)], reps)
             t_float = min(t_nchw, t_cl)
             oh = (hw + 2 * (k // 2) - k) // s + 1
-            rate = n * cout * cin * k * k * oh * oh / t_bin / 1e9
-            share = rate / ceiling if ceiling else float("nan")
+            macs = n * cout * cin * k * k * oh * oh / 1e9
+            share = macs / t_bin / ceiling if ceiling else float("nan")
+            warm = macs / t_warm / ceiling if ceiling else float("nan")
             ratio = t_float / t_bin
             if k == 3:
                 rows3.append((ratio, share))
+                warm3.append(warm)
             name = f"{cin}->{cout}, {hw}x{hw}, s{s}, {k}x{k}"
-            print(f"{name:<32} {n:>5} {t_float * 1e3:>9.3f} {t_bin * 1e3:>9.3f} {ratio:>7.1f}x {rate:>9.0f} "
-                  f"{100 * share:>8.0f}%  {_tiles(packed, x_cl)}")
+            print(f"{name:<32} {n:>5} {t_float * 1e3:>9.3f} {t_bin * 1e3:>9.3f} {ratio:>7.1f}x {macs / t_bin:>9.0f} "
+                  f"{100 * share:>8.0f}% {t_warm * 1e3:>8.3f} {100 * warm:>8.0f}%  {_tiles(packed, x_cl)}")
     ratios, shares = [r for r, _ in rows3], [s for _, s in rows3]
     if not rows3:
         return
     print(f"3x3 binary convs: speedup min {min(ratios):.1f}x, median {statistics.median(ratios):.1f}x; "
-          f"share of the xor+popcount ceiling min {100 * min(shares):.0f}%, median {100 * statistics.median(shares):.0f}%")
+          f"share of the xor+popcount ceiling min {100 * min(shares):.0f}%, median {100 * statistics.median(shares):.0f}% "
+          f"(warm: min {100 * min(warm3):.0f}%, median {100 * statistics.median(warm3):.0f}%)")
     if target:
         print(f"  goal >= {target:.0f}x float on {isa} for every 3x3 layer: "
               f"{'met' if min(ratios) >= target else 'NOT met'}; goal >= {100 * TARGET_CEILING_SHARE:.0f}% of the "
-              f"ceiling: {'met' if min(shares) >= TARGET_CEILING_SHARE else 'NOT met'}")
+              f"ceiling: {'met' if min(shares) >= TARGET_CEILING_SHARE else 'NOT met'} "
+              f"(warm: {'met' if min(warm3) >= TARGET_CEILING_SHARE else 'NOT met'})")
 
 
 @torch.no_grad()
@@ -293,9 +308,17 @@ def main(argv=None):
                         help="only these layer shapes (e.g. 64:64:56:1:3), default: every binary conv of ResNet-18")
     parser.add_argument("--preset", choices=bnn.presets.preset_names(),
                         help="the whole network's binarizers: a preset (default: sign inputs, XNOR weights)")
+    parser.add_argument("--float-isa", choices=["match", "best"], default="match",
+                        help="match (default): with --isa avx2 on an AVX-512 CPU, limit torch's float kernels to AVX2 "
+                             "too; best: leave torch's float at its best ISA")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # child process: one engine
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if (args.isa == "avx2" and args.float_isa == "match" and "avx512" in available_isas()
+            and any(os.environ.get(k) != v for k, v in AVX2_FLOAT_ENV.items())):
+        # restart before torch's first float kernel, which reads these once; the engines' processes inherit them
+        os.environ.update(AVX2_FLOAT_ENV)
+        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + list(sys.argv[1:] if argv is None else argv))
     global _clock
     _clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
@@ -306,11 +329,14 @@ def main(argv=None):
         print(json.dumps({"seconds": secs}))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, native kernel: "
-          f"{kernel_available()} (ISAs {available_isas()}); ISA used: {isa_in_use()}")
+          f"{kernel_available()} (ISAs {available_isas()}); ISA used: {isa_in_use()}; torch float ISA: "
+          f"{torch.backends.cpu.get_cpu_capability()}"
+          f"{' (oneDNN limited to ' + os.environ['ONEDNN_MAX_CPU_ISA'] + ')' if os.environ.get('ONEDNN_MAX_CPU_ISA') else ''}")
     ceilings = popcount_ceilings(args.threads)
     for name, rate in ceilings.items():
         print(f"ceiling: xor+popcount {name:<17} {rate:6.0f} G binary MAC/s")
-    print(f"ceiling: float32 matmul {fma_ceiling(args.threads):6.1f} G MAC/s")
+    for name, rate in float_ceilings(args.threads).items():
+        print(f"ceiling: float32 {name:<16} {rate:6.1f} G MAC/s")
     # the ceiling of the code path in use: the methods of that ISA and of the ISAs below it
     usable = {"scalar": ("scalar",), "avx2": ("scalar", "avx2"), "avx512": ("scalar", "avx2", "avx512")}
     ranked = [rate for name, rate in ceilings.items() if name.split("-")[0] in usable.get(isa_in_use(), ())]
