@@ -151,19 +151,21 @@ static int qconv_vnni_ok = 0;
 #define QTP_VNNI 12
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline void qconv_tile_vnni_nm(
-    const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
+    const uint8_t* img, const int64_t* pix, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
     const float* mul, const float* add, float* o, int Cout, const int nm, const int nb, int cn)
 {
     /* nm <= 12 pixels x nb <= 2 zmm of 16 output channels: step s = (tap, 4 input channels) at image offset
      * soff[s]; two blocks of 8 outputs (wstride int32 apart) make one zmm of 16 x 4 signed bytes; per pixel one
      * broadcast of its 4 biased input bytes and nb vpdpbusd (64 products each) into its int32 accumulators.
-     * Named accumulators (not an array) and an empty asm per pixel keep them in registers across the loop. */
+     * Named accumulators (not an array) and an empty asm per pixel keep them in registers across the loop.
+     * The pixels' addresses come from the image offsets pix[m] (written long before), not from pointers the
+     * caller has just stored: a vector copy of those would wait on store forwarding at every tile start. */
     const __m512i z = _mm512_setzero_si512();
     __m512i c0a = z, c0b = z, c1a = z, c1b = z, c2a = z, c2b = z, c3a = z, c3b = z, c4a = z, c4b = z, c5a = z,
             c5b = z, c6a = z, c6b = z, c7a = z, c7b = z, c8a = z, c8b = z, c9a = z, c9b = z, c10a = z, c10b = z,
             c11a = z, c11b = z;
     const uint8_t* ap[QTP_VNNI];
-    for (int m = 0; m < QTP_VNNI; ++m) ap[m] = a[m < nm ? m : 0];
+    for (int m = 0; m < QTP_VNNI; ++m) ap[m] = img + pix[m < nm ? m : 0];
     const int32_t* w0 = (const int32_t*)w;
     for (int st = 0; st < S; ++st) {
         const int64_t off = soff[st];
@@ -203,17 +205,17 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) s
     }
 }
 
-/* nm pixels x cn <= 32 output channels (one or two zmm of 16) */
+/* nm pixels (image offsets pix[0..nm)) x cn <= 32 output channels (one or two zmm of 16) */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void qconv_tile_vnni(
-    const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
-    const float* mul, const float* add, float* o, int Cout, int nm, int cn)
+    const uint8_t* img, const int64_t* pix, const int64_t* soff, int S, const int8_t* w, int64_t wstride,
+    const int32_t* corr, const float* mul, const float* add, float* o, int Cout, int nm, int cn)
 {
     if (cn > 16) {
-        if (nm == QTP_VNNI) qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, 2, cn);
-        else qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, nm, 2, cn);
+        if (nm == QTP_VNNI) qconv_tile_vnni_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, 2, cn);
+        else qconv_tile_vnni_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, nm, 2, cn);
     } else {
-        if (nm == QTP_VNNI) qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, 1, cn);
-        else qconv_tile_vnni_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, nm, 1, cn);
+        if (nm == QTP_VNNI) qconv_tile_vnni_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, QTP_VNNI, 1, cn);
+        else qconv_tile_vnni_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, nm, 1, cn);
     }
 }
 
@@ -360,15 +362,19 @@ static int qconv_run(const qconv_args* p, int isa)
             const int64_t pix0 = (it % ntiles) * TP;
             const int nm = NP - pix0 < TP ? (int)(NP - pix0) : TP;
             const int c0 = cb * OB, cn = p->Cout - c0 < OB ? p->Cout - c0 : OB;
-            const uint8_t* ap[12];
-            for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
             const int8_t* wb = wts + (int64_t)(c0 / 8) * T * C4 * 32;
             float* o = p->out + pix0 * p->Cout + c0;
 #if BNN_X86 && defined(__GNUC__)
-            if (vnni)
-                qconv_tile_vnni(ap, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
+            if (vnni) {
+                qconv_tile_vnni(img, pixoff + pix0, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
                                 p->add ? p->add + c0 : NULL, o, p->Cout, nm, cn);
-            else if (isa >= 1)
+                continue;
+            }
+#endif
+            const uint8_t* ap[6];
+            for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
+#if BNN_X86 && defined(__GNUC__)
+            if (isa >= 1)
                 qconv_tile_avx2(ap, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
                                 p->add ? p->add + c0 : NULL, o,
                                 p->Cout, nm, cn);
