@@ -97,7 +97,8 @@ typedef struct {
 #if BNN_ISA == 2
 static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     const CAT(tile_ctx, SUFFIX) * ctx, const int MR_, const uint64_t* a, const uint64_t* w,
-    const int64_t* const* bias, const float* mul, const float* add, float* o, int cn, const int nts)
+    const int64_t* const* bias, const float* mul, const float* add, float* o, int cn, const int nts,
+    const uint64_t* pf)
 {
     __m512i c[6][4];
     const int T = ctx->T, Wg = ctx->Wg;
@@ -114,6 +115,13 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
             const __m512i w2 = _mm512_loadu_si512((const void*)(w + 16));
             const __m512i w3 = _mm512_loadu_si512((const void*)(w + 24));
             w += NR;
+            if (pf) { /* the same step of the panel the next work item reads (4 cache lines) */
+                _mm_prefetch((const char*)pf, _MM_HINT_T0);
+                _mm_prefetch((const char*)(pf + 8), _MM_HINT_T0);
+                _mm_prefetch((const char*)(pf + 16), _MM_HINT_T0);
+                _mm_prefetch((const char*)(pf + 24), _MM_HINT_T0);
+                pf += NR;
+            }
 #pragma GCC unroll 6
             for (int m = 0; m < MR_; ++m) {
                 const __m512i b = _mm512_set1_epi64((long long)ap[m * ps + j]);
@@ -186,17 +194,17 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
 #define TILE_MR 6
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts)
+                              int nts, const uint64_t* pf)
 {
     /* nm and nts as compile-time constants: one unrolled tile per (pixel count, store kind) */
 #define TILE_CASES(NTS)                                                                                      \
     switch (nm) {                                                                                            \
-    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS); return;                        \
-    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS); return;                        \
-    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS); return;                        \
-    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS); return;                        \
-    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS); return;                        \
-    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS); return;                       \
+    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
+    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
+    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
+    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
+    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
+    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS, pf); return;                   \
     }
     if (nts) TILE_CASES(1)
     TILE_CASES(0)
@@ -297,8 +305,9 @@ static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUF
 
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* ws,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts)
+                              int nts, const uint64_t* pf)
 {
+    (void)pf; /* prefetching the next item's weights: the AVX-512 tile's */
     const int T = ctx->T, Wg = ctx->Wg, Cout = ctx->Cout;
     const int64_t ps = ctx->pstep;
     __m256i s[8];
@@ -577,8 +586,9 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
 #define TILE_MR 1
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts)
+                              int nts, const uint64_t* pf)
 {
+    (void)pf; /* prefetching the next item's weights: the AVX-512 tile's */
     int64_t acc[NR];
     (void)nts;
     const int T = ctx->T, Wg = ctx->Wg;
@@ -743,10 +753,14 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
             float* orow = p->out + row * OW * Cout + c0;
             const float* mul = p->mul + c0;
             const float* add = p->add ? p->add + c0 : NULL;
+            /* the first tile of a row also prefetches the panel of the next item (row-major: the next panel,
+             * or the first for the next row), whose weights were evicted since their last use */
+            const uint64_t* pf = BNN_ISA == 2 ? p->w + (int64_t)((pan + 1) % npan) * T * Wg * NR : NULL;
             for (int ow = 0; ow < OW; ow += TILE_MR) {
                 const int nm = OW - ow < TILE_MR ? OW - ow : TILE_MR;
                 for (int m = 0; m < nm; ++m) bptr[m] = brow + cid[ow + m] * bcs;
-                CAT(tile, SUFFIX)(&ctx, nm, arow + ow * pstep, wp, bptr, mul, add, orow + (int64_t)ow * Cout, cn, nts);
+                CAT(tile, SUFFIX)(&ctx, nm, arow + ow * pstep, wp, bptr, mul, add, orow + (int64_t)ow * Cout, cn, nts,
+                                  ow == 0 ? pf : NULL);
             }
         }
 #if BNN_ISA == 2
