@@ -17,7 +17,8 @@ ISAS = available_isas() or ["scalar"]
 # N, C, H, W, Cout, k, stride, pad: channels that are not multiples of 64 (inputs) or 32 (outputs), odd and
 # tiny images, stride 2, padding 0-2, 1x1 strided, batch 1 and 8, and K over 31 words (byte accumulators
 # summed more than once per output; the AVX2 tiles then run the reduction in chunks of whole taps, over rows
-# longer than a tile, or in parts of one tap when a tap has more than 31 words: 2100 channels)
+# longer than a tile, or in parts of one tap when a tap has more than 31 words: 2100 channels); weights larger
+# than the bit image (the 512- and 2100-channel rows: AVX-512 runs those panel-major) and smaller, on 1 and 2 threads
 SHAPES = [
     (2, 512, 2, 11, 33, 3, 1, 1), (1, 2100, 3, 3, 40, 3, 1, 1),
     (1, 1, 5, 5, 1, 3, 1, 1), (8, 63, 7, 9, 31, 3, 1, 1), (1, 65, 9, 7, 33, 3, 2, 1), (8, 100, 5, 6, 70, 3, 2, 0),
@@ -52,9 +53,12 @@ def _run(x, words, mul, add, thr, cout, k, s, p, consts, d=1):
     return out
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("isa", ISAS)
-def test_every_isa_equals_torch_path_on_edge_shapes(isa):
+def test_every_isa_equals_torch_path_on_edge_shapes(isa, threads):
     set_isa(isa)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         for i, (n, c, h, w, cout, k, s, p) in enumerate(SHAPES):
             for with_affine in (False, True):
@@ -71,6 +75,7 @@ def test_every_isa_equals_torch_path_on_edge_shapes(isa):
                     assert torch.equal(out, ref), (isa, consts, n, c, h, w, cout, k, s, p, with_affine)
     finally:
         set_isa(None)
+        torch.set_num_threads(old)
 
 
 # shapes of the AVX2 nibble-table path (groups 1; run with BNN_NIBBLE_TABLES=1, the default takes it for stride 1

@@ -672,6 +672,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     (void)wbytes;
     const int64_t items = (int64_t)N * OH * npan;
     const int64_t pstep = (int64_t)p->sw * rs;
+    const int pmajor = BNN_ISA == 2 && (int64_t)npan * T * Wg * NR > pack_rows * Wp * rs;
     CAT(tile_ctx, SUFFIX) ctx;
     ctx.tapoff = tapoff;
     ctx.T = T;
@@ -736,6 +737,13 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
                 pan = (int)(it / ((int64_t)N * OH));
                 row = it % ((int64_t)N * OH);
             }
+#elif BNN_ISA == 2
+            /* panel-major when the weights outweigh the bit image (the deep layers at small batches): each
+             * thread then reads only its own panels, once, and keeps each in L1 across the rows */
+            if (pmajor) {
+                pan = (int)(it / ((int64_t)N * OH));
+                row = it % ((int64_t)N * OH);
+            }
 #endif
             const int oh = (int)(row % OH), n = (int)(row / OH);
             const int g = pan / CB, cb = pan % CB;
@@ -753,9 +761,10 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
             float* orow = p->out + row * OW * Cout + c0;
             const float* mul = p->mul + c0;
             const float* add = p->add ? p->add + c0 : NULL;
-            /* the first tile of a row also prefetches the panel of the next item (row-major: the next panel,
-             * or the first for the next row), whose weights were evicted since their last use */
-            const uint64_t* pf = BNN_ISA == 2 ? p->w + (int64_t)((pan + 1) % npan) * T * Wg * NR : NULL;
+            /* the first tile of a row also prefetches the next panel when the next item needs it (row-major:
+             * always, the first panel for the next row; panel-major: at a panel's last row) */
+            const uint64_t* pf = BNN_ISA == 2 && (!pmajor || row == (int64_t)N * OH - 1)
+                                     ? p->w + (int64_t)((pan + 1) % npan) * T * Wg * NR : NULL;
             for (int ow = 0; ow < OW; ow += TILE_MR) {
                 const int nm = OW - ow < TILE_MR ? OW - ow : TILE_MR;
                 for (int m = 0; m < nm; ++m) bptr[m] = brow + cid[ow + m] * bcs;
