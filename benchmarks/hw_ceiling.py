@@ -85,7 +85,8 @@ def main(argv=None):
     for name, rate in popcount_ceilings(args.threads).items():
         print(f"xor+popcount {name:<17} {rate:8.0f} G binary MAC/s ({args.threads} threads)")
     for name, rate in float_ceilings(args.threads).items():
-        print(f"float32 {name:<22} {rate:8.1f} G MAC/s ({args.threads} threads, torch {torch.backends.cpu.get_cpu_capability()})")
+        print(f"float32 {name:<22} {rate:8.1f} G MAC/s ({args.threads} threads, "
+              f"torch {torch.backends.cpu.get_cpu_capability()})")
 
 
 if __name__ == "__main__":

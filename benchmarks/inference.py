@@ -153,7 +153,8 @@ def bench_layers(batches, reps, ceiling, shapes=SHAPES):
     if not rows3:
         return
     print(f"3x3 binary convs: speedup min {min(ratios):.1f}x, median {statistics.median(ratios):.1f}x; "
-          f"share of the xor+popcount ceiling min {100 * min(shares):.0f}%, median {100 * statistics.median(shares):.0f}% "
+          f"share of the xor+popcount ceiling min {100 * min(shares):.0f}%, "
+          f"median {100 * statistics.median(shares):.0f}% "
           f"(warm: min {100 * min(warm3):.0f}%, median {100 * statistics.median(warm3):.0f}%)")
     if target:
         print(f"  goal >= {target:.0f}x float on {isa} for every 3x3 layer: "
@@ -318,7 +319,8 @@ def main(argv=None):
             and any(os.environ.get(k) != v for k, v in AVX2_FLOAT_ENV.items())):
         # restart before torch's first float kernel, which reads these once; the engines' processes inherit them
         os.environ.update(AVX2_FLOAT_ENV)
-        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + list(sys.argv[1:] if argv is None else argv))
+        args_again = list(sys.argv[1:] if argv is None else argv)
+        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + args_again)
     global _clock
     _clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
@@ -331,7 +333,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, native kernel: "
           f"{kernel_available()} (ISAs {available_isas()}); ISA used: {isa_in_use()}; torch float ISA: "
           f"{torch.backends.cpu.get_cpu_capability()}"
-          f"{' (oneDNN limited to ' + os.environ['ONEDNN_MAX_CPU_ISA'] + ')' if os.environ.get('ONEDNN_MAX_CPU_ISA') else ''}")
+          + (f" (oneDNN limited to {os.environ['ONEDNN_MAX_CPU_ISA']})" if os.environ.get("ONEDNN_MAX_CPU_ISA") else ""))
     ceilings = popcount_ceilings(args.threads)
     for name, rate in ceilings.items():
         print(f"ceiling: xor+popcount {name:<17} {rate:6.0f} G binary MAC/s")

@@ -307,7 +307,7 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts, const uint64_t* pf)
 {
-    (void)pf; /* prefetching the next item's weights: the AVX-512 tile's */
+    (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
     const int T = ctx->T, Wg = ctx->Wg, Cout = ctx->Cout;
     const int64_t ps = ctx->pstep;
     __m256i s[8];
@@ -588,7 +588,7 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts, const uint64_t* pf)
 {
-    (void)pf; /* prefetching the next item's weights: the AVX-512 tile's */
+    (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
     int64_t acc[NR];
     (void)nts;
     const int T = ctx->T, Wg = ctx->Wg;

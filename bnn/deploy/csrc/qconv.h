@@ -151,8 +151,8 @@ static int qconv_vnni_ok = 0;
 #define QTP_VNNI 12
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) static inline void qconv_tile_vnni_nm(
-    const uint8_t* img, const int64_t* pix, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
-    const float* mul, const float* add, float* o, int Cout, const int nm, const int nb, int cn)
+    const uint8_t* img, const int64_t* pix, const int64_t* soff, int S, const int8_t* w, int64_t wstride,
+    const int32_t* corr, const float* mul, const float* add, float* o, int Cout, const int nm, const int nb, int cn)
 {
     /* nm <= 12 pixels x nb <= 2 zmm of 16 output channels: step s = (tap, 4 input channels) at image offset
      * soff[s]; two blocks of 8 outputs (wstride int32 apart) make one zmm of 16 x 4 signed bytes; per pixel one
