@@ -9,10 +9,10 @@
   carry-save adder (both from Mula, Kurz and Lemire 2018, "Faster Population Counts Using
   AVX2 Instructions"), and AVX-512 ``vpopcntq``. One binary MAC = one bit. The ceiling is
   the fastest method: a binary conv cannot beat it without avoiding work.
-* float: the faster of a large square float32 matmul (``torch.mm``: MKL or oneDNN) and a large
-  channels-last 1x1 conv (oneDNN), in GMAC/s (1 MAC = 2 FLOP). Both are printed: a BLAS may
-  choose a narrower code path than the CPU has (MKL runs its AVX2 code on AMD CPUs), so the
-  matmul alone can understate what torch's float convs reach.
+* float: a large square float32 matmul (``torch.mm``: MKL or oneDNN) and a large channels-last
+  1x1 conv (oneDNN), in GMAC/s (1 MAC = 2 FLOP). Both are printed: a BLAS may choose a narrower
+  code path than the CPU has (MKL runs its AVX2 code on AMD CPUs), so the matmul alone can
+  understate what torch's float convs reach.
 
 Each figure is the best of several runs and counts CPU time (the time the threads ran), so that
 other processes sharing the cores do not lower it: a ceiling, not a wall-clock expectation.

@@ -333,7 +333,8 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, native kernel: "
           f"{kernel_available()} (ISAs {available_isas()}); ISA used: {isa_in_use()}; torch float ISA: "
           f"{torch.backends.cpu.get_cpu_capability()}"
-          + (f" (oneDNN limited to {os.environ['ONEDNN_MAX_CPU_ISA']})" if os.environ.get("ONEDNN_MAX_CPU_ISA") else ""))
+          + (f" (oneDNN limited to {os.environ['ONEDNN_MAX_CPU_ISA']})"
+             if os.environ.get("ONEDNN_MAX_CPU_ISA") else ""))
     ceilings = popcount_ceilings(args.threads)
     for name, rate in ceilings.items():
         print(f"ceiling: xor+popcount {name:<17} {rate:6.0f} G binary MAC/s")

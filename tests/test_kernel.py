@@ -18,7 +18,8 @@ ISAS = available_isas() or ["scalar"]
 # tiny images, stride 2, padding 0-2, 1x1 strided, batch 1 and 8, and K over 31 words (byte accumulators
 # summed more than once per output; the AVX2 tiles then run the reduction in chunks of whole taps, over rows
 # longer than a tile, or in parts of one tap when a tap has more than 31 words: 2100 channels); weights larger
-# than the bit image (the 512- and 2100-channel rows: AVX-512 runs those panel-major) and smaller, on 1 and 2 threads
+# than the bit image (the 256-, 512- and 2100-channel rows: AVX-512 runs those panel-major) and smaller; on 1 and
+# 2 threads
 SHAPES = [
     (2, 512, 2, 11, 33, 3, 1, 1), (1, 2100, 3, 3, 40, 3, 1, 1),
     (1, 1, 5, 5, 1, 3, 1, 1), (8, 63, 7, 9, 31, 3, 1, 1), (1, 65, 9, 7, 33, 3, 2, 1), (8, 100, 5, 6, 70, 3, 2, 0),
