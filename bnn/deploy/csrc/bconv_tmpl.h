@@ -668,11 +668,17 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     }
 #endif
 
-    const int64_t pack_rows = (int64_t)N * Hp, wbytes = (int64_t)npan * T * Wg * 2 * NR * 8;
-    (void)wbytes;
+    const int64_t pack_rows = (int64_t)N * Hp;
     const int64_t items = (int64_t)N * OH * npan;
     const int64_t pstep = (int64_t)p->sw * rs;
-    const int pmajor = BNN_ISA == 2 && (int64_t)npan * T * Wg * NR > pack_rows * Wp * rs;
+    /* work items panel-major (a thread runs every row of a panel before the next panel), or row-major (the rows'
+     * outputs written in one pass).  AVX2: panel-major when the split weights (2 x 4.5 KB per 64 input channels
+     * and panel) outgrow L2, so each panel comes from L3 once per call, not once per row.  AVX-512: when the
+     * weights outweigh the bit image (the deep layers at small batches), so each thread reads only its own
+     * panels, once, and keeps each in L1 across the rows. */
+    const int pmajor = BNN_ISA == 1   ? (int64_t)npan * T * Wg * 2 * NR * 8 > PANEL_MAJOR_BYTES
+                       : BNN_ISA == 2 ? (int64_t)npan * T * Wg * NR > pack_rows * Wp * rs
+                                      : 0;
     CAT(tile_ctx, SUFFIX) ctx;
     ctx.tapoff = tapoff;
     ctx.T = T;
@@ -729,22 +735,10 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
         for (int64_t it = 0; it < items; ++it) {
             int pan = (int)(it % npan);
             int64_t row = it / npan; /* n * OH + oh */
-#if BNN_ISA == 1
-            /* panel-major when the split weights (2 x 4.5 KB per 64 input channels and panel) outgrow L2: a
-             * thread then runs every row of a panel before the next panel and reads each panel from L3 once
-             * per call, not once per row (row-major otherwise: the rows' outputs are written in one pass) */
-            if (wbytes > PANEL_MAJOR_BYTES) {
-                pan = (int)(it / ((int64_t)N * OH));
-                row = it % ((int64_t)N * OH);
-            }
-#elif BNN_ISA == 2
-            /* panel-major when the weights outweigh the bit image (the deep layers at small batches): each
-             * thread then reads only its own panels, once, and keeps each in L1 across the rows */
             if (pmajor) {
                 pan = (int)(it / ((int64_t)N * OH));
                 row = it % ((int64_t)N * OH);
             }
-#endif
             const int oh = (int)(row % OH), n = (int)(row / OH);
             const int g = pan / CB, cb = pan % CB;
             int cn = CoutG - cb * NR;
