@@ -323,7 +323,11 @@ static int qconv_run(const qconv_args* p, int isa)
             for (int ow = 0; ow < p->OW; ++ow, ++q)
                 pixoff[q] = (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
     const int OB = vnni ? 32 : 16; /* output channels per tile */
-    const int64_t rows = (int64_t)p->N * Hp, items = ntiles * ((p->Cout + OB - 1) / OB);
+    const int64_t rows = (int64_t)p->N * Hp, nblk = (p->Cout + OB - 1) / OB, items = ntiles * nblk;
+    /* items pixel-major (every block of a tile's pixels before the next tile: each thread writes whole output
+     * pixels, in order) when all the weights fit in L1; otherwise blocks outermost, each block's weights reused
+     * by all of a thread's pixels */
+    const int pmajor = (int64_t)QCB8(p->Cout) * T * C4 * 32 <= (32 << 10);
     int nt = p->nthreads;
     if (items < 2 * nt) nt = 1;
     const int8_t* wts = p->w;
@@ -356,10 +360,9 @@ static int qconv_run(const qconv_args* p, int isa)
         }
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
-            /* blocks of OB output channels outermost: a thread's pixels share one block of weights (L1/L2);
-             * TP consecutive output pixels per tile, across row ends */
-            const int cb = (int)(it / ntiles);
-            const int64_t pix0 = (it % ntiles) * TP;
+            /* a tile: TP consecutive output pixels (across row ends) x one block of OB output channels */
+            const int cb = pmajor ? (int)(it % nblk) : (int)(it / ntiles);
+            const int64_t pix0 = (pmajor ? it / nblk : it % ntiles) * TP;
             const int nm = NP - pix0 < TP ? (int)(NP - pix0) : TP;
             const int c0 = cb * OB, cn = p->Cout - c0 < OB ? p->Cout - c0 : OB;
             const int8_t* wb = wts + (int64_t)(c0 / 8) * T * C4 * 32;
