@@ -110,6 +110,13 @@ def isa_in_use() -> str:
     return names[code] if code >= 0 else available_isas()[-1]
 
 
+def path_ceiling(ceilings) -> float:
+    """The xor+popcount ceiling of the code path in use: the best method of its ISA and of the ISAs below it."""
+    usable = {"scalar": ("scalar",), "avx2": ("scalar", "avx2"), "avx512": ("scalar", "avx2", "avx512")}
+    ranked = [rate for name, rate in ceilings.items() if name.split("-")[0] in usable.get(isa_in_use(), ())]
+    return max(ranked) if ranked else 0.0
+
+
 def _tiles(packed, x) -> str:
     """The kernel tiles a packed conv runs on ``x`` (bnn.deploy.kernel.conv_tiles), or the pure-torch path."""
     from bnn.deploy import functional as BF
@@ -340,10 +347,7 @@ def main(argv=None):
         print(f"ceiling: xor+popcount {name:<17} {rate:6.0f} G binary MAC/s")
     for name, rate in float_ceilings(args.threads).items():
         print(f"ceiling: float32 {name:<16} {rate:6.1f} G MAC/s")
-    # the ceiling of the code path in use: the methods of that ISA and of the ISAs below it
-    usable = {"scalar": ("scalar",), "avx2": ("scalar", "avx2"), "avx512": ("scalar", "avx2", "avx512")}
-    ranked = [rate for name, rate in ceilings.items() if name.split("-")[0] in usable.get(isa_in_use(), ())]
-    ceiling = max(ranked) if ranked else 0.0
+    ceiling = path_ceiling(ceilings)
     print(f"ceiling of the {isa_in_use()} code path: {ceiling:.0f} G binary MAC/s")
     shapes = SHAPES if not args.layers else [_parse_shape(v, parser) for v in args.layers]
     if not args.skip_layers:

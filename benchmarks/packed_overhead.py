@@ -8,7 +8,10 @@
 2. A per-op breakdown of the packed torchvision ResNet-18 forward at ``--batch`` (first conv
    and fc float, every BatchNorm folded, channels-last end to end), timed with
    forward hooks on the leaf modules; "block glue" is the rest (residual adds,
-   flatten, Python of the blocks).
+   flatten, Python of the blocks). Then each packed conv in the network: its time per call
+   there (the layer's Python included), in binary MAC/s and as a share of this CPU's
+   xor+popcount ceiling (benchmarks/hw_ceiling.py) for the ISA in use: the per-layer
+   table of benchmarks/inference.py, but with the caches as the network leaves them.
 3. The residual add at batch 8: channels-last + channels-last (the packed
    model's layout) against the NCHW + channels-last mix a packed model must avoid.
 4. With ``--compile``: ``torch.compile`` (inductor) of the packed model against
@@ -32,7 +35,8 @@ from bnn import ops
 from bnn.deploy import PackedConv2d, PackedLayer, available_isas, kernel_available, pack_binary_model
 from bnn.deploy import functional as BF
 from bnn.deploy import kernel as K
-from inference import interleaved  # benchmarks/inference.py: the same interleaved medians
+from hw_ceiling import popcount_ceilings
+from inference import interleaved, isa_in_use, path_ceiling  # benchmarks/inference.py: the same medians, ceiling
 
 
 def packed_resnet18():
@@ -104,11 +108,20 @@ def breakdown(packed, reps, batch=1):
     totals = collections.defaultdict(list)
     start = {}
 
+    per_layer = collections.defaultdict(list)  # packed conv -> seconds of each call
+    macs, in_hw = {}, {}
+
     def pre(mod, inputs):
         start[id(mod)] = time.perf_counter()
 
     def post(mod, inputs, output):
-        acc[_op_name(mod)] += time.perf_counter() - start.pop(id(mod))
+        dt = time.perf_counter() - start.pop(id(mod))
+        acc[_op_name(mod)] += dt
+        if isinstance(mod, PackedConv2d) and not warmup:
+            per_layer[mod].append(dt)
+            n, cout, oh, ow = output.shape
+            in_hw[mod] = inputs[0].shape[-1]
+            macs[mod] = n * cout * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1] * oh * ow
 
     leaves = [m for m in packed.modules()
               if (isinstance(m, PackedLayer) or not list(m.children())) and not isinstance(m, nn.Identity)
@@ -116,6 +129,7 @@ def breakdown(packed, reps, batch=1):
     handles = [h for m in leaves for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
     try:
         for i in range(reps + 3):
+            warmup = i < 3
             acc = collections.defaultdict(float)
             t0 = time.perf_counter()
             packed(x)
@@ -133,6 +147,25 @@ def breakdown(packed, reps, batch=1):
     for k, v in sorted(med.items(), key=lambda kv: -kv[1]):
         print(f"   {k:<36} {v * 1e3:7.2f} ms {100 * v / total:5.1f} %")
     print(f"   {'total (with hooks)':<36} {total * 1e3:7.2f} ms")
+    if not kernel_available():
+        return
+    ceiling = path_ceiling(popcount_ceilings(torch.get_num_threads()))
+    print(f"   packed convs in the network (median per call; ceiling of the {isa_in_use()} path: "
+          f"{ceiling:.0f} G binary MAC/s)")
+    print(f"   {'layer':<22} {'in->out, HxW, stride, k':<28} {'us':>7} {'G bMAC/s':>9} {'% ceiling':>9}")
+    names = {m: n for n, m in packed.named_modules()}
+    shares = []
+    for mod, times in per_layer.items():
+        t = statistics.median(times)
+        rate = macs[mod] / t / 1e9
+        hw = in_hw[mod]
+        shape = f"{mod.in_channels}->{mod.out_channels}, {hw}x{hw}, s{mod.stride[0]}, {mod.kernel_size[0]}x{mod.kernel_size[1]}"
+        print(f"   {names[mod]:<22} {shape:<28} {t * 1e6:7.1f} {rate:9.0f} {100 * rate / ceiling:8.0f}%")
+        if mod.kernel_size[0] == 3:
+            shares.append(rate / ceiling)
+    if shares:
+        print(f"   3x3 packed convs in the network: share of the ceiling min {100 * min(shares):.0f}%, "
+              f"median {100 * statistics.median(shares):.0f}%")
 
 
 @torch.no_grad()

@@ -134,6 +134,7 @@ class NativePlan:
     dims: int  # spatial dimensions: 2 (conv2d), 1 (conv1d), 0 (linear)
     out_shape: Tuple[int, ...]  # the logical output shape ([N, C, OH, OW], [N, C, L] or [*, C])
     buffer_shape: Tuple[int, ...]  # the kernel's output, channels last: [N, C, OH, OW] (as channels_last), [N, L, C] or [rows, C]
+    buffer_stride: Tuple[int, ...]  # its strides (channels last for 2 spatial dimensions, else contiguous)
     scratch_words: int  # int64 words of the kernel's packed input (its size comes from the kernel: bconv_scratch)
     ints: Tuple[int, ...]
     spare_scratch: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
@@ -148,10 +149,9 @@ class NativePlan:
         """
         if self.dims == 2:
             x = x.contiguous(memory_format=torch.channels_last)
-            out = torch.empty(self.buffer_shape, dtype=torch.float32, memory_format=torch.channels_last)
         else:
             x = x.transpose(1, 2).contiguous() if self.dims == 1 else x.contiguous()
-            out = torch.empty(self.buffer_shape, dtype=torch.float32)
+        out = torch.empty_strided(self.buffer_shape, self.buffer_stride, dtype=torch.float32)
         # the scratch (never handed out) is reused; taken out of the pool while in use, so a concurrent call on
         # another Python thread allocates its own
         try:
@@ -199,7 +199,11 @@ def native_plan(shape: Tuple[int, ...], words_per_tap: int, out_channels: int, k
             pw, dh, dw)
     mod = _kernel.native()
     scratch = mod.bconv_scratch(*ints) if mod is not None else 0
-    return NativePlan(nd, out_shape, buffer_shape, scratch, ints)
+    if nd == 2:  # channels last: [N, C, OH, OW] with strides (OH OW C, 1, OW C, C)
+        stride = (oh * ow * out_channels, 1, ow * out_channels, out_channels)
+    else:
+        stride = tuple(int(math.prod(buffer_shape[i + 1:])) for i in range(len(buffer_shape)))
+    return NativePlan(nd, out_shape, buffer_shape, stride, scratch, ints)
 
 
 _CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", int, torch.Tensor]] = {}
