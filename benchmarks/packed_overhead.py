@@ -159,7 +159,8 @@ def breakdown(packed, reps, batch=1):
         t = statistics.median(times)
         rate = macs[mod] / t / 1e9
         hw = in_hw[mod]
-        shape = f"{mod.in_channels}->{mod.out_channels}, {hw}x{hw}, s{mod.stride[0]}, {mod.kernel_size[0]}x{mod.kernel_size[1]}"
+        k = "x".join(map(str, mod.kernel_size))
+        shape = f"{mod.in_channels}->{mod.out_channels}, {hw}x{hw}, s{mod.stride[0]}, {k}"
         print(f"   {names[mod]:<22} {shape:<28} {t * 1e6:7.1f} {rate:9.0f} {100 * rate / ceiling:8.0f}%")
         if mod.kernel_size[0] == 3:
             shares.append(rate / ceiling)
