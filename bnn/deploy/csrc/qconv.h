@@ -70,19 +70,19 @@ static inline uint8_t qcode(float v, float step, int qmin, int qmax)
 
 #if BNN_X86 && defined(__GNUC__)
 __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx2_nm(
-    const uint8_t* const* a, const int64_t* soff, int S, const int8_t* w, int64_t wstride, const int32_t* corr,
-    const float* mul, const float* add, float* o, int Cout, const int nm, int cn)
+    const uint8_t* img, const int64_t* pix, const int64_t* soff, int S, const int8_t* w, int64_t wstride,
+    const int32_t* corr, const float* mul, const float* add, float* o, int Cout, const int nm, int cn)
 {
-    /* nm <= 6 pixels x 16 output channels (two blocks of 8); steps s = (tap, 4 input channels) at image offset
-     * soff[s]; int16 sums widened to int32 every 64 steps */
+    /* nm <= 6 pixels (image offsets pix[m], as in the VNNI tile) x 16 output channels (two blocks of 8); steps
+     * s = (tap, 4 input channels) at image offset soff[s]; int16 sums widened to int32 every 64 steps */
     __m256i c16[6][2], c32[6][2];
     const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 6
     for (int m = 0; m < 6; ++m) c16[m][0] = c16[m][1] = c32[m][0] = c32[m][1] = z;
     const int32_t* w0 = (const int32_t*)w;
     const int32_t* w1 = (const int32_t*)w + wstride;
-    const uint8_t *a0 = a[0], *a1 = a[nm > 1 ? 1 : 0], *a2 = a[nm > 2 ? 2 : 0], *a3 = a[nm > 3 ? 3 : 0];
-    const uint8_t *a4 = a[nm > 4 ? 4 : 0], *a5 = a[nm > 5 ? 5 : 0];
+    const uint8_t *a0 = img + pix[0], *a1 = img + pix[nm > 1 ? 1 : 0], *a2 = img + pix[nm > 2 ? 2 : 0];
+    const uint8_t *a3 = img + pix[nm > 3 ? 3 : 0], *a4 = img + pix[nm > 4 ? 4 : 0], *a5 = img + pix[nm > 5 ? 5 : 0];
     for (int s0 = 0; s0 < S; s0 += 64) {
         const int s1 = s0 + 64 < S ? s0 + 64 : S;
         for (int st = s0; st < s1; ++st) {
@@ -129,18 +129,18 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
     }
 }
 
-__attribute__((target("avx2"))) static void qconv_tile_avx2(const uint8_t* const* a, const int64_t* soff, int S,
-                                                             const int8_t* w, int64_t wstride, const int32_t* corr,
-                                                             const float* mul, const float* add, float* o, int Cout,
-                                                             int nm, int cn)
+__attribute__((target("avx2"))) static void qconv_tile_avx2(const uint8_t* img, const int64_t* pix,
+                                                             const int64_t* soff, int S, const int8_t* w,
+                                                             int64_t wstride, const int32_t* corr, const float* mul,
+                                                             const float* add, float* o, int Cout, int nm, int cn)
 {
     switch (nm) {
-    case 6: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 6, cn); break;
-    case 5: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 5, cn); break;
-    case 4: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 4, cn); break;
-    case 3: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 3, cn); break;
-    case 2: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 2, cn); break;
-    default: qconv_tile_avx2_nm(a, soff, S, w, wstride, corr, mul, add, o, Cout, 1, cn); break;
+    case 6: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 6, cn); break;
+    case 5: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 5, cn); break;
+    case 4: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 4, cn); break;
+    case 3: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 3, cn); break;
+    case 2: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 2, cn); break;
+    default: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 1, cn); break;
     }
 }
 
@@ -374,15 +374,15 @@ static int qconv_run(const qconv_args* p, int isa)
                 continue;
             }
 #endif
+#if BNN_X86 && defined(__GNUC__)
+            if (isa >= 1) {
+                qconv_tile_avx2(img, pixoff + pix0, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
+                                p->add ? p->add + c0 : NULL, o, p->Cout, nm, cn);
+                continue;
+            }
+#endif
             const uint8_t* ap[6];
             for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
-#if BNN_X86 && defined(__GNUC__)
-            if (isa >= 1)
-                qconv_tile_avx2(ap, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
-                                p->add ? p->add + c0 : NULL, o,
-                                p->Cout, nm, cn);
-            else
-#endif
                 qconv_tile_scalar(ap, tapoff, T, C4, wb, p->corr + c0, p->mul + c0, p->add ? p->add + c0 : NULL, o,
                                   p->Cout, nm, cn);
         }
