@@ -383,8 +383,8 @@ static int qconv_run(const qconv_args* p, int isa)
 #endif
             const uint8_t* ap[6];
             for (int m = 0; m < nm; ++m) ap[m] = img + pixoff[pix0 + m];
-                qconv_tile_scalar(ap, tapoff, T, C4, wb, p->corr + c0, p->mul + c0, p->add ? p->add + c0 : NULL, o,
-                                  p->Cout, nm, cn);
+            qconv_tile_scalar(ap, tapoff, T, C4, wb, p->corr + c0, p->mul + c0, p->add ? p->add + c0 : NULL, o,
+                              p->Cout, nm, cn);
         }
     }
     free(img);
