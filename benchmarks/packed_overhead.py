@@ -1,6 +1,10 @@
 """Where the time of a packed ResNet-18 forward goes, at 224x224 batch 1, on N CPU threads (2 by default).
 
-    python benchmarks/packed_overhead.py [--threads 2] [--reps 20] [--batch 1] [--compile]
+    python benchmarks/packed_overhead.py [--threads 2] [--reps 20] [--batch 1] [--compile] [--isa avx2]
+
+``--isa`` picks the kernel's code path (``bnn.deploy.set_isa``); to limit torch's float ops to AVX2 as well,
+set ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`` in the environment (what
+``benchmarks/inference.py --isa avx2`` does for itself).
 
 1. Python work per packed layer: a packed layer's call against the bare C
    kernel call with the same arguments (and the cost of a fresh output buffer
@@ -32,7 +36,7 @@ import torch.nn as nn
 
 import bnn
 from bnn import ops
-from bnn.deploy import PackedConv2d, PackedLayer, available_isas, kernel_available, pack_binary_model
+from bnn.deploy import PackedConv2d, PackedLayer, kernel_available, pack_binary_model, set_isa
 from bnn.deploy import functional as BF
 from bnn.deploy import kernel as K
 from hw_ceiling import popcount_ceilings
@@ -213,11 +217,14 @@ def main():
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1, help="batch of the per-op breakdown")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the packed model")
+    parser.add_argument("--isa", default="best", help="kernel code path: best, scalar, avx2, avx512")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    isa = {-1: (available_isas() or ["none"])[-1]}.get(K.get_isa(), K.get_isa())
-    print(f"threads {args.threads}, native kernel {'built, ISA ' + str(isa) if kernel_available() else 'NOT built'}, "
-          f"torch {torch.__version__}\n")
+    if args.isa != "best":
+        set_isa(args.isa)
+    kernel = f"built, ISA {isa_in_use()}" if kernel_available() else "NOT built"
+    print(f"threads {args.threads}, native kernel {kernel}, torch {torch.__version__}, "
+          f"torch float ISA {torch.backends.cpu.get_cpu_capability()}\n")
     if kernel_available():
         layer_overhead(args.reps)
     float_model, packed = packed_resnet18()
