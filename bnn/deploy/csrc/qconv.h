@@ -373,8 +373,6 @@ static int qconv_run(const qconv_args* p, int isa)
                                 p->add ? p->add + c0 : NULL, o, p->Cout, nm, cn);
                 continue;
             }
-#endif
-#if BNN_X86 && defined(__GNUC__)
             if (isa >= 1) {
                 qconv_tile_avx2(img, pixoff + pix0, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
                                 p->add ? p->add + c0 : NULL, o, p->Cout, nm, cn);
