@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from . import kernel as _kernel
 
 __all__ = ["NR", "pack_weight_bits", "unpack_weight_signs", "sign_input", "output_size", "binary_conv",
-           "binary_conv_torch", "binary_conv_op", "NativePlan", "native_plan", "native_supports", "native_applies",
+           "binary_conv_torch", "binary_conv_op", "sign_words", "unsign_words", "NativePlan", "native_plan", "native_supports", "native_applies",
            "layer_constants"]
 
 NR = 32  # output channels per weight panel
@@ -45,18 +45,31 @@ def _bit_masks(device) -> torch.Tensor:
     return torch.tensor([1 << k for k in range(63)] + [-(1 << 63)], dtype=torch.int64, device=device)
 
 
+def _pack_bits_last(bits: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[..., K]`` -> int64 words ``[..., max(1, ceil(K / 64))]``: bit k % 64 of word k // 64 is
+    ``bits[..., k]`` (the unused high bits of the last word are 0)."""
+    k = bits.shape[-1]
+    nw = max(1, -(-k // 64))
+    b = F.pad(bits.to(torch.uint8), (0, nw * 64 - k)).reshape(*bits.shape[:-1], nw, 8, 8)
+    byte_weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=b.device)
+    octets = (b * byte_weights).sum(-1, dtype=torch.uint8)  # [..., nw, 8]: byte j holds bits 8j..8j+7
+    shifts = torch.arange(0, 64, 8, dtype=torch.int64, device=b.device)
+    return (octets.to(torch.int64) << shifts).sum(-1)  # distinct bits: the sum is the bitwise or
+
+
+def _unpack_bits_last(words: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of :func:`_pack_bits_last`: int64 ``[..., W]`` -> boolean ``[..., k]``."""
+    bits = (words.unsqueeze(-1) & _bit_masks(words.device)) != 0
+    return bits.reshape(*words.shape[:-1], words.shape[-1] * 64)[..., :k]
+
+
 def pack_weight_bits(negative: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """Pack a boolean ``[out, in/groups, *kernel]`` tensor (True = -1) into weight words ``[G, CB, T, Wg, NR]``."""
     cout, cg = negative.shape[:2]
     taps = int(math.prod(negative.shape[2:]))
     coutg = cout // groups
     wg, cb = max(1, -(-cg // 64)), -(-coutg // NR)
-    b = negative.reshape(cout, cg, taps).permute(0, 2, 1).to(torch.uint8)  # [cout, T, cg]
-    b = F.pad(b, (0, wg * 64 - cg)).reshape(cout, taps, wg, 8, 8)
-    byte_weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=b.device)
-    octets = (b * byte_weights).sum(-1, dtype=torch.uint8)  # [cout, T, wg, 8]: byte k holds bits 8k..8k+7
-    shifts = torch.arange(0, 64, 8, dtype=torch.int64, device=b.device)
-    words = (octets.to(torch.int64) << shifts).sum(-1)  # distinct bits: the sum is the bitwise or
+    words = _pack_bits_last(negative.reshape(cout, cg, taps).permute(0, 2, 1))  # [cout, T, wg]
     words = words.reshape(groups, coutg, taps, wg)
     words = F.pad(words, (0, 0, 0, 0, 0, cb * NR - coutg))
     return words.reshape(groups, cb, NR, taps, wg).permute(0, 1, 3, 4, 2).contiguous()
@@ -68,9 +81,7 @@ def unpack_weight_signs(words: torch.Tensor, out_channels: int, in_channels_per_
     groups, cb, taps, wg, nr = words.shape
     coutg = out_channels // groups
     w = words.permute(0, 1, 4, 2, 3).reshape(groups, cb * nr, taps, wg)[:, :coutg].reshape(out_channels, taps, wg)
-    bits = (w.unsqueeze(-1) & _bit_masks(w.device)) != 0
-    bits = bits.reshape(out_channels, taps, wg * 64)[..., :in_channels_per_group]
-    signs = torch.where(bits, -1.0, 1.0).to(dtype)
+    signs = torch.where(_unpack_bits_last(w, in_channels_per_group), -1.0, 1.0).to(dtype)
     return signs.permute(0, 2, 1).reshape(out_channels, in_channels_per_group, *kernel_size)
 
 
@@ -83,6 +94,18 @@ def sign_input(x: torch.Tensor, threshold: Optional[torch.Tensor], channel_dim: 
         shape[channel_dim] = -1
         neg = x < threshold.to(x.dtype).view(shape)
     return torch.where(neg, -1.0, 1.0).to(x.dtype)
+
+
+def sign_words(y: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """The sign words of a 2-d conv output ``y [N, C, H, W]``: int64 ``[N, H, W, ceil(C / 64)]``, bit c % 64 of
+    word c // 64 set where ``y_c < threshold_c`` (the next packed conv's -1 inputs; sign-bit chaining)."""
+    return _pack_bits_last((y < threshold.to(y.dtype).view(1, -1, 1, 1)).permute(0, 2, 3, 1))
+
+
+def unsign_words(words: torch.Tensor, channels: int, dtype=torch.float32) -> torch.Tensor:
+    """Inverse of :func:`sign_words`: the +-1 input ``[N, channels, H, W]`` (channels last) the words stand for."""
+    signs = torch.where(_unpack_bits_last(words, channels), -1.0, 1.0).to(dtype)
+    return signs.permute(0, 3, 1, 2)
 
 
 def _conv(x, w, stride, padding, dilation, groups):
@@ -138,31 +161,54 @@ class NativePlan:
     scratch_words: int  # int64 words of the kernel's packed input (its size comes from the kernel: bconv_scratch)
     ints: Tuple[int, ...]
     spare_scratch: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
+    spare_out: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
     def run(self, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
-            threshold: Optional[torch.Tensor], consts: Optional[torch.Tensor] = None) -> torch.Tensor:
+            threshold: Optional[torch.Tensor], consts: Optional[torch.Tensor] = None,
+            out_threshold: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers).
 
         ``consts``: the layer constants of ``words`` at this geometry (:func:`bnn.deploy.kernel.conv_constants`
         with :attr:`ints`), or None to have the kernel compute them in the call. The output is always a
         fresh tensor: a result the caller still holds (or a view of it) is never overwritten by a later call.
+        Sign-bit chaining (2-d convs): an int64 ``x`` is the input's sign words (:func:`sign_words`, contiguous
+        ``[N, H, W, ceil(C / 64)]``; ``threshold`` is then not used), and with ``out_threshold`` the result is the
+        output's sign words instead of the float output (which stays in a reused scratch).
         """
-        if self.dims == 2:
+        xw = 0
+        if x.dtype == torch.int64:
+            signs_in = x = x.contiguous()  # held until the kernel returns
+            xw, x = signs_in.data_ptr(), None
+        elif self.dims == 2:
             x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = x.transpose(1, 2).contiguous() if self.dims == 1 else x.contiguous()
-        out = torch.empty_strided(self.buffer_shape, self.buffer_stride, dtype=torch.float32)
-        # the scratch (never handed out) is reused; taken out of the pool while in use, so a concurrent call on
+        # the scratches (never handed out) are reused; taken out of their pool while in use, so a concurrent call on
         # another Python thread allocates its own
         try:
             scratch = self.spare_scratch.pop()
         except IndexError:
             scratch = torch.empty(self.scratch_words, dtype=torch.int64)
-        _kernel.native().bconv(x.data_ptr(), 0 if threshold is None else threshold.data_ptr(), scratch.data_ptr(),
-                               words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(),
-                               *self.ints, _kernel.get_isa(), torch.get_num_threads(),
-                               0 if consts is None else consts.data_ptr(), self.scratch_words)
+        ow = othr = 0
+        if out_threshold is None:
+            out = torch.empty_strided(self.buffer_shape, self.buffer_stride, dtype=torch.float32)
+        else:
+            try:
+                out = self.spare_out.pop()
+            except IndexError:
+                out = torch.empty_strided(self.buffer_shape, self.buffer_stride, dtype=torch.float32)
+            n, c, oh, ow_ = self.buffer_shape
+            signs = torch.empty((n, oh, ow_, -(-c // 64)), dtype=torch.int64)
+            ow, othr = signs.data_ptr(), out_threshold.data_ptr()
+        _kernel.native().bconv(0 if x is None else x.data_ptr(), 0 if threshold is None else threshold.data_ptr(),
+                               scratch.data_ptr(), words.data_ptr(), mul.data_ptr(),
+                               0 if add is None else add.data_ptr(), out.data_ptr(), *self.ints, _kernel.get_isa(),
+                               torch.get_num_threads(), 0 if consts is None else consts.data_ptr(), self.scratch_words,
+                               xw, ow, othr)
         self.spare_scratch.append(scratch)
+        if out_threshold is not None:
+            self.spare_out.append(out)
+            return signs
         if self.dims == 1:
             return out.transpose(1, 2)
         return out if self.dims == 2 else out.view(self.out_shape)
@@ -222,9 +268,11 @@ def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
 
 
 def native_supports(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
-    """The native kernel can compute on ``x`` with these buffers: built, float32 CPU non-empty input, CPU buffers
+    """The native kernel can compute on ``x`` with these buffers: built, float32 (or int64 sign words) CPU non-empty
+    input, CPU buffers
     of the kernel's dtypes (the int64 words first, then float32 vectors), contiguous."""
-    if _kernel.native() is None or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
+    if (_kernel.native() is None or x.dtype not in (torch.float32, torch.int64) or x.device.type != "cpu"
+            or x.numel() == 0):
         return False
     for i, b in enumerate(buffers):
         if b is not None and (b.device.type != "cpu" or not b.is_contiguous()

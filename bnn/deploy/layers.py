@@ -50,6 +50,8 @@ class _CachedPlan:
     threshold: Optional[torch.Tensor]
     post: nn.Module
     post_is_identity: bool
+    dtype: torch.dtype  # of the input: float32, or int64 sign words
+    out_threshold: Optional[torch.Tensor]
     plan: BF.NativePlan
     consts: torch.Tensor  # the kernel's layer constants for these words at this geometry
 
@@ -108,6 +110,8 @@ class PackedLayer(nn.Module):
         self.register_buffer("scale", torch.ones(self.out_channels))
         self.register_buffer("shift", torch.zeros(self.out_channels) if has_shift else None)
         self.register_buffer("input_threshold", torch.zeros(self.in_channels) if has_threshold else None)
+        # set by sign-bit chaining (bnn.deploy.chain): the output is then the next packed conv's sign words
+        self.register_buffer("output_threshold", None)
         self.input_quantizer = input_quantizer if input_quantizer is not None else nn.Identity()
         self.post_process = post_process if post_process is not None else nn.Identity()
         self.use_native: Optional[bool] = None  # None: the C kernel when it applies, False: pure torch
@@ -143,6 +147,7 @@ class PackedLayer(nn.Module):
     def __setstate__(self, state) -> None:  # torch.load of a whole pickled model
         _check_version(state.get("format_version"), type(self).__name__)
         super().__setstate__(state)
+        self._buffers.setdefault("output_threshold", None)  # saved before sign-bit chaining
 
     # -- sizes ----------------------------------------------------------------------------------------
     def packed_nbytes(self) -> int:
@@ -180,18 +185,19 @@ class PackedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # fast path: the plan made for this input shape by an earlier call applies (float32 CPU plain tensor, the
         # buffers it was checked with, no compile / trace): a few microseconds of Python per call
-        if (not self.training and type(x) is torch.Tensor and x.dtype == torch.float32 and x.is_cpu
-                and self.use_native is not False and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
+        if (not self.training and type(x) is torch.Tensor and x.is_cpu and self.use_native is not False
+                and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
             c = self.__dict__.get("_plan")
-            if c is not None and x.shape == c.shape:
+            if c is not None and x.shape == c.shape and x.dtype == c.dtype:
                 b = self._buffers
                 if (b["packed_weight"] is c.words and c.words._version == c.words_version and b["scale"] is c.scale
-                        and b["shift"] is c.shift and b["input_threshold"] is c.threshold
+                        and b["shift"] is c.shift and b["output_threshold"] is c.out_threshold
+                        and (c.dtype == torch.int64 or b["input_threshold"] is c.threshold)
                         and self._modules["post_process"] is c.post):
-                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts)
+                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts, c.out_threshold)
                     return y if c.post_is_identity else c.post(y, x)
             c8 = self.__dict__.get("_int8_plan")
-            if c8 is not None and x.shape == c8[0] and self._int8_key_matches(c8[1]):
+            if c8 is not None and x.shape == c8[0] and x.dtype == torch.float32 and self._int8_key_matches(c8[1]):
                 return self._post(c8[2].run(x), x)
         return self._post(self._forward_checked(x), x)
 
@@ -206,13 +212,21 @@ class PackedLayer(nn.Module):
         self.check_input(x)
         if not self.binary_input:
             return self._forward_real_input(x)
-        w, s, b, t = self.packed_weight, self.scale, self.shift, self.input_threshold
-        if self.use_native is not False and BF.native_applies(x, w, s, b, t):
+        w, s, b, t, ot = self.packed_weight, self.scale, self.shift, self.input_threshold, self.output_threshold
+        if ot is not None and not isinstance(self.post_process, nn.Identity):
+            raise RuntimeError(f"{self.label}: an output_threshold (sign-bit chaining) needs post_process = "
+                               f"nn.Identity, got {type(self.post_process).__name__}")
+        signs_in = x.dtype == torch.int64
+        if signs_in:
+            t = None  # the words are the input's signs already (the producing layer applied this layer's threshold)
+        if self.use_native is not False and BF.native_applies(x, w, s, b, t, ot):
             if type(x) is not torch.Tensor or torch.compiler.is_compiling():  # torch.compile / torch.export
-                return torch.ops.bnn.binary_conv(x, w, s, b, t, self.out_channels, list(self.kernel_size),
-                                                 list(self.stride), list(self.padding), list(self.dilation),
-                                                 self.groups)
-            plan = BF.native_plan(tuple(x.shape), w.shape[3], self.out_channels, self.kernel_size, self.stride,
+                xin = BF.unsign_words(x, self.in_channels) if signs_in else x
+                y = torch.ops.bnn.binary_conv(xin, w, s, b, t, self.out_channels, list(self.kernel_size),
+                                              list(self.stride), list(self.padding), list(self.dilation), self.groups)
+                return y if ot is None else BF.sign_words(y, ot)
+            shape = (x.shape[0], self.in_channels, x.shape[1], x.shape[2]) if signs_in else tuple(x.shape)
+            plan = BF.native_plan(shape, w.shape[3], self.out_channels, self.kernel_size, self.stride,
                                   self.padding, self.dilation, self.groups)
             # the layer constants (tap offsets, padded-tap bias table, rearranged weight bits) of this geometry,
             # once per input shape; they copy the weight bits, so an in-place change of the words (a new
@@ -220,10 +234,12 @@ class PackedLayer(nn.Module):
             consts = BF.layer_constants(w, plan)
             post = self.post_process
             self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post, isinstance(post, nn.Identity),
-                                                 plan, consts)
-            return plan.run(x, w, s, b, t, consts)
-        return BF.binary_conv_torch(x, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,
-                                    self.dilation, self.groups)
+                                                 x.dtype, ot, plan, consts)
+            return plan.run(x, w, s, b, t, consts, ot)
+        xin = BF.unsign_words(x, self.in_channels) if signs_in else x
+        y = BF.binary_conv_torch(xin, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,
+                                 self.dilation, self.groups)
+        return y if ot is None else BF.sign_words(y, ot)
 
     def _forward_real_input(self, x: torch.Tensor) -> torch.Tensor:
         bits = _int8_bits(self.input_quantizer)
@@ -271,7 +287,9 @@ class PackedLayer(nn.Module):
         nd = len(self.kernel_size)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{self.label}: expects a tensor, got {type(x).__name__}")
-        if nd:
+        if x.dtype == torch.int64:
+            self._check_sign_words(x)
+        elif nd:
             want = "[N, C, L]" if nd == 1 else "[N, C, H, W]"
             if x.dim() != nd + 2:
                 raise ValueError(f"{self.label}: expects a {nd + 2}-d input {want} with C = {self.in_channels}, "
@@ -286,18 +304,35 @@ class PackedLayer(nn.Module):
         elif x.dim() < 1 or x.shape[-1] != self.in_channels:
             raise ValueError(f"{self.label}: expects an input [*, {self.in_channels}] (in_features last), got shape "
                              f"{list(x.shape)}")
-        if not x.is_floating_point():
+        if not x.is_floating_point() and x.dtype != torch.int64:
             raise TypeError(f"{self.label}: expects a floating-point input, got {x.dtype}")
         if x.device != self.packed_weight.device:
             raise ValueError(f"{self.label}: input is on {x.device} but the layer is on {self.packed_weight.device}; "
                              f"move one of them (.to(device))")
         self._check_buffers()
 
+    def _check_sign_words(self, x: torch.Tensor) -> None:
+        """An int64 input is sign words ``[N, H, W, ceil(in_channels / 64)]`` (sign-bit chaining), which only a 2-d
+        conv with binary input, one group and no output post-process takes."""
+        if (self._kernel_dims != 2 or not self.binary_input or self.groups != 1
+                or not isinstance(self.post_process, nn.Identity)):
+            raise TypeError(f"{self.label}: expects a floating-point input, got {x.dtype} (sign words are an input "
+                            f"only of a 2-d packed conv with binary input, groups=1 and no post_process)")
+        nw = -(-self.in_channels // 64)
+        if x.dim() != 4 or x.shape[3] != nw:
+            raise ValueError(f"{self.label}: expects sign words [N, H, W, {nw}] (int64, {self.in_channels} channels) "
+                             f"or a float input [N, {self.in_channels}, H, W], got an int64 tensor of shape "
+                             f"{list(x.shape)}")
+        if min(BF.output_size(x.shape[1:3], self.kernel_size, self.stride, self.padding, self.dilation)) < 1:
+            raise ValueError(f"{self.label}: sign words of {x.shape[1]}x{x.shape[2]} pixels are smaller than the "
+                             f"(padded, dilated) kernel {self.kernel_size}")
+
     def _check_buffers(self) -> None:
         """The buffers have the sizes of this layer's geometry (a replaced buffer cannot make the kernel read
         past its end)."""
         expected = {"packed_weight": self._words_shape(), "scale": (self.out_channels,),
-                    "shift": (self.out_channels,), "input_threshold": (self.in_channels,)}
+                    "shift": (self.out_channels,), "input_threshold": (self.in_channels,),
+                    "output_threshold": (self.out_channels,)}
         for name, shape in expected.items():
             t = self._buffers.get(name)
             if t is not None and tuple(t.shape) != shape:

@@ -82,6 +82,18 @@ static inline void CAT(packpix, SUFFIX)(const float* xs, const float* thr, uint6
     }
 }
 
+/* the sign words of the output (p->ow), inside the OpenMP region after the tiles: rows statically scheduled like
+ * the row-major tiles, so a thread reads back the outputs it has just written (its L2) */
+static void CAT(pack_output, SUFFIX)(const conv_args* p)
+{
+    const int Cout = p->G * p->CoutG, Wo = (Cout + 63) / 64;
+    const int64_t rows = (int64_t)p->N * p->OH;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t px = r * p->OW; px < (r + 1) * p->OW; ++px)
+            CAT(packpix, SUFFIX)(p->out + px * Cout, p->othr, p->ow + px * Wo, 1, Cout, Wo);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* tile: MR consecutive output pixels of one row x one panel of NR output channels.                */
 /*   a:     packed word of pixel 0, tap 0 (group g applied); pixel m is at a + m * pstep          */
@@ -376,6 +388,20 @@ static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uin
             for (int fc = 0; fc < sw; ++fc) memset(base + q * g->PS + fc * g->PH, 0x80, (size_t)g->Wps);
         return;
     }
+    if (p->xw) { /* sign words in: nibble q of a pixel is bits 4q..4q+3 of its words */
+        const uint64_t* wrow = p->xw + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * p->Wg;
+        for (int c = 0; c < g->Wps * sw; ++c) {
+            const int j = c - p->pw;
+            uint8_t* o = base + (c % sw) * g->PH + c / sw;
+            if (c >= Wp || j < 0 || j >= p->Ws) {
+                for (int q = 0; q < Q; ++q) o[q * g->PS] = 0x80;
+                continue;
+            }
+            const uint64_t* wp = wrow + (int64_t)j * p->uw * p->Wg;
+            for (int q = 0; q < Q; ++q) o[q * g->PS] = (uint8_t)((wp[q >> 4] >> (4 * (q & 15))) & 15);
+        }
+        return;
+    }
     const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * Cg;
     const int64_t xstep = (int64_t)p->uw * Cg;
     /* the pixels in memory order (the input is usually cold: fetched 12 pixels ahead) */
@@ -580,6 +606,7 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
             const int64_t p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
             CAT(tab_item, SUFFIX)(p, &g, toff, tv, tabs, img, n, p0, p1, pan, buf);
         }
+        if (p->ow) CAT(pack_output, SUFFIX)(p);
     }
 }
 #else
@@ -628,8 +655,9 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
  *   w:    packed weight [G, CB, T, Wg, NR] words (CB = ceil(CoutG / NR), T = KH * KW)
  *   out:  float32 [N, OH, OW, G * CoutG] (channels last); out = float(dot) * mul[c] + add[c]
  *   consts: the layer constants (bnn_kernel.c), or NULL to compute them for this call
- * Phases: (1) pack the padded image, (2) the tiles, statically scheduled over (image, output row,
- * group, panel).                                                                                 */
+ *   xw:   or the input as sign words [N, H, W, G * Wg] (then x is not read); ow: or NULL, the output's sign words
+ * Phases: (1) pack the padded image (from x, or copy it from xw), (2) the tiles, statically scheduled over
+ * (image, output row, group, panel), (3) with ow: the output's sign words.                        */
 static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 {
     const int N = p->N, Hs = p->Hs, Ws = p->Ws, G = p->G, Cg = p->Cg, Wg = p->Wg, CoutG = p->CoutG;
@@ -689,7 +717,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     int nt = p->nthreads;
     /* streaming stores when each thread's share of the output exceeds half its L2 (and is 32-byte aligned) */
     const int64_t out_bytes = (int64_t)N * OH * OW * Cout * 4;
-    const int nts = BNN_ISA == 2 && out_bytes > ((int64_t)1 << 20) * (p->nthreads > 0 ? p->nthreads : 1) &&
+    const int nts = BNN_ISA == 2 && !p->ow && out_bytes > ((int64_t)1 << 20) * (p->nthreads > 0 ? p->nthreads : 1) &&
                     (Cout % 8) == 0 && (((uintptr_t)p->out) & 31) == 0;
     if (items < 2 * nt && pack_rows < 2 * nt) nt = 1;
 #pragma omp parallel num_threads(nt)
@@ -707,8 +735,24 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
                 memset(orow, 0, sizeof(uint64_t) * (size_t)(p->pw * rs));
                 memset(orow + (int64_t)(p->pw + Ws) * rs, 0, sizeof(uint64_t) * (size_t)(p->pw * rs));
             }
-            const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * C;
             uint64_t* op = orow + (int64_t)p->pw * rs;
+            if (p->xw) { /* sign words in (G * Wg per pixel): copied, nibble-split on AVX2 */
+                const int64_t nw = (int64_t)G * Wg;
+                const uint64_t* wrow = p->xw + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * nw;
+                for (int j = 0; j < Ws; ++j) {
+                    const uint64_t* wp = wrow + (int64_t)j * p->uw * nw;
+#if SPLIT == 2
+                    for (int64_t k = 0; k < nw; ++k) {
+                        op[j * rs + 2 * k] = wp[k] & 0x0f0f0f0f0f0f0f0full;
+                        op[j * rs + 2 * k + 1] = (wp[k] >> 4) & 0x0f0f0f0f0f0f0f0full;
+                    }
+#else
+                    memcpy(op + j * rs, wp, sizeof(uint64_t) * (size_t)nw);
+#endif
+                }
+                continue;
+            }
+            const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * C;
             const int64_t xstep = (int64_t)p->uw * C;
             for (int j = 0; j < Ws; ++j) {
 #if BNN_ISA == 2
@@ -766,6 +810,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
                                   ow == 0 ? pf : NULL);
             }
         }
+        if (p->ow) CAT(pack_output, SUFFIX)(p); /* (3) the output's sign words */
 #if BNN_ISA == 2
         if (nts) _mm_sfence();
 #endif
