@@ -92,6 +92,8 @@ def _binary_input(module: nn.Module) -> bool:
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
     per_output = getattr(module, "macs_per_output", None)
     if callable(per_output):
+        if out.dtype == torch.int64:  # the sign words [N, H, W, words] of a sign-chained packed conv
+            return int(per_output()) * out.shape[1] * out.shape[2] * int(module.out_channels)
         return int(per_output()) * (out.numel() // out.shape[0])
     if isinstance(module, nn.modules.conv._ConvNd):
         return (out.numel() // out.shape[0]) * (module.in_channels // module.groups) * math.prod(module.kernel_size)

@@ -101,7 +101,9 @@ def test_wrong_channels_after_a_good_call_still_raise():
         with pytest.raises(ValueError, match="packed layer '0': expects 8 input channels"):
             packed(torch.randn(1, 5, 6, 6))
         with pytest.raises(TypeError, match="floating-point"):
-            packed(torch.ones(1, 8, 6, 6, dtype=torch.int64))
+            packed(torch.ones(1, 8, 6, 6, dtype=torch.int32))
+        with pytest.raises(ValueError, match=r"expects sign words \[N, H, W, 1\] \(int64, 8 channels\)"):
+            packed(torch.ones(1, 8, 6, 6, dtype=torch.int64))  # int64 is sign words [N, H, W, words]
         assert torch.equal(packed(good), first)  # deterministic: nothing read outside the buffers
 
 
@@ -214,12 +216,14 @@ def test_untraceable_model_is_left_unfolded_with_a_warning():
 
 
 def channels_last_everywhere(model, x):
-    """Every 4-d activation of a forward pass is channels-last (one memory layout end to end)."""
+    """Every 4-d float activation of a forward pass is channels-last (one memory layout end to end; the sign words
+    of chained packed convs are [N, H, W, words], pixel-major by definition)."""
     seen = []
 
     def hook(mod, inputs, out):
         for t in list(inputs) + [out]:
-            if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] > 1 and t.shape[2] * t.shape[3] > 1:
+            if (isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 4 and t.shape[1] > 1
+                    and t.shape[2] * t.shape[3] > 1):
                 seen.append((type(mod).__name__, t.is_contiguous(memory_format=torch.channels_last)))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import warnings
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.fx
@@ -32,7 +32,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..ops import RealShortcut
-from .layers import PackedConv1d, PackedConv2d, PackedLayer
+from .layers import PackedConv1d, PackedConv2d, PackedLayer, SignWordsPassthrough
 
 __all__ = ["fold_batchnorms"]
 
@@ -41,13 +41,13 @@ _BN_FOR = {PackedConv2d: nn.BatchNorm2d, PackedConv1d: nn.BatchNorm1d, nn.Conv2d
 
 
 class _Tracer(torch.fx.Tracer):
-    """Leaves: packed layers, bnn binary layers and every module without children (their own forward may check
+    """Leaves: packed layers, bnn binary layers, sign-word passthroughs and every module without children (their own forward may check
     shapes or branch on data, e.g. RPReLU); only the containers' wiring is traced."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from ..layers import BinaryLayerMixin
 
-        return (isinstance(m, (PackedLayer, BinaryLayerMixin)) or next(m.children(), None) is None
+        return (isinstance(m, (PackedLayer, BinaryLayerMixin, SignWordsPassthrough)) or next(m.children(), None) is None
                 or super().is_leaf_module(m, qualname))
 
 
@@ -75,15 +75,24 @@ def _fold_into_packed(conv: PackedLayer, bn: nn.modules.batchnorm._BatchNorm) ->
     return k
 
 
-@torch.no_grad()
-def fold_batchnorms(model: nn.Module) -> List[str]:
-    """Fold every provably safe conv -> BatchNorm pair of ``model`` (eval mode) in place; returns the folded BN names."""
+def trace_packed(model: nn.Module, left: str) -> Optional[torch.fx.Graph]:
+    """The ``torch.fx`` graph of a (packed) model with the leaves of :class:`_Tracer`, or None with a warning that
+    says what is ``left`` undone (data-dependent control flow, unsupported Python)."""
     try:
-        graph = _Tracer().trace(model)
-    except Exception as exc:  # data-dependent control flow, unsupported Python: no folding
+        return _Tracer().trace(model)
+    except Exception as exc:
         warnings.warn(f"bnn.pack_binary_model: torch.fx cannot trace {type(model).__name__} "
-                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); BatchNorms are left "
-                      f"unfolded", stacklevel=3)
+                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {left}", stacklevel=3)
+        return None
+
+
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module, graph: Optional[torch.fx.Graph] = None) -> List[str]:
+    """Fold every provably safe conv -> BatchNorm pair of ``model`` (eval mode) in place; returns the folded BN names.
+
+    ``graph``: the model's graph from :func:`trace_packed`, else traced here."""
+    graph = graph if graph is not None else trace_packed(model, "BatchNorms are left unfolded")
+    if graph is None:
         return []
     calls = collections.Counter(id(model.get_submodule(n.target)) for n in graph.nodes if n.op == "call_module")
     folded = []

@@ -198,7 +198,8 @@ class NativePlan:
             except IndexError:
                 out = torch.empty_strided(self.buffer_shape, self.buffer_stride, dtype=torch.float32)
             n, c, oh, ow_ = self.buffer_shape
-            signs = torch.empty((n, oh, ow_, -(-c // 64)), dtype=torch.int64)
+            # the kernel may write 32-bit halves of each word (a 32-channel panel each): zero the never-written ones
+            signs = (torch.empty if c % 64 == 0 else torch.zeros)((n, oh, ow_, -(-c // 64)), dtype=torch.int64)
             ow, othr = signs.data_ptr(), out_threshold.data_ptr()
         _kernel.native().bconv(0 if x is None else x.data_ptr(), 0 if threshold is None else threshold.data_ptr(),
                                scratch.data_ptr(), words.data_ptr(), mul.data_ptr(),

@@ -32,7 +32,8 @@ from ..ops.activation import KBitActivationQuantizer
 from . import functional as BF
 from . import kernel as _K
 
-__all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "PackedLinear", "PackedFormatError"]
+__all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "PackedLinear", "PackedFormatError",
+           "SignWordsPassthrough"]
 
 FORMAT_VERSION = 1
 _FORMAT_KEY = "bnn_packed_format"
@@ -385,3 +386,16 @@ class PackedLinear(PackedLayer):
     @property
     def out_features(self) -> int:
         return self.out_channels
+
+
+class SignWordsPassthrough(nn.Module):
+    """An activation between two sign-chained packed convs (:mod:`bnn.deploy.chain`): sign words (int64) pass
+    unchanged (the producing conv applied this activation in its output threshold), any other input goes through
+    ``module``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.dtype == torch.int64 else self.module(x)

@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from . import functional as BF
 from ..ops.base import in_channels
-from .fold import fold_batchnorms
+from .chain import chain_sign_words
+from .fold import fold_batchnorms, trace_packed
 from .layers import PackedConv1d, PackedConv2d, PackedLayer, PackedLinear
 
 __all__ = ["pack_binary_model", "pack_layer", "UnsupportedLayerError"]
@@ -116,7 +117,7 @@ def pack_layer(layer: nn.Module, name: str = "") -> PackedLayer:
 
 
 def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: bool = False,
-                      fold_batchnorm: bool = True) -> nn.Module:
+                      fold_batchnorm: bool = True, chain_signs: bool = True) -> nn.Module:
     """Pack every fake-binarized layer of ``model`` (in eval mode) to 1-bit weights for inference.
 
     Each ``bnn.layers`` Conv1d / Conv2d / Linear whose weights are binarized
@@ -134,7 +135,10 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
     (:func:`bnn.deploy.fold.fold_batchnorms`), and a model with packed 2-d convs
     gets channels-last float weights, so that every activation keeps the
     channels-last layout of the packed kernels end to end (no layout mixing in
-    residual adds and pools).
+    residual adds and pools). With ``chain_signs`` a packed conv whose output
+    reaches the next packed conv only through clamp activations (ReLU,
+    Hardtanh, ...) emits that conv's input sign bits directly instead of its
+    float output (:mod:`bnn.deploy.chain`); the outputs are unchanged.
 
     Args:
         model: a prepared model (or one binary layer) in eval mode.
@@ -142,6 +146,7 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
             cannot be packed exactly; ``"warn"`` leaves it unpacked with a warning.
         inplace: modify ``model`` itself instead of a deep copy.
         fold_batchnorm: fold conv -> BatchNorm pairs (default True).
+        chain_signs: sign-bit chaining of packed conv pairs (default True).
 
     Returns:
         The packed model (a packed layer if ``model`` is a single binary layer), in eval mode.
@@ -183,8 +188,14 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, packed)
-    if fold_batchnorm:
-        fold_batchnorms(model)
+    if fold_batchnorm or chain_signs:
+        left = " and ".join(what for what, on in (("BatchNorms are left unfolded", fold_batchnorm),
+                                                  ("packed convs are not sign-chained", chain_signs)) if on)
+        graph = trace_packed(model, left)
+        if graph is not None and fold_batchnorm:
+            fold_batchnorms(model, graph)
+        if graph is not None and chain_signs:
+            chain_sign_words(model, graph)
     if any(isinstance(m, PackedConv2d) for m in model.modules()):
         for m in model.modules():  # float 2-d convs give channels-last outputs when their weights are
             if isinstance(m, nn.Conv2d):

@@ -110,7 +110,7 @@ typedef struct {
 static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     const CAT(tile_ctx, SUFFIX) * ctx, const int MR_, const uint64_t* a, const uint64_t* w,
     const int64_t* const* bias, const float* mul, const float* add, float* o, int cn, const int nts,
-    const uint64_t* pf)
+    const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs, const int bits)
 {
     __m512i c[6][4];
     const int T = ctx->T, Wg = ctx->Wg;
@@ -148,6 +148,27 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
      * (non-temporal) stores for outputs much larger than the caches, which then skip the read-for-ownership */
 #define STORE8(ptr, val) do { if (nts) _mm256_stream_ps((ptr), (val)); else _mm256_storeu_ps((ptr), (val)); } while (0)
     const int Cout = ctx->Cout;
+    if (bits) { /* sign words out: bit c of the panel's 32 = (out_c < othr_c), no float stored */
+#pragma GCC unroll 6
+        for (int m = 0; m < MR_; ++m) {
+            const int64_t* bs = bias[m];
+            uint32_t word = 0;
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; ++v) {
+                const int rem = cn - 8 * v;
+                if (rem <= 0) break;
+                const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
+                const __m256 d = _mm512_cvtepi64_ps(_mm512_sub_epi64(_mm512_loadu_si512((const void*)(bs + 8 * v)),
+                                                                     _mm512_add_epi64(c[m][v], c[m][v])));
+                __m256 y = _mm256_mul_ps(d, _mm256_maskz_loadu_ps(mk, mul + 8 * v));
+                if (add) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(mk, add + 8 * v));
+                word |= (uint32_t)_mm256_mask_cmp_ps_mask(mk, y, _mm256_maskz_loadu_ps(mk, othr + 8 * v), _CMP_LT_OQ)
+                        << (8 * v);
+            }
+            ob[m * obs] = word;
+        }
+        return;
+    }
     if (cn == NR) {
         const __m256 u0 = _mm256_loadu_ps(mul), u1 = _mm256_loadu_ps(mul + 8);
         const __m256 u2 = _mm256_loadu_ps(mul + 16), u3 = _mm256_loadu_ps(mul + 24);
@@ -204,22 +225,24 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
 }
 
 #define TILE_MR 6
+#define TILE_BITS 1 /* this ISA's tiles can emit sign words (ob) */
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts, const uint64_t* pf)
+                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs)
 {
-    /* nm and nts as compile-time constants: one unrolled tile per (pixel count, store kind) */
-#define TILE_CASES(NTS)                                                                                      \
+    /* nm, nts and the sign-word output as compile-time constants: one unrolled tile per (pixel count, store kind) */
+#define TILE_CASES(NTS, B)                                                                                   \
     switch (nm) {                                                                                            \
-    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
-    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
-    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
-    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
-    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS, pf); return;                    \
-    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS, pf); return;                   \
+    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
+    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
+    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
+    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
+    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
+    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return; \
     }
-    if (nts) TILE_CASES(1)
-    TILE_CASES(0)
+    if (ob) TILE_CASES(0, 1)
+    if (nts) TILE_CASES(1, 0)
+    TILE_CASES(0, 0)
 #undef TILE_CASES
 }
 #elif BNN_ISA == 1
@@ -315,11 +338,13 @@ static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUF
     CAT(epilogue, SUFFIX)(s, bs, mul, add, om, cn);
 }
 
+#define TILE_BITS 0
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* ws,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts, const uint64_t* pf)
+                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs)
 {
-    (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
+    (void)pf; /* only the AVX-512 tile prefetches the next item's weights (and emits sign words) */
+    (void)ob, (void)othr, (void)obs;
     const int T = ctx->T, Wg = ctx->Wg, Cout = ctx->Cout;
     const int64_t ps = ctx->pstep;
     __m256i s[8];
@@ -611,11 +636,13 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
 }
 #else
 #define TILE_MR 1
+#define TILE_BITS 0
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts, const uint64_t* pf)
+                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs)
 {
-    (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
+    (void)pf; /* only the AVX-512 tile prefetches the next item's weights (and emits sign words) */
+    (void)ob, (void)othr, (void)obs;
     int64_t acc[NR];
     (void)nts;
     const int T = ctx->T, Wg = ctx->Wg;
@@ -719,6 +746,9 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     const int64_t out_bytes = (int64_t)N * OH * OW * Cout * 4;
     const int nts = BNN_ISA == 2 && !p->ow && out_bytes > ((int64_t)1 << 20) * (p->nthreads > 0 ? p->nthreads : 1) &&
                     (Cout % 8) == 0 && (((uintptr_t)p->out) & 31) == 0;
+    /* sign words out straight from the tiles where they can write them (32-channel panels at 32-bit offsets) */
+    const int tile_bits = TILE_BITS && p->ow && (G == 1 || CoutG % NR == 0);
+    const int64_t obs = 2 * (int64_t)((Cout + 63) / 64); /* uint32 per output pixel */
     if (items < 2 * nt && pack_rows < 2 * nt) nt = 1;
 #pragma omp parallel num_threads(nt)
     {
@@ -803,14 +833,17 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
              * always, the first panel for the next row; panel-major: at a panel's last row) */
             const uint64_t* pf = BNN_ISA == 2 && (!pmajor || row == (int64_t)N * OH - 1)
                                      ? p->w + (int64_t)((pan + 1) % npan) * T * Wg * NR : NULL;
+            /* sign words from the tiles: 32 bits per (pixel, panel), at uint32 c0 / 32 of the pixel's words */
+            uint32_t* obrow = tile_bits ? (uint32_t*)p->ow + row * OW * obs + c0 / NR : NULL;
+            const float* othr = tile_bits ? p->othr + c0 : NULL;
             for (int ow = 0; ow < OW; ow += TILE_MR) {
                 const int nm = OW - ow < TILE_MR ? OW - ow : TILE_MR;
                 for (int m = 0; m < nm; ++m) bptr[m] = brow + cid[ow + m] * bcs;
                 CAT(tile, SUFFIX)(&ctx, nm, arow + ow * pstep, wp, bptr, mul, add, orow + (int64_t)ow * Cout, cn, nts,
-                                  ow == 0 ? pf : NULL);
+                                  ow == 0 ? pf : NULL, obrow ? obrow + ow * obs : NULL, othr, obs);
             }
         }
-        if (p->ow) CAT(pack_output, SUFFIX)(p); /* (3) the output's sign words */
+        if (p->ow && !tile_bits) CAT(pack_output, SUFFIX)(p); /* (3) the output's sign words from the floats */
 #if BNN_ISA == 2
         if (nts) _mm_sfence();
 #endif
@@ -819,6 +852,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 }
 
 #undef TILE_MR
+#undef TILE_BITS
 #undef SPLIT
 #undef CAT
 #undef CAT_
