@@ -123,8 +123,12 @@ def breakdown(packed, reps, batch=1):
         acc[_op_name(mod)] += dt
         if isinstance(mod, PackedConv2d) and not warmup:
             per_layer[mod].append(dt)
-            n, cout, oh, ow = output.shape
-            in_hw[mod] = inputs[0].shape[-1]
+            if output.dtype == torch.int64:  # sign words [N, H, W, words] (sign-bit chaining, bnn.deploy.chain)
+                (n, oh, ow), cout = output.shape[:3], mod.out_channels
+            else:
+                n, cout, oh, ow = output.shape
+            x_in = inputs[0]
+            in_hw[mod] = x_in.shape[2] if x_in.dtype == torch.int64 else x_in.shape[-1]
             macs[mod] = n * cout * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1] * oh * ow
 
     leaves = [m for m in packed.modules()
