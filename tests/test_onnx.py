@@ -14,10 +14,12 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 
-def _model():
+def _model(chained=False):
+    """Float stem, BN, a binary conv, ReLU (then, ``chained``, a second binary conv the first hands its sign words),
+    a binary Linear; random RSign biases."""
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+        *([nn.Conv2d(16, 16, 3, padding=1)] if chained else []), nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
     )
     bc = bnn.BConfig(activation_pre_process=ops.InputBiasBinarizer, weight_pre_process=ops.XNORWeightBinarizer,
                      activation_post_process=ops.BasicScaleBinarizer)
@@ -56,4 +58,17 @@ def test_onnx_export(packed):
     ops_used = {node.op_type for node in proto.graph.node}
     assert "Conv" in ops_used and "Where" in ops_used  # sign = Where(Less(x, t), -1, 1)
     out = _run(proto, x)
+    assert torch.allclose(out, ref, atol=1e-4 * ref.abs().max().item())
+
+
+def test_onnx_export_of_a_sign_chained_model():
+    """A packed conv that hands the next one its sign words (bnn.deploy.chain) exports through the pure-torch
+    path: the words are made with products and sums and read back with BitwiseAnd."""
+    model = _model(chained=True)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+    packed = pack_binary_model(model)
+    assert packed[2].output_threshold is not None  # chained to packed[4]
+    out = _run(_export(packed, x), x)
     assert torch.allclose(out, ref, atol=1e-4 * ref.abs().max().item())

@@ -8,7 +8,9 @@ extension ``bnn.deploy._kernel`` (OpenMP, AVX-512 VPOPCNTDQ / AVX2 / scalar
 chosen at run time) on the CPU, a pure-torch path elsewhere (CUDA, float64,
 ONNX export, or when the extension was not built); both give identical numbers.
 The packer also folds each BatchNorm that directly follows a conv into it
-(:mod:`bnn.deploy.fold`) and keeps activations channels-last. Packed layers
+(:mod:`bnn.deploy.fold`), lets a packed conv hand the next packed conv its
+input sign bits when only clamp activations lie between them
+(:mod:`bnn.deploy.chain`) and keeps activations channels-last. Packed layers
 check their input and name themselves in errors; under ``torch.compile`` and
 ``torch.export`` each one is the custom op ``torch.ops.bnn.binary_conv``.
 """

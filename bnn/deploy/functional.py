@@ -47,14 +47,12 @@ def _bit_masks(device) -> torch.Tensor:
 
 def _pack_bits_last(bits: torch.Tensor) -> torch.Tensor:
     """Boolean ``[..., K]`` -> int64 words ``[..., max(1, ceil(K / 64))]``: bit k % 64 of word k // 64 is
-    ``bits[..., k]`` (the unused high bits of the last word are 0)."""
+    ``bits[..., k]`` (the unused high bits of the last word are 0). The sum of the distinct bit values (bit 63 is
+    -2**63) is their bitwise or, and never overflows; sums and products, not shifts, so that ONNX exports it."""
     k = bits.shape[-1]
     nw = max(1, -(-k // 64))
-    b = F.pad(bits.to(torch.uint8), (0, nw * 64 - k)).reshape(*bits.shape[:-1], nw, 8, 8)
-    byte_weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=b.device)
-    octets = (b * byte_weights).sum(-1, dtype=torch.uint8)  # [..., nw, 8]: byte j holds bits 8j..8j+7
-    shifts = torch.arange(0, 64, 8, dtype=torch.int64, device=b.device)
-    return (octets.to(torch.int64) << shifts).sum(-1)  # distinct bits: the sum is the bitwise or
+    b = F.pad(bits.to(torch.int64), (0, nw * 64 - k)).reshape(*bits.shape[:-1], nw, 64)
+    return (b * _bit_masks(b.device)).sum(-1)
 
 
 def _unpack_bits_last(words: torch.Tensor, k: int) -> torch.Tensor:

@@ -82,7 +82,13 @@ class PackedLayer(nn.Module):
     Buffers (all in the state dict): ``packed_weight`` (int64 words, 1 bit per
     weight, layout ``[G, CB, T, Wg, 32]``), ``scale`` and ``shift`` (float32 per
     output channel; ``shift`` may be None), ``input_threshold`` (float32 per
-    input channel, -bias of RSign; None for the plain sign). Inference only.
+    input channel, -bias of RSign; None for the plain sign) and
+    ``output_threshold`` (float32 per output channel, set by sign-bit chaining,
+    :mod:`bnn.deploy.chain`: the layer then returns its output's sign words,
+    int64 ``[N, H, W, ceil(out / 64)]``, bit set where ``y_c < output_threshold_c``).
+    A 2-d conv with binary input, one group and no post-process also takes sign
+    words as its input (its own ``input_threshold`` was applied by the layer that
+    made them). Inference only.
 
     On the native (C kernel) path the layer keeps, for the last input shape, the
     :class:`~bnn.deploy.functional.NativePlan` of the kernel call (not saved), so
@@ -184,8 +190,8 @@ class PackedLayer(nn.Module):
         return f"packed layer '{name}'" if name else type(self).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # fast path: the plan made for this input shape by an earlier call applies (float32 CPU plain tensor, the
-        # buffers it was checked with, no compile / trace): a few microseconds of Python per call
+        # fast path: the plan made for this input shape by an earlier call applies (float32 or sign-word CPU plain
+        # tensor, the buffers it was checked with, no compile / trace): a few microseconds of Python per call
         if (not self.training and type(x) is torch.Tensor and x.is_cpu and self.use_native is not False
                 and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
             c = self.__dict__.get("_plan")
