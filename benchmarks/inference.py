@@ -18,7 +18,8 @@
 2. The whole torchvision ResNet-18 (first conv and fc float, the rest packed by
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
    channels-last) and ONNX Runtime (when ``onnxruntime`` is installed: ``pip install
-   bnn[bench]``), and against itself packed without sign-bit chaining (``chain_signs=False``). The binary model is sign inputs and XNOR weights, or ``--preset NAME``
+   bnn[bench]``), and against itself packed without sign-bit chaining (``chain_signs=False``).
+   The binary model is sign inputs and XNOR weights, or ``--preset NAME``
    of :mod:`bnn.presets` (``relu_friendly``: each packed conv also adds its real shortcut).
    Each engine runs in its own process (an ONNX Runtime session in the same
    process was seen to slow the packed model's OpenMP threads), the processes alternate for

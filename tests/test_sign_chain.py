@@ -60,7 +60,8 @@ def _on_path(packed, path, monkeypatch):
 
 # -- the layer: sign words out and in ----------------------------------------------------------------------------
 SHAPES = [  # cin, cout, size, stride, kernel: 64-channel words, partial words and panels (70, 40, 96), 1x1 strided
-    (64, 64, 9, 1, 3), (64, 128, 10, 2, 3), (70, 40, 7, 1, 3), (130, 96, 6, 2, 3), (64, 70, 8, 2, 1), (32, 32, 12, 1, 3),
+    (64, 64, 9, 1, 3), (64, 128, 10, 2, 3), (70, 40, 7, 1, 3), (130, 96, 6, 2, 3), (64, 70, 8, 2, 1),
+    (32, 32, 12, 1, 3),
 ]
 
 
@@ -114,6 +115,9 @@ def test_bad_sign_words_raise_naming_the_layer():
         packed[0](torch.zeros(1, 5, 5, 1, dtype=torch.int64))
     with torch.no_grad(), pytest.raises(TypeError, match=r"packed layer '1'.*groups=1"):
         packed[1](torch.zeros(1, 5, 5, 1, dtype=torch.int64))
+    packed[0].output_threshold = torch.zeros(3)  # the kernel would read 8 thresholds
+    with torch.no_grad(), pytest.raises(ValueError, match=r"packed layer '0': buffer 'output_threshold' has shape \[3\]"):
+        packed[0](torch.randn(1, 70, 5, 5))
 
 
 # -- the pass: which pairs, which thresholds -------------------------------------------------------------------------
@@ -145,7 +149,8 @@ def _chain_net():
 def test_chained_model_is_bit_identical_to_the_unchained_one(monkeypatch):
     fake = _prepare(_chain_net(), ignore_layers_name=["0", "14"])
     chained, plain = pack_binary_model(fake), pack_binary_model(fake, chain_signs=False)
-    producers = [n for n, m in chained.named_modules() if isinstance(m, PackedConv2d) and m.output_threshold is not None]
+    producers = [n for n, m in chained.named_modules()
+                 if isinstance(m, PackedConv2d) and m.output_threshold is not None]
     assert producers == ["1", "4", "10"]
     assert isinstance(chained[3], SignWordsPassthrough) and isinstance(chained[6], SignWordsPassthrough)
     assert isinstance(chained[2], nn.Identity) and isinstance(chained[5], nn.Identity)  # folded BNs pass words as is

@@ -41,8 +41,8 @@ _BN_FOR = {PackedConv2d: nn.BatchNorm2d, PackedConv1d: nn.BatchNorm1d, nn.Conv2d
 
 
 class _Tracer(torch.fx.Tracer):
-    """Leaves: packed layers, bnn binary layers, sign-word passthroughs and every module without children (their own forward may check
-    shapes or branch on data, e.g. RPReLU); only the containers' wiring is traced."""
+    """Leaves: packed layers, bnn binary layers, sign-word passthroughs and every module without children (their
+    own forward may check shapes or branch on data, e.g. RPReLU); only the containers' wiring is traced."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from ..layers import BinaryLayerMixin

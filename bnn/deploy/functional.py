@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from . import kernel as _kernel
 
 __all__ = ["NR", "pack_weight_bits", "unpack_weight_signs", "sign_input", "output_size", "binary_conv",
-           "binary_conv_torch", "binary_conv_op", "sign_words", "unsign_words", "NativePlan", "native_plan", "native_supports", "native_applies",
-           "layer_constants"]
+           "binary_conv_torch", "binary_conv_op", "sign_words", "unsign_words", "NativePlan", "native_plan",
+           "native_supports", "native_applies", "layer_constants"]
 
 NR = 32  # output channels per weight panel
 
@@ -266,12 +266,12 @@ def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
     return consts
 
 
-def native_supports(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
-    """The native kernel can compute on ``x`` with these buffers: built, float32 (or int64 sign words) CPU non-empty
-    input, CPU buffers
-    of the kernel's dtypes (the int64 words first, then float32 vectors), contiguous."""
-    if (_kernel.native() is None or x.dtype not in (torch.float32, torch.int64) or x.device.type != "cpu"
-            or x.numel() == 0):
+def native_supports(x: torch.Tensor, *buffers: Optional[torch.Tensor], sign_words: bool = False) -> bool:
+    """The native kernel can compute on ``x`` with these buffers: built, float32 CPU non-empty input (int64 with
+    ``sign_words``: a packed conv's sign-word input), CPU buffers of the kernel's dtypes (the int64 words first,
+    then float32 vectors), contiguous."""
+    dtype = torch.int64 if sign_words else torch.float32
+    if _kernel.native() is None or x.dtype != dtype or x.device.type != "cpu" or x.numel() == 0:
         return False
     for i, b in enumerate(buffers):
         if b is not None and (b.device.type != "cpu" or not b.is_contiguous()
@@ -280,11 +280,11 @@ def native_supports(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
     return True
 
 
-def native_applies(x: torch.Tensor, *buffers: Optional[torch.Tensor]) -> bool:
+def native_applies(x: torch.Tensor, *buffers: Optional[torch.Tensor], sign_words: bool = False) -> bool:
     """:func:`native_supports`, and no TorchScript trace or ONNX export is recording the call (they need the
     pure-torch ops)."""
-    return native_supports(x, *buffers) and not (torch.jit.is_tracing() or torch.jit.is_scripting()
-                                                 or torch.onnx.is_in_onnx_export())
+    return native_supports(x, *buffers, sign_words=sign_words) and not (
+        torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())
 
 
 def binary_conv(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],

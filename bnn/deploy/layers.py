@@ -226,7 +226,7 @@ class PackedLayer(nn.Module):
         signs_in = x.dtype == torch.int64
         if signs_in:
             t = None  # the words are the input's signs already (the producing layer applied this layer's threshold)
-        if self.use_native is not False and BF.native_applies(x, w, s, b, t, ot):
+        if self.use_native is not False and BF.native_applies(x, w, s, b, t, ot, sign_words=signs_in):
             if type(x) is not torch.Tensor or torch.compiler.is_compiling():  # torch.compile / torch.export
                 xin = BF.unsign_words(x, self.in_channels) if signs_in else x
                 y = torch.ops.bnn.binary_conv(xin, w, s, b, t, self.out_channels, list(self.kernel_size),
