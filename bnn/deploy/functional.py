@@ -163,7 +163,8 @@ class NativePlan:
 
     def run(self, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
             threshold: Optional[torch.Tensor], consts: Optional[torch.Tensor] = None,
-            out_threshold: Optional[torch.Tensor] = None) -> torch.Tensor:
+            out_threshold: Optional[torch.Tensor] = None, shortcut: bool = False,
+            shortcut_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers).
 
         ``consts``: the layer constants of ``words`` at this geometry (:func:`bnn.deploy.kernel.conv_constants`
@@ -171,7 +172,9 @@ class NativePlan:
         fresh tensor: a result the caller still holds (or a view of it) is never overwritten by a later call.
         Sign-bit chaining (2-d convs): an int64 ``x`` is the input's sign words (:func:`sign_words`, contiguous
         ``[N, H, W, ceil(C / 64)]``; ``threshold`` is then not used), and with ``out_threshold`` the result is the
-        output's sign words instead of the float output (which stays in a reused scratch).
+        output's sign words instead of the float output (which stays in a reused scratch). With ``shortcut``
+        (2-d, float ``x`` of the output's shape) the kernel adds ``x * shortcut_gain_c`` (``x`` when None) to its
+        output: Bi-Real Net's real shortcut, two roundings like ``y + x * gain`` in torch.
         """
         xw = 0
         if x.dtype == torch.int64:
@@ -203,7 +206,8 @@ class NativePlan:
                                scratch.data_ptr(), words.data_ptr(), mul.data_ptr(),
                                0 if add is None else add.data_ptr(), out.data_ptr(), *self.ints, _kernel.get_isa(),
                                torch.get_num_threads(), 0 if consts is None else consts.data_ptr(), self.scratch_words,
-                               xw, ow, othr)
+                               xw, ow, othr, x.data_ptr() if shortcut else 0,
+                               0 if shortcut_gain is None else shortcut_gain.data_ptr())
         self.spare_scratch.append(scratch)
         if out_threshold is not None:
             self.spare_out.append(out)

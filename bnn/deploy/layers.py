@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..ops.activation import KBitActivationQuantizer
+from ..ops.scale import RealShortcut
 from . import functional as BF
 from . import kernel as _K
 
@@ -50,7 +51,9 @@ class _CachedPlan:
     shift: Optional[torch.Tensor]
     threshold: Optional[torch.Tensor]
     post: nn.Module
-    post_is_identity: bool
+    post_done: bool  # the kernel's output is the layer's output (no post-process, or its real shortcut fused)
+    shortcut: bool  # the kernel adds the input (a real shortcut), times shortcut_gain when not None
+    shortcut_gain: Optional[torch.Tensor]
     dtype: torch.dtype  # of the input: float32, or int64 sign words
     out_threshold: Optional[torch.Tensor]
     plan: BF.NativePlan
@@ -200,17 +203,33 @@ class PackedLayer(nn.Module):
                 if (b["packed_weight"] is c.words and c.words._version == c.words_version and b["scale"] is c.scale
                         and b["shift"] is c.shift and b["output_threshold"] is c.out_threshold
                         and (c.dtype == torch.int64 or b["input_threshold"] is c.threshold)
-                        and self._modules["post_process"] is c.post):
-                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts, c.out_threshold)
-                    return y if c.post_is_identity else c.post(y, x)
+                        and self._modules["post_process"] is c.post
+                        and (not c.shortcut or (c.post.enabled and c.post._buffers["gain"] is c.shortcut_gain))):
+                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts, c.out_threshold, c.shortcut,
+                                   c.shortcut_gain)
+                    return y if c.post_done else c.post(y, x)
             c8 = self.__dict__.get("_int8_plan")
             if c8 is not None and x.shape == c8[0] and x.dtype == torch.float32 and self._int8_key_matches(c8[1]):
                 return self._post(c8[2].run(x), x)
-        return self._post(self._forward_checked(x), x)
+        return self._forward_checked(x)
+
+    def _identity_shortcut(self, x: torch.Tensor, out_shape) -> bool:
+        """The post-process is Bi-Real Net's real shortcut and maps the input to itself: y = out + gain_c * x (2-d
+        conv, input and output of one shape: same channels, stride 1, same size)."""
+        post = self.post_process
+        return (type(post) is RealShortcut and post.enabled and self._kernel_dims == 2 and x.is_floating_point()
+                and tuple(x.shape) == tuple(out_shape))
 
     def _post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The output post-process; an identity real shortcut as ``y + x * gain_c`` (two roundings), the kernel's
+        fused formula, on every path."""
         post = self.post_process
-        return y if isinstance(post, nn.Identity) else post(y, x)
+        if isinstance(post, nn.Identity):
+            return y
+        if self._identity_shortcut(x, y.shape):
+            gain = post.gain
+            return y + x if gain is None else y + x * gain.to(y.dtype).view(1, -1, 1, 1)
+        return post(y, x)
 
     def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
         """Every call the fast path does not take: check the input, then the native kernel or pure torch."""
@@ -218,7 +237,7 @@ class PackedLayer(nn.Module):
             raise RuntimeError(f"{self.label} is inference only: call .eval() (it cannot be trained)")
         self.check_input(x)
         if not self.binary_input:
-            return self._forward_real_input(x)
+            return self._post(self._forward_real_input(x), x)
         w, s, b, t, ot = self.packed_weight, self.scale, self.shift, self.input_threshold, self.output_threshold
         if ot is not None and not isinstance(self.post_process, nn.Identity):
             raise RuntimeError(f"{self.label}: an output_threshold (sign-bit chaining) needs post_process = "
@@ -231,7 +250,7 @@ class PackedLayer(nn.Module):
                 xin = BF.unsign_words(x, self.in_channels) if signs_in else x
                 y = torch.ops.bnn.binary_conv(xin, w, s, b, t, self.out_channels, list(self.kernel_size),
                                               list(self.stride), list(self.padding), list(self.dilation), self.groups)
-                return y if ot is None else BF.sign_words(y, ot)
+                return self._post(y, x) if ot is None else BF.sign_words(y, ot)
             shape = (x.shape[0], self.in_channels, x.shape[1], x.shape[2]) if signs_in else tuple(x.shape)
             plan = BF.native_plan(shape, w.shape[3], self.out_channels, self.kernel_size, self.stride,
                                   self.padding, self.dilation, self.groups)
@@ -240,13 +259,19 @@ class PackedLayer(nn.Module):
             # version, e.g. load_state_dict) drops the cached plan
             consts = BF.layer_constants(w, plan)
             post = self.post_process
-            self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post, isinstance(post, nn.Identity),
-                                                 x.dtype, ot, plan, consts)
-            return plan.run(x, w, s, b, t, consts, ot)
+            # an identity real shortcut (Bi-Real Net) is added by the kernel, on the rows it has just written
+            gain = post.gain if type(post) is RealShortcut else None
+            shortcut = self._identity_shortcut(x, plan.out_shape) and (
+                gain is None or (gain.dtype == torch.float32 and gain.is_contiguous() and gain.is_cpu))
+            self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post,
+                                                 shortcut or isinstance(post, nn.Identity), shortcut, gain, x.dtype,
+                                                 ot, plan, consts)
+            y = plan.run(x, w, s, b, t, consts, ot, shortcut, gain)
+            return y if shortcut else self._post(y, x)
         xin = BF.unsign_words(x, self.in_channels) if signs_in else x
         y = BF.binary_conv_torch(xin, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,
                                  self.dilation, self.groups)
-        return y if ot is None else BF.sign_words(y, ot)
+        return self._post(y, x) if ot is None else BF.sign_words(y, ot)
 
     def _forward_real_input(self, x: torch.Tensor) -> torch.Tensor:
         bits = _int8_bits(self.input_quantizer)

@@ -82,16 +82,29 @@ static inline void CAT(packpix, SUFFIX)(const float* xs, const float* thr, uint6
     }
 }
 
-/* the sign words of the output (p->ow), inside the OpenMP region after the tiles: rows statically scheduled like
- * the row-major tiles, so a thread reads back the outputs it has just written (its L2) */
-static void CAT(pack_output, SUFFIX)(const conv_args* p)
+/* after the tiles, inside the OpenMP region, the output rows statically scheduled like the row-major tiles (a
+ * thread reads back the outputs it has just written, from its L2): (a) the real shortcut, out += res * rgain_c
+ * (Bi-Real Net; two roundings, like the torch path), (b) with pack, the output's sign words (p->ow) */
+static void CAT(finish_rows, SUFFIX)(const conv_args* p, int pack)
 {
     const int Cout = p->G * p->CoutG, Wo = (Cout + 63) / 64;
-    const int64_t rows = (int64_t)p->N * p->OH;
+    const int64_t rows = (int64_t)p->N * p->OH, rlen = (int64_t)p->OW * Cout;
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t px = r * p->OW; px < (r + 1) * p->OW; ++px)
-            CAT(packpix, SUFFIX)(p->out + px * Cout, p->othr, p->ow + px * Wo, 1, Cout, Wo);
+    for (int64_t r = 0; r < rows; ++r) {
+        if (p->res) {
+            float* o = p->out + r * rlen;
+            const float* x = p->res + r * rlen;
+            if (p->rgain) {
+                for (int64_t px = 0; px < rlen; px += Cout)
+                    for (int c = 0; c < Cout; ++c) o[px + c] = o[px + c] + x[px + c] * p->rgain[c];
+            } else {
+                for (int64_t i = 0; i < rlen; ++i) o[i] = o[i] + x[i];
+            }
+        }
+        if (pack)
+            for (int64_t px = r * p->OW; px < (r + 1) * p->OW; ++px)
+                CAT(packpix, SUFFIX)(p->out + px * Cout, p->othr, p->ow + px * Wo, 1, Cout, Wo);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -631,7 +644,7 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
             const int64_t p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
             CAT(tab_item, SUFFIX)(p, &g, toff, tv, tabs, img, n, p0, p1, pan, buf);
         }
-        if (p->ow) CAT(pack_output, SUFFIX)(p);
+        if (p->res || p->ow) CAT(finish_rows, SUFFIX)(p, p->ow != NULL);
     }
 }
 #else
@@ -683,8 +696,9 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
  *   out:  float32 [N, OH, OW, G * CoutG] (channels last); out = float(dot) * mul[c] + add[c]
  *   consts: the layer constants (bnn_kernel.c), or NULL to compute them for this call
  *   xw:   or the input as sign words [N, H, W, G * Wg] (then x is not read); ow: or NULL, the output's sign words
+ *   res:  or NULL, a real shortcut [N, OH, OW, G * CoutG] added to out (times rgain[c] when not NULL)
  * Phases: (1) pack the padded image (from x, or copy it from xw), (2) the tiles, statically scheduled over
- * (image, output row, group, panel), (3) with ow: the output's sign words.                        */
+ * (image, output row, group, panel), (3) with res: the shortcut, with ow: the output's sign words.  */
 static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 {
     const int N = p->N, Hs = p->Hs, Ws = p->Ws, G = p->G, Cg = p->Cg, Wg = p->Wg, CoutG = p->CoutG;
@@ -744,10 +758,10 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     int nt = p->nthreads;
     /* streaming stores when each thread's share of the output exceeds half its L2 (and is 32-byte aligned) */
     const int64_t out_bytes = (int64_t)N * OH * OW * Cout * 4;
-    const int nts = BNN_ISA == 2 && !p->ow && out_bytes > ((int64_t)1 << 20) * (p->nthreads > 0 ? p->nthreads : 1) &&
+    const int nts = BNN_ISA == 2 && !p->ow && !p->res && out_bytes > ((int64_t)1 << 20) * (p->nthreads > 0 ? p->nthreads : 1) &&
                     (Cout % 8) == 0 && (((uintptr_t)p->out) & 31) == 0;
     /* sign words out straight from the tiles where they can write them (32-channel panels at 32-bit offsets) */
-    const int tile_bits = TILE_BITS && p->ow && (G == 1 || CoutG % NR == 0);
+    const int tile_bits = TILE_BITS && p->ow && !p->res && (G == 1 || CoutG % NR == 0);
     const int64_t obs = 2 * (int64_t)((Cout + 63) / 64); /* uint32 per output pixel */
     if (items < 2 * nt && pack_rows < 2 * nt) nt = 1;
 #pragma omp parallel num_threads(nt)
@@ -843,7 +857,8 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
                                   ow == 0 ? pf : NULL, obrow ? obrow + ow * obs : NULL, othr, obs);
             }
         }
-        if (p->ow && !tile_bits) CAT(pack_output, SUFFIX)(p); /* (3) the output's sign words from the floats */
+        /* (3) the real shortcut, the output's sign words from the floats */
+        if (p->res || (p->ow && !tile_bits)) CAT(finish_rows, SUFFIX)(p, p->ow && !tile_bits);
 #if BNN_ISA == 2
         if (nts) _mm_sfence();
 #endif

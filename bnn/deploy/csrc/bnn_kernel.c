@@ -46,6 +46,8 @@ typedef struct {
     const uint64_t* xw; /* the input as sign words [N, H, W, G * Wg] (a previous layer's output words), or NULL */
     uint64_t* ow;       /* the output's sign words [N, OH, OW, ceil(G * CoutG / 64)] (bit = out < othr[c]), or NULL */
     const float* othr;
+    const float* res;   /* a real shortcut added to the output (out += res * rgain[c]; rgain NULL: 1), or NULL */
+    const float* rgain;
     int N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, nthreads;
     int* status;
 } conv_args;
@@ -364,20 +366,21 @@ static PyObject* py_isas(PyObject* self, PyObject* args)
         &p.sh, &p.sw, &p.ph, &p.pw, &p.dh, &p.dw
 
 /* bconv(x, thr, a, w, mul, add, out, N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw,
- *       dh, dw, isa, nthreads[, consts[, scratch_words[, xw, ow, othr]]]): x float32 [N, H, W, G*Cg] channels
+ *       dh, dw, isa, nthreads[, consts[, scratch_words[, xw, ow, othr[, res, rgain]]]]): x float32 [N, H, W, G*Cg] channels
  *       last, thr float32 [G*Cg] or 0, a int64 scratch of bconv_scratch() words (checked when scratch_words is
  *       given), w packed weight [G, CB, KH*KW, Wg, NR], out float32 [N, OH, OW, G*CoutG]; consts: the layer
  *       constants of this geometry (bconv_constants) or 0; xw: the input as sign words [N, H, W, G*Wg] instead of
  *       x (then x and thr are not read), or 0; ow: int64 [N, OH, OW, ceil(G*CoutG / 64)] for the output's sign
- *       words, bit c = (out[c] < othr[c]) with othr float32 [G*CoutG], or 0 */
+ *       words, bit c = (out[c] < othr[c]) with othr float32 [G*CoutG], or 0; res: float32 [N, OH, OW, G*CoutG]
+ *       added to the output (a real shortcut), times rgain float32 [G*CoutG] when rgain is not 0, or 0 */
 static PyObject* py_bconv(PyObject* self, PyObject* args)
 {
-    unsigned long long x, thr, a, w, mul, add, out, consts = 0, xw = 0, ow = 0, othr = 0;
+    unsigned long long x, thr, a, w, mul, add, out, consts = 0, xw = 0, ow = 0, othr = 0, res = 0, rgain = 0;
     long long scratch = -1;
     conv_args p;
     int isa, status = 0;
-    if (!PyArg_ParseTuple(args, "KKKKKKK" CONV_INTS "ii|KLKKK", &x, &thr, &a, &w, &mul, &add, &out, CONV_INT_ARGS(p),
-                          &isa, &p.nthreads, &consts, &scratch, &xw, &ow, &othr))
+    if (!PyArg_ParseTuple(args, "KKKKKKK" CONV_INTS "ii|KLKKKKK", &x, &thr, &a, &w, &mul, &add, &out,
+                          CONV_INT_ARGS(p), &isa, &p.nthreads, &consts, &scratch, &xw, &ow, &othr, &res, &rgain))
         return NULL;
     if (ow && !othr) {
         PyErr_SetString(PyExc_ValueError, "bnn kernel: output sign words need their thresholds (othr)");
@@ -400,6 +403,8 @@ static PyObject* py_bconv(PyObject* self, PyObject* args)
     p.xw = (const uint64_t*)xw;
     p.ow = (uint64_t*)ow;
     p.othr = (const float*)othr;
+    p.res = (const float*)res;
+    p.rgain = (const float*)rgain;
     p.status = &status;
     const int64_t* c = (const int64_t*)consts;
     if (c && c[3] != geom_fingerprint(&p)) {
