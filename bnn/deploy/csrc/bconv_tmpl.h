@@ -92,11 +92,12 @@ static void CAT(finish_rows, SUFFIX)(const conv_args* p, int pack)
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
         if (p->res) {
-            float* o = p->out + r * rlen;
-            const float* x = p->res + r * rlen;
-            if (p->rgain) {
+            float* __restrict o = p->out + r * rlen;
+            const float* __restrict x = p->res + r * rlen;
+            const float* __restrict g = p->rgain;
+            if (g) {
                 for (int64_t px = 0; px < rlen; px += Cout)
-                    for (int c = 0; c < Cout; ++c) o[px + c] = o[px + c] + x[px + c] * p->rgain[c];
+                    for (int c = 0; c < Cout; ++c) o[px + c] = o[px + c] + x[px + c] * g[c];
             } else {
                 for (int64_t i = 0; i < rlen; ++i) o[i] = o[i] + x[i];
             }
