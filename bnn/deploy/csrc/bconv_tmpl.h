@@ -313,10 +313,11 @@ static inline __attribute__((always_inline)) void CAT(chunk, SUFFIX)(const CAT(t
 }
 
 /* out = float(bias - 2 acc) * mul + add for one pixel, 8 channels at a time (two roundings, like the torch
- * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly) */
+ * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly); with ob, the sign
+ * words instead: byte v / 8 of ob = (out < othr) of channels v..v+7 */
 static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __m256i* s, const int64_t* bs,
                                                                       const float* mul, const float* add, float* om,
-                                                                      int cn)
+                                                                      int cn, uint8_t* ob, const float* othr)
 {
 #pragma GCC unroll 4
     for (int v = 0; v < NR; v += 8) {
@@ -331,12 +332,16 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
         if (rem >= 8) {
             __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + v));
             if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + v));
-            _mm256_storeu_ps(om + v, y);
+            if (ob) ob[v / 8] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(y, _mm256_loadu_ps(othr + v), _CMP_LT_OQ));
+            else _mm256_storeu_ps(om + v, y);
         } else {
             const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + v, mk));
             if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
-            _mm256_maskstore_ps(om + v, mk, y);
+            if (ob)
+                ob[v / 8] = (uint8_t)(_mm256_movemask_ps(_mm256_cmp_ps(y, _mm256_maskload_ps(othr + v, mk), _CMP_LT_OQ)) &
+                                      ((1 << rem) - 1));
+            else _mm256_maskstore_ps(om + v, mk, y);
         }
     }
 }
@@ -345,26 +350,28 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
  * the tile's pixel loop it measured 15 % slower) */
 static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, const uint64_t* a,
                                                          const uint64_t* ws, const int64_t* bs, const float* mul,
-                                                         const float* add, float* om, int cn)
+                                                         const float* add, float* om, int cn, uint8_t* ob,
+                                                         const float* othr)
 {
     __m256i s[8];
     CAT(chunk, SUFFIX)(ctx, a, ws, 0, ctx->T, 0, ctx->Wg, s);
-    CAT(epilogue, SUFFIX)(s, bs, mul, add, om, cn);
+    CAT(epilogue, SUFFIX)(s, bs, mul, add, om, cn, ob, othr);
 }
 
-#define TILE_BITS 0
+#define TILE_BITS 1 /* this ISA's tiles can emit sign words (ob) */
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* ws,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs)
 {
-    (void)pf; /* only the AVX-512 tile prefetches the next item's weights (and emits sign words) */
-    (void)ob, (void)othr, (void)obs;
+    (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
     const int T = ctx->T, Wg = ctx->Wg, Cout = ctx->Cout;
     const int64_t ps = ctx->pstep;
     __m256i s[8];
     (void)nts;
     if (T * Wg <= 31) { /* one chunk: registers to the epilogue */
-        for (int m = 0; m < nm; ++m) CAT(pixel, SUFFIX)(ctx, a + m * ps, ws, bias[m], mul, add, o + (int64_t)m * Cout, cn);
+        for (int m = 0; m < nm; ++m)
+            CAT(pixel, SUFFIX)(ctx, a + m * ps, ws, bias[m], mul, add, o + (int64_t)m * Cout, cn,
+                               ob ? (uint8_t*)(ob + m * obs) : NULL, othr);
         return;
     }
     __m256i acc[AVX2_PB][8];
@@ -384,7 +391,9 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
             }
         }
     }
-    for (int m = 0; m < nm; ++m) CAT(epilogue, SUFFIX)(acc[m], bias[m], mul, add, o + (int64_t)m * Cout, cn);
+    for (int m = 0; m < nm; ++m)
+        CAT(epilogue, SUFFIX)(acc[m], bias[m], mul, add, o + (int64_t)m * Cout, cn, ob ? (uint8_t*)(ob + m * obs) : NULL,
+                              othr);
 }
 
 /* ---- nibble-table path (bnn_kernel.c: tab_applies, tab_geometry) ---- */
@@ -436,8 +445,14 @@ static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uin
                 for (int q = 0; q < Q; ++q) o[q * g->PS] = 0x80;
                 continue;
             }
-            const uint64_t* wp = wrow + (int64_t)j * p->uw * p->Wg;
-            for (int q = 0; q < Q; ++q) o[q * g->PS] = (uint8_t)((wp[q >> 4] >> (4 * (q & 15))) & 15);
+            /* byte k of the words (little endian) holds bits 8k..8k+7: nibbles 2k and 2k + 1 */
+            const uint8_t* bp = (const uint8_t*)(wrow + (int64_t)j * p->uw * p->Wg);
+            int q = 0;
+            for (; q + 2 <= Q; q += 2) {
+                o[q * g->PS] = bp[q >> 1] & 15;
+                o[(q + 1) * g->PS] = bp[q >> 1] >> 4;
+            }
+            if (q < Q) o[q * g->PS] = bp[q >> 1] & 15;
         }
         return;
     }
@@ -547,11 +562,15 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
     /* epilogue: out = float(Tv * Cg - 2 acc) * mul + add (two roundings, like the torch path) */
     const int Cout = p->G * p->CoutG, c0 = pan * NR, OW = p->OW, Wps = g->Wps;
     const int cn = p->CoutG - c0 < NR ? p->CoutG - c0 : NR;
-    float mulv[NR], addv[NR];
+    float mulv[NR], addv[NR], thrv[NR];
     for (int c = 0; c < NR; ++c) {
         mulv[c] = c < cn ? p->mul[c0 + c] : 0.0f;
         addv[c] = c < cn && p->add ? p->add[c0 + c] : 0.0f;
+        thrv[c] = c < cn && p->ow ? p->othr[c0 + c] : 0.0f; /* 0 < 0 is false: no bit past cn */
     }
+    /* with p->ow, the sign words instead of the floats: one byte per (position, 8 channels) */
+    const int64_t obs = 8 * (int64_t)((Cout + 63) / 64); /* bytes per output pixel */
+    uint8_t* const bbase = p->ow ? (uint8_t*)p->ow + (int64_t)n * p->OH * OW * obs + c0 / 8 : NULL;
     const int has_add = p->add != NULL;
     const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(cn % 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     float* const obase = p->out + (int64_t)n * p->OH * OW * Cout + c0;
@@ -559,10 +578,13 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
     int oh = (int)(p0 / Wps), ow = (int)(p0 % Wps);
     for (int64_t pos = 0; pos < pend; pos += 8) {
         float* dst[8];
+        uint8_t* bdst[8];
         /* the 8 positions exist and lie on one output row (the usual case): consecutive outputs */
         const int run = pos + 8 <= pend && ow + 8 <= OW;
         for (int i = 0; i < 8; ++i) {
-            dst[i] = pos + i < pend && ow < OW ? obase + ((int64_t)oh * OW + ow) * Cout : NULL;
+            const int here = pos + i < pend && ow < OW;
+            dst[i] = here ? obase + ((int64_t)oh * OW + ow) * Cout : NULL;
+            bdst[i] = here && bbase ? bbase + ((int64_t)oh * OW + ow) * obs : NULL;
             if (++ow == Wps) { ow = 0; ++oh; }
         }
         const __m256i tvv = _mm256_loadu_si256((const __m256i*)(tv + p0 + pos));
@@ -595,7 +617,11 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
             o[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
             o[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
             o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-            if (run && cn - cg * 8 >= 8) {
+            if (bbase) {
+                const __m256 th = _mm256_loadu_ps(thrv + cg * 8);
+                for (int i = 0; i < 8; ++i)
+                    if (bdst[i]) bdst[i][cg] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(o[i], th, _CMP_LT_OQ));
+            } else if (run && cn - cg * 8 >= 8) {
                 float* d = dst[0] + cg * 8;
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; ++i) _mm256_storeu_ps(d + (int64_t)i * Cout, o[i]);
@@ -645,7 +671,7 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
             const int64_t p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
             CAT(tab_item, SUFFIX)(p, &g, toff, tv, tabs, img, n, p0, p1, pan, buf);
         }
-        if (p->res || p->ow) CAT(finish_rows, SUFFIX)(p, p->ow != NULL);
+        if (p->res) CAT(finish_rows, SUFFIX)(p, 0); /* (the sign words come from tab_item's epilogue) */
     }
 }
 #else

@@ -386,6 +386,10 @@ static PyObject* py_bconv(PyObject* self, PyObject* args)
         PyErr_SetString(PyExc_ValueError, "bnn kernel: output sign words need their thresholds (othr)");
         return NULL;
     }
+    if (ow && res) {
+        PyErr_SetString(PyExc_ValueError, "bnn kernel: output sign words and a real shortcut cannot be combined");
+        return NULL;
+    }
     if (scratch >= 0 && scratch < scratch_words(&p)) {
         PyErr_SetString(PyExc_ValueError, "bnn kernel: the scratch is smaller than bconv_scratch() words");
         return NULL;
