@@ -338,9 +338,10 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
             const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + v, mk));
             if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
-            if (ob)
-                ob[v / 8] = (uint8_t)(_mm256_movemask_ps(_mm256_cmp_ps(y, _mm256_maskload_ps(othr + v, mk), _CMP_LT_OQ)) &
-                                      ((1 << rem) - 1));
+            if (ob) {
+                const int bits = _mm256_movemask_ps(_mm256_cmp_ps(y, _mm256_maskload_ps(othr + v, mk), _CMP_LT_OQ));
+                ob[v / 8] = (uint8_t)(bits & ((1 << rem) - 1));
+            }
             else _mm256_maskstore_ps(om + v, mk, y);
         }
     }
@@ -392,8 +393,8 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
         }
     }
     for (int m = 0; m < nm; ++m)
-        CAT(epilogue, SUFFIX)(acc[m], bias[m], mul, add, o + (int64_t)m * Cout, cn, ob ? (uint8_t*)(ob + m * obs) : NULL,
-                              othr);
+        CAT(epilogue, SUFFIX)(acc[m], bias[m], mul, add, o + (int64_t)m * Cout, cn,
+                              ob ? (uint8_t*)(ob + m * obs) : NULL, othr);
 }
 
 /* ---- nibble-table path (bnn_kernel.c: tab_applies, tab_geometry) ---- */
@@ -785,7 +786,8 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     int nt = p->nthreads;
     /* streaming stores when each thread's share of the output exceeds half its L2 (and is 32-byte aligned) */
     const int64_t out_bytes = (int64_t)N * OH * OW * Cout * 4;
-    const int nts = BNN_ISA == 2 && !p->ow && !p->res && out_bytes > ((int64_t)1 << 20) * (p->nthreads > 0 ? p->nthreads : 1) &&
+    const int nts = BNN_ISA == 2 && !p->ow && !p->res &&
+                    out_bytes > ((int64_t)1 << 20) * (p->nthreads > 0 ? p->nthreads : 1) &&
                     (Cout % 8) == 0 && (((uintptr_t)p->out) & 31) == 0;
     /* sign words out straight from the tiles where they can write them (32-channel panels at 32-bit offsets) */
     const int tile_bits = TILE_BITS && p->ow && !p->res && (G == 1 || CoutG % NR == 0);
