@@ -366,13 +366,15 @@ static PyObject* py_isas(PyObject* self, PyObject* args)
         &p.sh, &p.sw, &p.ph, &p.pw, &p.dh, &p.dw
 
 /* bconv(x, thr, a, w, mul, add, out, N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw,
- *       dh, dw, isa, nthreads[, consts[, scratch_words[, xw, ow, othr[, res, rgain]]]]): x float32
- *       [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0, a int64 scratch of bconv_scratch() words (checked when scratch_words is
- *       given), w packed weight [G, CB, KH*KW, Wg, NR], out float32 [N, OH, OW, G*CoutG]; consts: the layer
- *       constants of this geometry (bconv_constants) or 0; xw: the input as sign words [N, H, W, G*Wg] instead of
- *       x (then x and thr are not read), or 0; ow: int64 [N, OH, OW, ceil(G*CoutG / 64)] for the output's sign
- *       words, bit c = (out[c] < othr[c]) with othr float32 [G*CoutG], or 0; res: float32 [N, OH, OW, G*CoutG]
- *       added to the output (a real shortcut), times rgain float32 [G*CoutG] when rgain is not 0, or 0 */
+ *       dh, dw, isa, nthreads[, consts[, scratch_words[, xw, ow, othr[, res, rgain]]]]):
+ *   x float32 [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0, a int64 scratch of bconv_scratch() words
+ *   (checked when scratch_words is given), w packed weight [G, CB, KH*KW, Wg, NR], out float32 [N, OH, OW, G*CoutG];
+ *   consts: the layer constants of this geometry (bconv_constants) or 0;
+ *   xw: the input as sign words [N, H, W, G*Wg] instead of x (then x and thr are not read), or 0;
+ *   ow: int64 [N, OH, OW, ceil(G*CoutG / 64)] for the output's sign words, bit c = (out[c] < othr[c]) with othr
+ *   float32 [G*CoutG], or 0;
+ *   res: float32 [N, OH, OW, G*CoutG] added to the output (a real shortcut), times rgain float32 [G*CoutG] when
+ *   rgain is not 0, or 0 */
 static PyObject* py_bconv(PyObject* self, PyObject* args)
 {
     unsigned long long x, thr, a, w, mul, add, out, consts = 0, xw = 0, ow = 0, othr = 0, res = 0, rgain = 0;
