@@ -83,15 +83,15 @@ static inline void CAT(packpix, SUFFIX)(const float* xs, const float* thr, uint6
 }
 
 /* after the tiles, inside the OpenMP region, the output rows statically scheduled like the row-major tiles (a
- * thread reads back the outputs it has just written, from its L2): (a) the real shortcut, out += res * rgain_c
+ * thread reads back the outputs it has just written, from its L2): (a) with shortcut, out += res * rgain_c
  * (Bi-Real Net; two roundings, like the torch path), (b) with pack, the output's sign words (p->ow) */
-static void CAT(finish_rows, SUFFIX)(const conv_args* p, int pack)
+static void CAT(finish_rows, SUFFIX)(const conv_args* p, int shortcut, int pack)
 {
     const int Cout = p->G * p->CoutG, Wo = (Cout + 63) / 64;
     const int64_t rows = (int64_t)p->N * p->OH, rlen = (int64_t)p->OW * Cout;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-        if (p->res) {
+        if (shortcut) {
             float* __restrict o = p->out + r * rlen;
             const float* __restrict x = p->res + r * rlen;
             const float* __restrict g = p->rgain;
@@ -124,7 +124,8 @@ typedef struct {
 static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     const CAT(tile_ctx, SUFFIX) * ctx, const int MR_, const uint64_t* a, const uint64_t* w,
     const int64_t* const* bias, const float* mul, const float* add, float* o, int cn, const int nts,
-    const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs, const int bits)
+    const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs, const int bits, const float* r,
+    const float* rg)
 {
     __m512i c[6][4];
     const int T = ctx->T, Wg = ctx->Wg;
@@ -180,6 +181,28 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
                         << (8 * v);
             }
             ob[m * obs] = word;
+        }
+        return;
+    }
+    if (r) { /* a real shortcut: out + r * rg (r at the output's position; rg NULL: 1), two roundings */
+#pragma GCC unroll 6
+        for (int m = 0; m < MR_; ++m) {
+            const int64_t* bs = bias[m];
+            float* om = o + (int64_t)m * Cout;
+            const float* rm = r + (int64_t)m * Cout;
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; ++v) {
+                const int rem = cn - 8 * v;
+                if (rem <= 0) break;
+                const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
+                const __m256 d = _mm512_cvtepi64_ps(_mm512_sub_epi64(_mm512_loadu_si512((const void*)(bs + 8 * v)),
+                                                                     _mm512_add_epi64(c[m][v], c[m][v])));
+                __m256 y = _mm256_mul_ps(d, _mm256_maskz_loadu_ps(mk, mul + 8 * v));
+                if (add) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(mk, add + 8 * v));
+                const __m256 xr = _mm256_maskz_loadu_ps(mk, rm + 8 * v);
+                y = _mm256_add_ps(y, rg ? _mm256_mul_ps(xr, _mm256_maskz_loadu_ps(mk, rg + 8 * v)) : xr);
+                _mm256_mask_storeu_ps(om + 8 * v, mk, y);
+            }
         }
         return;
     }
@@ -240,19 +263,21 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
 
 #define TILE_MR 6
 #define TILE_BITS 1 /* this ISA's tiles can emit sign words (ob) */
+#define TILE_SHORTCUT 1 /* and add a real shortcut (r, rg) */
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs)
+                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs,
+                              const float* r, const float* rg)
 {
     /* nm, nts and the sign-word output as compile-time constants: one unrolled tile per (pixel count, store kind) */
 #define TILE_CASES(NTS, B)                                                                                   \
     switch (nm) {                                                                                            \
-    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
-    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
-    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
-    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
-    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return;  \
-    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B); return; \
+    case 6: CAT(tile_mr, SUFFIX)(ctx, 6, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B, r, rg); return;  \
+    case 5: CAT(tile_mr, SUFFIX)(ctx, 5, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B, r, rg); return;  \
+    case 4: CAT(tile_mr, SUFFIX)(ctx, 4, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B, r, rg); return;  \
+    case 3: CAT(tile_mr, SUFFIX)(ctx, 3, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B, r, rg); return;  \
+    case 2: CAT(tile_mr, SUFFIX)(ctx, 2, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B, r, rg); return;  \
+    default: CAT(tile_mr, SUFFIX)(ctx, 1, a, w, bias, mul, add, o, cn, NTS, pf, ob, othr, obs, B, r, rg); return; \
     }
     if (ob) TILE_CASES(0, 1)
     if (nts) TILE_CASES(1, 0)
@@ -360,10 +385,13 @@ static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUF
 }
 
 #define TILE_BITS 1 /* this ISA's tiles can emit sign words (ob) */
+#define TILE_SHORTCUT 0
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* ws,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs)
+                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs,
+                              const float* r, const float* rg)
 {
+    (void)r, (void)rg; /* the shortcut is added by finish_rows */
     (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
     const int T = ctx->T, Wg = ctx->Wg, Cout = ctx->Cout;
     const int64_t ps = ctx->pstep;
@@ -672,18 +700,20 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
             const int64_t p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
             CAT(tab_item, SUFFIX)(p, &g, toff, tv, tabs, img, n, p0, p1, pan, buf);
         }
-        if (p->res) CAT(finish_rows, SUFFIX)(p, 0); /* (the sign words come from tab_item's epilogue) */
+        if (p->res) CAT(finish_rows, SUFFIX)(p, 1, 0); /* (the sign words come from tab_item's epilogue) */
     }
 }
 #else
 #define TILE_MR 1
 #define TILE_BITS 0
+#define TILE_SHORTCUT 0
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
-                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs)
+                              int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs,
+                              const float* r, const float* rg)
 {
-    (void)pf; /* only the AVX-512 tile prefetches the next item's weights (and emits sign words) */
-    (void)ob, (void)othr, (void)obs;
+    (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
+    (void)ob, (void)othr, (void)obs, (void)r, (void)rg; /* sign words and shortcut: finish_rows */
     int64_t acc[NR];
     (void)nts;
     const int T = ctx->T, Wg = ctx->Wg;
@@ -879,15 +909,20 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
             /* sign words from the tiles: 32 bits per (pixel, panel), at uint32 c0 / 32 of the pixel's words */
             uint32_t* obrow = tile_bits ? (uint32_t*)p->ow + row * OW * obs + c0 / NR : NULL;
             const float* othr = tile_bits ? p->othr + c0 : NULL;
+            /* the shortcut at the output's positions (the same shape), added by the tiles where they can */
+            const float* rrow = TILE_SHORTCUT && p->res ? p->res + row * OW * Cout + c0 : NULL;
+            const float* rg = rrow && p->rgain ? p->rgain + c0 : NULL;
             for (int ow = 0; ow < OW; ow += TILE_MR) {
                 const int nm = OW - ow < TILE_MR ? OW - ow : TILE_MR;
                 for (int m = 0; m < nm; ++m) bptr[m] = brow + cid[ow + m] * bcs;
                 CAT(tile, SUFFIX)(&ctx, nm, arow + ow * pstep, wp, bptr, mul, add, orow + (int64_t)ow * Cout, cn, nts,
-                                  ow == 0 ? pf : NULL, obrow ? obrow + ow * obs : NULL, othr, obs);
+                                  ow == 0 ? pf : NULL, obrow ? obrow + ow * obs : NULL, othr, obs,
+                                  rrow ? rrow + (int64_t)ow * Cout : NULL, rg);
             }
         }
-        /* (3) the real shortcut, the output's sign words from the floats */
-        if (p->res || (p->ow && !tile_bits)) CAT(finish_rows, SUFFIX)(p, p->ow && !tile_bits);
+        /* (3) the real shortcut and the output's sign words, where the tiles did not make them */
+        const int res_rows = p->res && !TILE_SHORTCUT;
+        if (res_rows || (p->ow && !tile_bits)) CAT(finish_rows, SUFFIX)(p, res_rows, p->ow && !tile_bits);
 #if BNN_ISA == 2
         if (nts) _mm_sfence();
 #endif
@@ -897,6 +932,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 
 #undef TILE_MR
 #undef TILE_BITS
+#undef TILE_SHORTCUT
 #undef SPLIT
 #undef CAT
 #undef CAT_
