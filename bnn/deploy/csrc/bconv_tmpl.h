@@ -121,6 +121,16 @@ typedef struct {
 } CAT(tile_ctx, SUFFIX);
 
 #if BNN_ISA == 2
+/* float(bias - 2 acc) * mul + add of the 8 channels at mul / add (two roundings), lanes outside mk 0 */
+static inline __attribute__((always_inline)) __m256 CAT(ep8, SUFFIX)(__m512i acc, const int64_t* bs, const float* mul,
+                                                                   const float* add, __mmask8 mk)
+{
+    const __m512i dot = _mm512_sub_epi64(_mm512_loadu_si512((const void*)bs), _mm512_add_epi64(acc, acc));
+    const __m256 d = _mm512_cvtepi64_ps(dot);
+    const __m256 y = _mm256_mul_ps(d, _mm256_maskz_loadu_ps(mk, mul));
+    return add ? _mm256_add_ps(y, _mm256_maskz_loadu_ps(mk, add)) : y;
+}
+
 static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     const CAT(tile_ctx, SUFFIX) * ctx, const int MR_, const uint64_t* a, const uint64_t* w,
     const int64_t* const* bias, const float* mul, const float* add, float* o, int cn, const int nts,
@@ -173,10 +183,7 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
                 const int rem = cn - 8 * v;
                 if (rem <= 0) break;
                 const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
-                const __m256 d = _mm512_cvtepi64_ps(_mm512_sub_epi64(_mm512_loadu_si512((const void*)(bs + 8 * v)),
-                                                                     _mm512_add_epi64(c[m][v], c[m][v])));
-                __m256 y = _mm256_mul_ps(d, _mm256_maskz_loadu_ps(mk, mul + 8 * v));
-                if (add) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(mk, add + 8 * v));
+                __m256 y = CAT(ep8, SUFFIX)(c[m][v], bs + 8 * v, mul + 8 * v, add ? add + 8 * v : NULL, mk);
                 word |= (uint32_t)_mm256_mask_cmp_ps_mask(mk, y, _mm256_maskz_loadu_ps(mk, othr + 8 * v), _CMP_LT_OQ)
                         << (8 * v);
             }
@@ -195,10 +202,7 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
                 const int rem = cn - 8 * v;
                 if (rem <= 0) break;
                 const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
-                const __m256 d = _mm512_cvtepi64_ps(_mm512_sub_epi64(_mm512_loadu_si512((const void*)(bs + 8 * v)),
-                                                                     _mm512_add_epi64(c[m][v], c[m][v])));
-                __m256 y = _mm256_mul_ps(d, _mm256_maskz_loadu_ps(mk, mul + 8 * v));
-                if (add) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(mk, add + 8 * v));
+                __m256 y = CAT(ep8, SUFFIX)(c[m][v], bs + 8 * v, mul + 8 * v, add ? add + 8 * v : NULL, mk);
                 const __m256 xr = _mm256_maskz_loadu_ps(mk, rm + 8 * v);
                 y = _mm256_add_ps(y, rg ? _mm256_mul_ps(xr, _mm256_maskz_loadu_ps(mk, rg + 8 * v)) : xr);
                 _mm256_mask_storeu_ps(om + 8 * v, mk, y);
@@ -250,12 +254,9 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
         for (int v = 0; v < 4; ++v) {
             int rem = cn - 8 * v;
             if (rem <= 0) break;
-            __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
-            __m256 d = _mm512_cvtepi64_ps(
-                _mm512_sub_epi64(_mm512_loadu_si512((const void*)(bs + 8 * v)), _mm512_add_epi64(c[m][v], c[m][v])));
-            __m256 y = _mm256_mul_ps(d, _mm256_maskz_loadu_ps(mk, mul + 8 * v));
-            if (add) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(mk, add + 8 * v));
-            _mm256_mask_storeu_ps(om + 8 * v, mk, y);
+            const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
+            _mm256_mask_storeu_ps(om + 8 * v, mk, CAT(ep8, SUFFIX)(c[m][v], bs + 8 * v, mul + 8 * v,
+                                                                   add ? add + 8 * v : NULL, mk));
         }
     }
 #undef STORE8
