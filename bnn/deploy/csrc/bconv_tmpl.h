@@ -339,11 +339,13 @@ static inline __attribute__((always_inline)) void CAT(chunk, SUFFIX)(const CAT(t
 }
 
 /* out = float(bias - 2 acc) * mul + add for one pixel, 8 channels at a time (two roundings, like the torch
- * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly); with ob, the sign
- * words instead: byte v / 8 of ob = (out < othr) of channels v..v+7 */
+ * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly); with rm, plus the
+ * real shortcut rm * rg (rg NULL: 1); with ob, the sign words instead: byte v / 8 of ob = (out < othr) of
+ * channels v..v+7 */
 static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __m256i* s, const int64_t* bs,
                                                                       const float* mul, const float* add, float* om,
-                                                                      int cn, uint8_t* ob, const float* othr)
+                                                                      int cn, uint8_t* ob, const float* othr,
+                                                                      const float* rm, const float* rg)
 {
 #pragma GCC unroll 4
     for (int v = 0; v < NR; v += 8) {
@@ -358,12 +360,20 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
         if (rem >= 8) {
             __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + v));
             if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + v));
+            if (rm) {
+                const __m256 xr = _mm256_loadu_ps(rm + v);
+                y = _mm256_add_ps(y, rg ? _mm256_mul_ps(xr, _mm256_loadu_ps(rg + v)) : xr);
+            }
             if (ob) ob[v / 8] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(y, _mm256_loadu_ps(othr + v), _CMP_LT_OQ));
             else _mm256_storeu_ps(om + v, y);
         } else {
             const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + v, mk));
             if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
+            if (rm) {
+                const __m256 xr = _mm256_maskload_ps(rm + v, mk);
+                y = _mm256_add_ps(y, rg ? _mm256_mul_ps(xr, _mm256_maskload_ps(rg + v, mk)) : xr);
+            }
             if (ob) {
                 const int bits = _mm256_movemask_ps(_mm256_cmp_ps(y, _mm256_maskload_ps(othr + v, mk), _CMP_LT_OQ));
                 ob[v / 8] = (uint8_t)(bits & ((1 << rem) - 1));
@@ -378,21 +388,20 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
 static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, const uint64_t* a,
                                                          const uint64_t* ws, const int64_t* bs, const float* mul,
                                                          const float* add, float* om, int cn, uint8_t* ob,
-                                                         const float* othr)
+                                                         const float* othr, const float* rm, const float* rg)
 {
     __m256i s[8];
     CAT(chunk, SUFFIX)(ctx, a, ws, 0, ctx->T, 0, ctx->Wg, s);
-    CAT(epilogue, SUFFIX)(s, bs, mul, add, om, cn, ob, othr);
+    CAT(epilogue, SUFFIX)(s, bs, mul, add, om, cn, ob, othr, rm, rg);
 }
 
 #define TILE_BITS 1 /* this ISA's tiles can emit sign words (ob) */
-#define TILE_SHORTCUT 0
+#define TILE_SHORTCUT 1
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* ws,
                               const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs,
                               const float* r, const float* rg)
 {
-    (void)r, (void)rg; /* the shortcut is added by finish_rows */
     (void)pf; /* only the AVX-512 tile prefetches the next item's weights */
     const int T = ctx->T, Wg = ctx->Wg, Cout = ctx->Cout;
     const int64_t ps = ctx->pstep;
@@ -401,7 +410,7 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
     if (T * Wg <= 31) { /* one chunk: registers to the epilogue */
         for (int m = 0; m < nm; ++m)
             CAT(pixel, SUFFIX)(ctx, a + m * ps, ws, bias[m], mul, add, o + (int64_t)m * Cout, cn,
-                               ob ? (uint8_t*)(ob + m * obs) : NULL, othr);
+                               ob ? (uint8_t*)(ob + m * obs) : NULL, othr, r ? r + (int64_t)m * Cout : NULL, rg);
         return;
     }
     __m256i acc[AVX2_PB][8];
@@ -423,7 +432,7 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
     }
     for (int m = 0; m < nm; ++m)
         CAT(epilogue, SUFFIX)(acc[m], bias[m], mul, add, o + (int64_t)m * Cout, cn,
-                              ob ? (uint8_t*)(ob + m * obs) : NULL, othr);
+                              ob ? (uint8_t*)(ob + m * obs) : NULL, othr, r ? r + (int64_t)m * Cout : NULL, rg);
 }
 
 /* ---- nibble-table path (bnn_kernel.c: tab_applies, tab_geometry) ---- */
@@ -560,9 +569,9 @@ static inline __attribute__((always_inline)) void CAT(tab_tile, SUFFIX)(const ui
  * every tile of 64 positions runs the chunk in registers (8 byte accumulators: 2 channel pairs x 4 vectors of
  * 16 positions) and adds it into the int16 sums in buf; then the epilogue turns the sums of 8 positions x 8
  * channels into floats, transposes them to channels last and stores the positions that exist. */
-static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const int64_t* toff, const int32_t* tv,
-                                  const uint8_t* tabs, const uint8_t* img, int n, int64_t p0, int64_t p1, int pan,
-                                  int16_t* buf)
+static inline __attribute__((always_inline)) void CAT(tab_item_x, SUFFIX)(
+    const conv_args* p, const tab_geom* g, const int64_t* toff, const int32_t* tv, const uint8_t* tabs,
+    const uint8_t* img, int n, int64_t p0, int64_t p1, int pan, int16_t* buf, const int RES, const int BITS)
 {
     const int T = p->KH * p->KW, Q = g->Q;
     /* chunks of at most 63 steps: whole taps when a tap has at most 63 nibbles, else equal parts of one tap */
@@ -592,15 +601,18 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
     /* epilogue: out = float(Tv * Cg - 2 acc) * mul + add (two roundings, like the torch path) */
     const int Cout = p->G * p->CoutG, c0 = pan * NR, OW = p->OW, Wps = g->Wps;
     const int cn = p->CoutG - c0 < NR ? p->CoutG - c0 : NR;
-    float mulv[NR], addv[NR], thrv[NR];
+    float mulv[NR], addv[NR], thrv[NR], gainv[NR];
     for (int c = 0; c < NR; ++c) {
         mulv[c] = c < cn ? p->mul[c0 + c] : 0.0f;
         addv[c] = c < cn && p->add ? p->add[c0 + c] : 0.0f;
         thrv[c] = c < cn && p->ow ? p->othr[c0 + c] : 0.0f; /* 0 < 0 is false: no bit past cn */
+        gainv[c] = c < cn && p->rgain ? p->rgain[c0 + c] : 0.0f;
     }
+    /* with p->res, a real shortcut at the output's positions (times gainv when p->rgain) */
+    const float* const rbase = RES ? p->res + (int64_t)n * p->OH * OW * Cout + c0 : NULL;
     /* with p->ow, the sign words instead of the floats: one byte per (position, 8 channels) */
     const int64_t obs = 8 * (int64_t)((Cout + 63) / 64); /* bytes per output pixel */
-    uint8_t* const bbase = p->ow ? (uint8_t*)p->ow + (int64_t)n * p->OH * OW * obs + c0 / 8 : NULL;
+    uint8_t* const bbase = BITS ? (uint8_t*)p->ow + (int64_t)n * p->OH * OW * obs + c0 / 8 : NULL;
     const int has_add = p->add != NULL;
     const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(cn % 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     float* const obase = p->out + (int64_t)n * p->OH * OW * Cout + c0;
@@ -608,6 +620,7 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
     int oh = (int)(p0 / Wps), ow = (int)(p0 % Wps);
     for (int64_t pos = 0; pos < pend; pos += 8) {
         float* dst[8];
+        const float* rdst[8];
         uint8_t* bdst[8];
         /* the 8 positions exist and lie on one output row (the usual case): consecutive outputs */
         const int run = pos + 8 <= pend && ow + 8 <= OW;
@@ -615,6 +628,7 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
             const int here = pos + i < pend && ow < OW;
             dst[i] = here ? obase + ((int64_t)oh * OW + ow) * Cout : NULL;
             bdst[i] = here && bbase ? bbase + ((int64_t)oh * OW + ow) * obs : NULL;
+            rdst[i] = here && rbase ? rbase + ((int64_t)oh * OW + ow) * Cout : NULL;
             if (++ow == Wps) { ow = 0; ++oh; }
         }
         const __m256i tvv = _mm256_loadu_si256((const __m256i*)(tv + p0 + pos));
@@ -647,6 +661,15 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
             o[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
             o[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
             o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+            if (rbase) {
+                const __m256 gv = _mm256_loadu_ps(gainv + cg * 8);
+                for (int i = 0; i < 8; ++i) {
+                    if (!rdst[i]) continue;
+                    const __m256 xr = cn - cg * 8 >= 8 ? _mm256_loadu_ps(rdst[i] + cg * 8)
+                                                       : _mm256_maskload_ps(rdst[i] + cg * 8, mk);
+                    o[i] = _mm256_add_ps(o[i], p->rgain ? _mm256_mul_ps(xr, gv) : xr);
+                }
+            }
             if (bbase) {
                 const __m256 th = _mm256_loadu_ps(thrv + cg * 8);
                 for (int i = 0; i < 8; ++i)
@@ -664,6 +687,16 @@ static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const i
             }
         }
     }
+}
+
+/* one work item, its epilogue specialized (compile-time flags): plain, a real shortcut added, or sign words out */
+static void CAT(tab_item, SUFFIX)(const conv_args* p, const tab_geom* g, const int64_t* toff, const int32_t* tv,
+                                  const uint8_t* tabs, const uint8_t* img, int n, int64_t p0, int64_t p1, int pan,
+                                  int16_t* buf)
+{
+    if (p->ow) CAT(tab_item_x, SUFFIX)(p, g, toff, tv, tabs, img, n, p0, p1, pan, buf, 0, 1);
+    else if (p->res) CAT(tab_item_x, SUFFIX)(p, g, toff, tv, tabs, img, n, p0, p1, pan, buf, 1, 0);
+    else CAT(tab_item_x, SUFFIX)(p, g, toff, tv, tabs, img, n, p0, p1, pan, buf, 0, 0);
 }
 
 /* the whole conv on the nibble-table path: (1) the planes, (2) the items (image, 256 positions, panel) */
@@ -701,7 +734,6 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
             const int64_t p1 = p0 + TAB_RB < g.nposr ? p0 + TAB_RB : g.nposr;
             CAT(tab_item, SUFFIX)(p, &g, toff, tv, tabs, img, n, p0, p1, pan, buf);
         }
-        if (p->res) CAT(finish_rows, SUFFIX)(p, 1, 0); /* (the sign words come from tab_item's epilogue) */
     }
 }
 #else
