@@ -256,35 +256,28 @@ def test_summary_counts_the_macs_of_chained_layers():
 
 # -- the real shortcut in the kernel --------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", _paths(), ids=str)
-def test_identity_real_shortcut_in_the_kernel_equals_the_torch_path(path, monkeypatch):
-    """out + gain_c * x (Bi-Real Net) added by the kernel: bit-identical to the pure-torch path, with and without
-    a folded BatchNorm's gain; a shortcut that pools or repeats stays a torch op."""
+def test_real_shortcut_in_the_kernel_equals_the_torch_path(path, monkeypatch):
+    """out + gain_c * S(x) (Bi-Real Net) added by the kernel: bit-identical to the pure-torch path, with and without
+    a folded BatchNorm's gain; S(x) is the input itself (mode 1) or, for a strided conv with more outputs than
+    inputs, the input pooled 2x2 and repeated (mode 2, made by torch)."""
     torch.manual_seed(2)
     try:
-        for c, size, bn in [(64, 9, False), (64, 8, True), (70, 7, True), (128, 5, False)]:
-            net = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), *([nn.BatchNorm2d(c)] if bn else []))
+        for cin, cout, size, stride, bn in [(64, 64, 9, 1, False), (64, 64, 8, 1, True), (70, 70, 7, 1, True),
+                                            (128, 128, 5, 1, False), (32, 64, 8, 2, True), (64, 128, 6, 2, False)]:
+            net = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), *([nn.BatchNorm2d(cout)] if bn else []))
             fake = _prepare(net, post=ops.RealShortcut)
             packed = pack_binary_model(fake)
             assert (packed[0].post_process.gain is not None) == bn  # the folded BatchNorm's k scales the shortcut
-            x = torch.randn(2, c, size, size)
+            x = torch.randn(2, cin, size, size)
             with torch.no_grad():
                 _on_path(packed, (None, None), monkeypatch)
                 ref = packed(x)
                 _on_path(packed, path, monkeypatch)
                 for _ in range(2):
-                    assert torch.equal(packed(x), ref), (c, size, bn)
-                if path[0] is not None:
-                    assert packed[0]._plan.shortcut  # added by the kernel, not by torch
+                    assert torch.equal(packed(x), ref), (cin, cout, size, stride, bn)
+                if path[0] is not None:  # added by the kernel, not by a torch op after it
+                    assert packed[0]._plan.shortcut == (1 if stride == 1 else 2)
                 expected = fake(x)
                 assert (ref - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item())
-        strided = pack_binary_model(_prepare(nn.Sequential(nn.Conv2d(32, 64, 3, 2, 1)), post=ops.RealShortcut))
-        x = torch.randn(2, 32, 8, 8)
-        with torch.no_grad():
-            _on_path(strided, path, monkeypatch)
-            out = strided(x)
-            if path[0] is not None:
-                assert not strided[0]._plan.shortcut
-            _on_path(strided, (None, None), monkeypatch)
-            assert torch.equal(out, strided(x))
     finally:
         set_isa(None)

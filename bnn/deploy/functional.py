@@ -163,7 +163,7 @@ class NativePlan:
 
     def run(self, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
             threshold: Optional[torch.Tensor], consts: Optional[torch.Tensor] = None,
-            out_threshold: Optional[torch.Tensor] = None, shortcut: bool = False,
+            out_threshold: Optional[torch.Tensor] = None, shortcut: Optional[torch.Tensor] = None,
             shortcut_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers).
 
@@ -173,10 +173,14 @@ class NativePlan:
         Sign-bit chaining (2-d convs): an int64 ``x`` is the input's sign words (:func:`sign_words`, contiguous
         ``[N, H, W, ceil(C / 64)]``; ``threshold`` is then not used), and with ``out_threshold`` the result is the
         output's sign words instead of the float output (which stays in a reused scratch). With ``shortcut``
-        (2-d, float ``x`` of the output's shape) the kernel adds ``x * shortcut_gain_c`` (``x`` when None) to its
-        output: Bi-Real Net's real shortcut, two roundings like ``y + x * gain`` in torch.
+        (2-d: a float32 tensor of the output's shape, e.g. ``x`` itself) the kernel adds ``shortcut *
+        shortcut_gain_c`` (``shortcut`` when the gain is None) to its output: Bi-Real Net's real shortcut, two
+        roundings like ``y + s * gain`` in torch.
         """
-        xw = 0
+        xw = res = 0
+        if shortcut is not None:
+            shortcut = shortcut.contiguous(memory_format=torch.channels_last)  # x itself when it is already
+            res = shortcut.data_ptr()
         if x.dtype == torch.int64:
             signs_in = x = x.contiguous()  # held until the kernel returns
             xw, x = signs_in.data_ptr(), None
@@ -206,8 +210,7 @@ class NativePlan:
                                scratch.data_ptr(), words.data_ptr(), mul.data_ptr(),
                                0 if add is None else add.data_ptr(), out.data_ptr(), *self.ints, _kernel.get_isa(),
                                torch.get_num_threads(), 0 if consts is None else consts.data_ptr(), self.scratch_words,
-                               xw, ow, othr, x.data_ptr() if shortcut else 0,
-                               0 if shortcut_gain is None else shortcut_gain.data_ptr())
+                               xw, ow, othr, res, 0 if shortcut_gain is None else shortcut_gain.data_ptr())
         self.spare_scratch.append(scratch)
         if out_threshold is not None:
             self.spare_out.append(out)

@@ -52,7 +52,8 @@ class _CachedPlan:
     threshold: Optional[torch.Tensor]
     post: nn.Module
     post_done: bool  # the kernel's output is the layer's output (no post-process, or its real shortcut fused)
-    shortcut: bool  # the kernel adds the input (a real shortcut), times shortcut_gain when not None
+    shortcut: int  # the kernel adds a real shortcut S(x) (times shortcut_gain when not None): 0 no, 1 S(x) = x,
+    # 2 S(x) pooled / repeated by the RealShortcut
     shortcut_gain: Optional[torch.Tensor]
     dtype: torch.dtype  # of the input: float32, or int64 sign words
     out_threshold: Optional[torch.Tensor]
@@ -205,7 +206,8 @@ class PackedLayer(nn.Module):
                         and (c.dtype == torch.int64 or b["input_threshold"] is c.threshold)
                         and self._modules["post_process"] is c.post
                         and (not c.shortcut or (c.post.enabled and c.post._buffers["gain"] is c.shortcut_gain))):
-                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts, c.out_threshold, c.shortcut,
+                    sx = None if not c.shortcut else x if c.shortcut == 1 else c.post.shortcut(x, c.plan.out_shape[2:])
+                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts, c.out_threshold, sx,
                                    c.shortcut_gain)
                     return y if c.post_done else c.post(y, x)
             c8 = self.__dict__.get("_int8_plan")
@@ -213,22 +215,21 @@ class PackedLayer(nn.Module):
                 return self._post(c8[2].run(x), x)
         return self._forward_checked(x)
 
-    def _identity_shortcut(self, x: torch.Tensor, out_shape) -> bool:
-        """The post-process is Bi-Real Net's real shortcut and maps the input to itself: y = out + gain_c * x (2-d
-        conv, input and output of one shape: same channels, stride 1, same size)."""
+    def _real_shortcut(self, x: torch.Tensor) -> bool:
+        """The post-process is Bi-Real Net's real shortcut of a 2-d conv (on a float input): y = out + gain_c * S(x),
+        which the kernel adds in its epilogue."""
         post = self.post_process
-        return (type(post) is RealShortcut and post.enabled and self._kernel_dims == 2 and x.is_floating_point()
-                and tuple(x.shape) == tuple(out_shape))
+        return type(post) is RealShortcut and post.enabled and self._kernel_dims == 2 and x.is_floating_point()
 
     def _post(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The output post-process; an identity real shortcut as ``y + x * gain_c`` (two roundings), the kernel's
-        fused formula, on every path."""
+        """The output post-process; a real shortcut as ``y + S(x) * gain_c`` (two roundings), the kernel's fused
+        formula, on every path."""
         post = self.post_process
         if isinstance(post, nn.Identity):
             return y
-        if self._identity_shortcut(x, y.shape):
-            gain = post.gain
-            return y + x if gain is None else y + x * gain.to(y.dtype).view(1, -1, 1, 1)
+        if self._real_shortcut(x):
+            sx, gain = post.shortcut(x, y.shape[2:]), post.gain
+            return y + sx if gain is None else y + sx * gain.to(y.dtype).view(1, -1, 1, 1)
         return post(y, x)
 
     def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,14 +260,17 @@ class PackedLayer(nn.Module):
             # version, e.g. load_state_dict) drops the cached plan
             consts = BF.layer_constants(w, plan)
             post = self.post_process
-            # an identity real shortcut (Bi-Real Net) is added by the kernel, on the rows it has just written
+            # a real shortcut (Bi-Real Net) is added by the kernel's epilogue: the input itself, or S(x) made by torch
             gain = post.gain if type(post) is RealShortcut else None
-            shortcut = self._identity_shortcut(x, plan.out_shape) and (
-                gain is None or (gain.dtype == torch.float32 and gain.is_contiguous() and gain.is_cpu))
+            shortcut = 0
+            if self._real_shortcut(x) and (gain is None or (gain.dtype == torch.float32 and gain.is_contiguous()
+                                                            and gain.is_cpu)):
+                shortcut = 1 if tuple(x.shape) == plan.out_shape else 2
             self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post,
-                                                 shortcut or isinstance(post, nn.Identity), shortcut, gain, x.dtype,
-                                                 ot, plan, consts)
-            y = plan.run(x, w, s, b, t, consts, ot, shortcut, gain)
+                                                 bool(shortcut) or isinstance(post, nn.Identity), shortcut, gain,
+                                                 x.dtype, ot, plan, consts)
+            sx = None if not shortcut else x if shortcut == 1 else post.shortcut(x, plan.out_shape[2:])
+            y = plan.run(x, w, s, b, t, consts, ot, sx, gain)
             return y if shortcut else self._post(y, x)
         xin = BF.unsign_words(x, self.in_channels) if signs_in else x
         y = BF.binary_conv_torch(xin, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,

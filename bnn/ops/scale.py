@@ -9,6 +9,8 @@ same values and gradients for less work.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as TF
@@ -145,12 +147,13 @@ class RealShortcut(Binarizer):
         self._shape = tuple(channel_shape(module, cout))
         self.register_buffer("gain", None)
 
-    def shortcut(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """S(x): ``x`` pooled to ``out``'s positions and repeated or averaged to its channels."""
+    def shortcut(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """S(x): ``x`` pooled to the output's spatial ``size`` (its last dims; ``()`` for a linear layer) and
+        repeated or averaged to its channels."""
         dims = self.spatial_dims
-        if dims and x.shape[-dims:] != out.shape[-dims:]:
+        if dims and tuple(x.shape[-dims:]) != tuple(size):
             pool = {1: TF.adaptive_avg_pool1d, 2: TF.adaptive_avg_pool2d, 3: TF.adaptive_avg_pool3d}[dims]
-            x = pool(x, out.shape[-dims:])
+            x = pool(x, tuple(size))
         channel_dim = 1 if self.is_conv else x.dim() - 1
         if self.repeat > 1:
             x = torch.cat([x] * self.repeat, dim=channel_dim)
@@ -165,6 +168,7 @@ class RealShortcut(Binarizer):
             return out
         if x is None:
             raise ValueError("RealShortcut needs the layer input: call it as post(out, x)")
+        size = out.shape[-self.spatial_dims:] if self.spatial_dims else ()
         if self.gain is None:
-            return out + self.shortcut(x, out)
-        return torch.addcmul(out, self.shortcut(x, out), self.gain.view(self._shape))
+            return out + self.shortcut(x, size)
+        return torch.addcmul(out, self.shortcut(x, size), self.gain.view(self._shape))
