@@ -47,8 +47,8 @@ class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from ..layers import BinaryLayerMixin
 
-        return (isinstance(m, (PackedLayer, BinaryLayerMixin, SignWordsPassthrough)) or next(m.children(), None) is None
-                or super().is_leaf_module(m, qualname))
+        return (isinstance(m, (PackedLayer, BinaryLayerMixin, SignWordsPassthrough))
+                or next(m.children(), None) is None or super().is_leaf_module(m, qualname))
 
 
 def _has_hooks(m: nn.Module) -> bool:

@@ -182,7 +182,7 @@ class NativePlan:
             shortcut = shortcut.contiguous(memory_format=torch.channels_last)  # x itself when it is already
             res = shortcut.data_ptr()
         if x.dtype == torch.int64:
-            signs_in = x = x.contiguous()  # held until the kernel returns
+            signs_in = x.contiguous()  # held until the kernel returns
             xw, x = signs_in.data_ptr(), None
         elif self.dims == 2:
             x = x.contiguous(memory_format=torch.channels_last)

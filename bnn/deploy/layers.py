@@ -14,7 +14,8 @@ came from computes (``post(op(pre(x), wpre(W), b), x)``), with
   subtracts), any other input meets W unpacked to +-1 for the forward only;
 * ``y = dot * scale_c + shift_c`` (scale = alpha times any folded output scale,
   shift = the folded conv bias / output bias / BatchNorm), then ``post`` if it
-  needs the float input (XNOR-Net's K).
+  needs the float input (XNOR-Net's K; Bi-Real Net's real shortcut of a 2-d
+  conv, ``y + gain_c * S(x)``, is added by the kernel's epilogue).
 
 ``packed_nbytes()`` / ``float_nbytes()`` give the memory of the layer packed
 and of the same layer in float32, for :func:`bnn.summary`.
