@@ -18,8 +18,7 @@
 2. The whole torchvision ResNet-18 (first conv and fc float, the rest packed by
    ``bnn.pack_binary_model``) against the float model under torch eager (NCHW and
    channels-last) and ONNX Runtime (when ``onnxruntime`` is installed: ``pip install
-   bnn[bench]``), and against itself packed without sign-bit chaining (``chain_signs=False``).
-   The binary model is sign inputs and XNOR weights, or ``--preset NAME``
+   bnn[bench]``). The binary model is sign inputs and XNOR weights, or ``--preset NAME``
    of :mod:`bnn.presets` (``relu_friendly``: each packed conv also adds its real shortcut).
    Each engine runs in its own process (an ONNX Runtime session in the same
    process was seen to slow the packed model's OpenMP threads), the processes alternate for
@@ -198,7 +197,7 @@ def bench_int8_layers(batches, reps, shapes=SHAPES):
 
 
 # -- whole network: one engine per process --------------------------------------------------------
-ENGINES = ["packed", "packed-unchained", "torch", "torch-cl", "ort"]
+ENGINES = ["packed", "torch", "torch-cl", "ort"]
 
 
 def _resnet18_models(preset=None):
@@ -241,8 +240,6 @@ def run_engine(engine, batch, reps, threads, onnx_path=None, preset=None):
         float_model, fake = _resnet18_models(preset)
         if engine == "packed":
             model = pack_binary_model(fake)
-        elif engine == "packed-unchained":  # without sign-bit chaining (bnn.deploy.chain)
-            model = pack_binary_model(fake, chain_signs=False)
         elif engine == "torch-cl":
             model = float_model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -293,8 +290,6 @@ def bench_resnet18(batches, reps, threads, rounds, isa, clock, preset=None):
                 line += (f", vs ONNX Runtime float {med['ort'] / p:.2f}x (goal {TARGET_VS_ORT}x: "
                          f"{'met' if med['ort'] / p >= TARGET_VS_ORT else 'NOT met'})")
             print(line)
-            print(f"  sign-bit chaining: packed without it {med['packed-unchained'] * 1e3:.2f} ms, with it "
-                  f"{p * 1e3:.2f} ms ({med['packed-unchained'] / p:.3f}x)")
 
 
 def _parse_shape(text, parser):

@@ -20,6 +20,8 @@ set ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=A
    model's layout) against the NCHW + channels-last mix a packed model must avoid.
 4. With ``--compile``: ``torch.compile`` (inductor) of the packed model against
    eager (compiling takes a minute or more on a small CPU).
+5. Sign-bit chaining: the packed model against itself packed with ``chain_signs=False``, at
+   batch 1 and 8, alternated call by call in one process.
 
 Timings are medians of interleaved repetitions.
 """
@@ -44,12 +46,13 @@ from inference import interleaved, isa_in_use, path_ceiling  # benchmarks/infere
 
 
 def packed_resnet18():
+    """The float ResNet-18 and the fake-binarized one, packed (first conv and fc float)."""
     import torchvision
 
     model = torchvision.models.resnet18(num_classes=1000)
     bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
     fake = bnn.prepare_binary_model(model, bc, ignore_layers_name=["_first_", "_last_"]).eval()
-    return model.eval(), pack_binary_model(fake)
+    return model.eval(), fake, pack_binary_model(fake)
 
 
 def fastest(fns, reps, inner=4):
@@ -215,6 +218,28 @@ def whole_model(float_model, packed, reps, compile_too):
         print(f"   torch.compile / eager (packed): {times[1] / times[2]:.2f}x faster")
 
 
+@torch.no_grad()
+def sign_chaining(fake, reps, batches=(1, 8)):
+    """The packed model with and without sign-bit chaining (bnn.deploy.chain), alternated call by call in one
+    process (the order swapped every call), so that a difference of a few per cent shows above the noise."""
+    print("\n5. Sign-bit chaining (each block's conv1 hands conv2 its sign words), whole model, 224x224")
+    chained, plain = pack_binary_model(fake), pack_binary_model(fake, chain_signs=False)
+    for n in batches:
+        x = torch.randn(n, 3, 224, 224)
+        assert torch.equal(chained(x), plain(x))
+        times = {chained: [], plain: []}
+        calls = reps * (15 if n == 1 else 3)
+        for i in range(calls + 4):
+            for m in ((chained, plain) if i % 2 else (plain, chained)):
+                t0 = time.perf_counter()
+                m(x)
+                if i >= 4:
+                    times[m].append(time.perf_counter() - t0)
+        t_c, t_p = statistics.median(times[chained]), statistics.median(times[plain])
+        print(f"   batch {n}: chained {t_c * 1e3:.3f} ms, not chained {t_p * 1e3:.3f} ms: {t_p / t_c:.3f}x "
+              f"(medians of {calls} calls each)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -231,10 +256,11 @@ def main():
           f"torch float ISA {torch.backends.cpu.get_cpu_capability()}\n")
     if kernel_available():
         layer_overhead(args.reps)
-    float_model, packed = packed_resnet18()
+    float_model, fake, packed = packed_resnet18()
     breakdown(packed, args.reps, args.batch)
     residual_add(args.reps)
     whole_model(float_model, packed, args.reps, args.compile)
+    sign_chaining(fake, args.reps)
 
 
 if __name__ == "__main__":
