@@ -8,7 +8,8 @@ set ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=A
 
 1. Python work per packed layer: a packed layer's call against the bare C
    kernel call with the same arguments (and the cost of a fresh output buffer
-   against a reused one), for a small and a large ResNet-18 layer.
+   against a reused one), for a small and a large ResNet-18 layer; and what a
+   real shortcut adds to a layer, in the kernel's epilogue and as a torch op.
 2. A per-op breakdown of the packed torchvision ResNet-18 forward at ``--batch`` (first conv
    and fc float, every BatchNorm folded, channels-last end to end), timed with
    forward hooks on the leaf modules; "block glue" is the rest (residual adds,
@@ -97,6 +98,25 @@ def layer_overhead(reps):
     print(f"   Python work per packed layer call: {python_us:.1f} us (layer() - C call on the smallest layer, where the")
     print("   kernel time is short and steady: input checks, fresh output, scratch pool, Module.__call__);")
     print("   fresh output = allocating (and first touching) a new output tensor instead of reusing one")
+    real_shortcut(reps)
+
+
+@torch.no_grad()
+def real_shortcut(reps, c=64, hw=56):
+    """Bi-Real Net's real shortcut (y + gain_c * x, BatchNorm folded into the gain) added by the kernel's epilogue,
+    against the same layer without a shortcut, and the torch op that would add it after the layer."""
+    layers = []
+    for post in (ops.RealShortcut, None):
+        bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer,
+                         activation_post_process=post)
+        net = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        layers.append(pack_binary_model(bnn.prepare_binary_model(net, bc).eval()))
+    x = torch.randn(1, c, hw, hw).contiguous(memory_format=torch.channels_last)
+    y, gain = layers[1](x), layers[0][0].post_process.gain.view(1, -1, 1, 1)
+    t_fused, t_plain, t_op = fastest([lambda: layers[0](x), lambda: layers[1](x), lambda: y + x * gain], reps * 20)
+    print(f"   real shortcut (Bi-Real Net), {c}->{c} 3x3 @{hw}x{hw}: the layer with it {t_fused * 1e6:.1f} us, without "
+          f"{t_plain * 1e6:.1f} us:\n   +{(t_fused - t_plain) * 1e6:.1f} us added by the kernel's epilogue, "
+          f"against +{t_op * 1e6:.1f} us as a torch op after the layer (y + x * gain)")
 
 
 def _op_name(mod: nn.Module) -> str:
