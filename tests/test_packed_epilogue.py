@@ -117,7 +117,8 @@ def test_bad_sign_words_raise_naming_the_layer():
     with torch.no_grad(), pytest.raises(TypeError, match=r"packed layer '1'.*groups=1"):
         packed[1](torch.zeros(1, 5, 5, 1, dtype=torch.int64))
     packed[0].output_threshold = torch.zeros(3)  # the kernel would read 8 thresholds
-    with torch.no_grad(), pytest.raises(ValueError, match=r"packed layer '0': buffer 'output_threshold' has shape \[3\]"):
+    wrong_size = r"packed layer '0': buffer 'output_threshold' has shape \[3\]"
+    with torch.no_grad(), pytest.raises(ValueError, match=wrong_size):
         packed[0](torch.randn(1, 70, 5, 5))
 
 

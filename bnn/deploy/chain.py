@@ -13,11 +13,12 @@ are clamps, ``f(y) = min(max(y, lo), hi)`` (``nn.ReLU``: lo = 0, hi = inf;
 exactly (a clamp does not round). So ``conv1`` compares its own output with t'
 (its ``output_threshold``) and returns sign words, int64 ``[N, H, W, ceil(C / 64)]``
 (bit c % 64 of word c // 64 set for a -1 input), 1/32 of the float output; the
-activations in between pass the words through (wrapped in :class:`bnn.deploy.layers.SignWordsPassthrough`)
-and ``conv2`` skips its input binarization. On the native kernel the words
-come straight from ``conv1``'s tiles (AVX-512) or from its output rows while
-they are in cache, and the float output and the activation's pass over it are
-never made. The model's outputs are bit-identical to the unchained model's.
+activations in between pass the words through (wrapped in
+:class:`bnn.deploy.layers.SignWordsPassthrough`) and ``conv2`` skips its input
+binarization. On the native kernel the words come straight from ``conv1``'s
+tile epilogues (AVX-512, AVX2; the scalar path packs its output rows while they
+are in cache), and the activation's pass over the float output is never made.
+The model's outputs are bit-identical to the unchained model's.
 
 A pair is chained only when the ``torch.fx`` graph proves it safe: both convs
 are 2-d packed convs with binary input and no output post-process (a real
