@@ -720,7 +720,7 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) CAT(tab_pack_row, SUFFIX)(p, &g, img, r);
         int16_t buf[16 * TAB_RB * 2] __attribute__((aligned(32)));
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait /* the region's end waits for the items */
         for (int64_t it = 0; it < items; ++it) {
             /* panel-major when the tables outgrow L2 (a panel's tables then stay in L2 over all the images),
              * else panels fastest (the outputs of a position block are written in one pass) */
@@ -909,9 +909,9 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
 #endif
             }
         }
-        /* (2) tiles */
+        /* (2) tiles (no barrier of their own: the region's end, or the one before (3), waits for them) */
         const int64_t* bptr[TILE_MR];
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t it = 0; it < items; ++it) {
             int pan = (int)(it % npan);
             int64_t row = it / npan; /* n * OH + oh */
@@ -955,7 +955,10 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
         }
         /* (3) the real shortcut and the output's sign words, where the tiles did not make them */
         const int res_rows = p->res && !TILE_SHORTCUT;
-        if (res_rows || (p->ow && !tile_bits)) CAT(finish_rows, SUFFIX)(p, res_rows, p->ow && !tile_bits);
+        if (res_rows || (p->ow && !tile_bits)) { /* the same condition on every thread */
+#pragma omp barrier
+            CAT(finish_rows, SUFFIX)(p, res_rows, p->ow && !tile_bits);
+        }
 #if BNN_ISA == 2
         if (nts) _mm_sfence();
 #endif
