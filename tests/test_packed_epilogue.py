@@ -161,15 +161,17 @@ def test_chained_model_is_bit_identical_to_the_unchained_one(monkeypatch):
     t4 = chained[4].input_threshold
     assert torch.equal(chained[1].output_threshold, torch.where(t4 > 0, t4, torch.tensor(-math.inf)))
     x = torch.randn(2, 3, 12, 12)
-    with torch.no_grad():
-        ref = fake(x)
-        for path in _paths():
-            _on_path(chained, path, monkeypatch)
-            _on_path(plain, path, monkeypatch)
-            for _ in range(2):
-                assert torch.equal(chained(x), plain(x)), path
-        assert (chained(x) - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
-    set_isa(None)
+    try:
+        with torch.no_grad():
+            ref = fake(x)
+            for path in _paths():
+                _on_path(chained, path, monkeypatch)
+                _on_path(plain, path, monkeypatch)
+                for _ in range(2):
+                    assert torch.equal(chained(x), plain(x)), path
+            assert (chained(x) - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
+    finally:
+        set_isa(None)
 
 
 class _Block(nn.Module):
