@@ -173,10 +173,14 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
      * (non-temporal) stores for outputs much larger than the caches, which then skip the read-for-ownership */
 #define STORE8(ptr, val) do { if (nts) _mm256_stream_ps((ptr), (val)); else _mm256_storeu_ps((ptr), (val)); } while (0)
     const int Cout = ctx->Cout;
-    if (bits) { /* sign words out: bit c of the panel's 32 = (out_c < othr_c), no float stored */
+    /* the masked epilogue, 8 channels at a time: sign words (bits: bit c of the panel's 32 = (out_c < othr_c), no
+     * float stored), a real shortcut (r: out + r * rg at the output's position, rg NULL: 1; two roundings), or a
+     * partial panel; a full plain panel takes the unmasked stores below */
+    if (bits || r || cn != NR) {
 #pragma GCC unroll 6
         for (int m = 0; m < MR_; ++m) {
             const int64_t* bs = bias[m];
+            float* om = o + (int64_t)m * Cout;
             uint32_t word = 0;
 #pragma GCC unroll 4
             for (int v = 0; v < 4; ++v) {
@@ -184,79 +188,52 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
                 if (rem <= 0) break;
                 const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
                 __m256 y = CAT(ep8, SUFFIX)(c[m][v], bs + 8 * v, mul + 8 * v, add ? add + 8 * v : NULL, mk);
-                word |= (uint32_t)_mm256_mask_cmp_ps_mask(mk, y, _mm256_maskz_loadu_ps(mk, othr + 8 * v), _CMP_LT_OQ)
-                        << (8 * v);
+                if (bits) {
+                    word |= (uint32_t)_mm256_mask_cmp_ps_mask(mk, y, _mm256_maskz_loadu_ps(mk, othr + 8 * v),
+                                                              _CMP_LT_OQ) << (8 * v);
+                    continue;
+                }
+                if (r) {
+                    const __m256 xr = _mm256_maskz_loadu_ps(mk, r + (int64_t)m * Cout + 8 * v);
+                    y = _mm256_add_ps(y, rg ? _mm256_mul_ps(xr, _mm256_maskz_loadu_ps(mk, rg + 8 * v)) : xr);
+                }
+                _mm256_mask_storeu_ps(om + 8 * v, mk, y);
             }
-            ob[m * obs] = word;
+            if (bits) ob[m * obs] = word;
         }
         return;
     }
-    if (r) { /* a real shortcut: out + r * rg (r at the output's position; rg NULL: 1), two roundings */
+    const __m256 u0 = _mm256_loadu_ps(mul), u1 = _mm256_loadu_ps(mul + 8);
+    const __m256 u2 = _mm256_loadu_ps(mul + 16), u3 = _mm256_loadu_ps(mul + 24);
+    if (add) {
+        const __m256 d0 = _mm256_loadu_ps(add), d1 = _mm256_loadu_ps(add + 8);
+        const __m256 d2 = _mm256_loadu_ps(add + 16), d3 = _mm256_loadu_ps(add + 24);
 #pragma GCC unroll 6
         for (int m = 0; m < MR_; ++m) {
             const int64_t* bs = bias[m];
             float* om = o + (int64_t)m * Cout;
-            const float* rm = r + (int64_t)m * Cout;
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; ++v) {
-                const int rem = cn - 8 * v;
-                if (rem <= 0) break;
-                const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
-                __m256 y = CAT(ep8, SUFFIX)(c[m][v], bs + 8 * v, mul + 8 * v, add ? add + 8 * v : NULL, mk);
-                const __m256 xr = _mm256_maskz_loadu_ps(mk, rm + 8 * v);
-                y = _mm256_add_ps(y, rg ? _mm256_mul_ps(xr, _mm256_maskz_loadu_ps(mk, rg + 8 * v)) : xr);
-                _mm256_mask_storeu_ps(om + 8 * v, mk, y);
-            }
-        }
-        return;
-    }
-    if (cn == NR) {
-        const __m256 u0 = _mm256_loadu_ps(mul), u1 = _mm256_loadu_ps(mul + 8);
-        const __m256 u2 = _mm256_loadu_ps(mul + 16), u3 = _mm256_loadu_ps(mul + 24);
-        if (add) {
-            const __m256 d0 = _mm256_loadu_ps(add), d1 = _mm256_loadu_ps(add + 8);
-            const __m256 d2 = _mm256_loadu_ps(add + 16), d3 = _mm256_loadu_ps(add + 24);
-#pragma GCC unroll 6
-            for (int m = 0; m < MR_; ++m) {
-                const int64_t* bs = bias[m];
-                float* om = o + (int64_t)m * Cout;
 #define EP(v, u, d)                                                                                          \
     STORE8(om + 8 * v,                                                                                       \
-                     _mm256_add_ps(_mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_sub_epi64(                         \
-                                                     _mm512_loadu_si512((const void*)(bs + 8 * v)),         \
-                                                     _mm512_add_epi64(c[m][v], c[m][v]))),                   \
-                                                 u),                                                         \
-                                   d));
-                EP(0, u0, d0) EP(1, u1, d1) EP(2, u2, d2) EP(3, u3, d3)
+                 _mm256_add_ps(_mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_sub_epi64(                         \
+                                                 _mm512_loadu_si512((const void*)(bs + 8 * v)),         \
+                                                 _mm512_add_epi64(c[m][v], c[m][v]))),                   \
+                                             u),                                                         \
+                               d));
+            EP(0, u0, d0) EP(1, u1, d1) EP(2, u2, d2) EP(3, u3, d3)
 #undef EP
-            }
-        } else {
+        }
+    } else {
 #pragma GCC unroll 6
-            for (int m = 0; m < MR_; ++m) {
-                const int64_t* bs = bias[m];
-                float* om = o + (int64_t)m * Cout;
+        for (int m = 0; m < MR_; ++m) {
+            const int64_t* bs = bias[m];
+            float* om = o + (int64_t)m * Cout;
 #define EP(v, u)                                                                                             \
     STORE8(om + 8 * v, _mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_sub_epi64(                           \
-                                                   _mm512_loadu_si512((const void*)(bs + 8 * v)),           \
-                                                   _mm512_add_epi64(c[m][v], c[m][v]))),                     \
-                                               u));
-                EP(0, u0) EP(1, u1) EP(2, u2) EP(3, u3)
+                                               _mm512_loadu_si512((const void*)(bs + 8 * v)),           \
+                                               _mm512_add_epi64(c[m][v], c[m][v]))),                     \
+                                           u));
+            EP(0, u0) EP(1, u1) EP(2, u2) EP(3, u3)
 #undef EP
-            }
-        }
-        return;
-    }
-#pragma GCC unroll 6
-    for (int m = 0; m < MR_; ++m) {
-        const int64_t* bs = bias[m];
-        float* om = o + (int64_t)m * Cout;
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) {
-            int rem = cn - 8 * v;
-            if (rem <= 0) break;
-            const __mmask8 mk = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1u);
-            _mm256_mask_storeu_ps(om + 8 * v, mk, CAT(ep8, SUFFIX)(c[m][v], bs + 8 * v, mul + 8 * v,
-                                                                   add ? add + 8 * v : NULL, mk));
         }
     }
 #undef STORE8
