@@ -31,7 +31,6 @@ module of it has hooks. An activation module called elsewhere too (torchvision's
 """
 from __future__ import annotations
 
-import collections
 import math
 from typing import List, Optional, Tuple
 
@@ -39,7 +38,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from .fold import _has_hooks, _set, trace_packed
+from .fold import _has_hooks, _set, calls_per_module
 from .layers import PackedConv2d, SignWordsPassthrough
 
 __all__ = ["chain_sign_words"]
@@ -80,10 +79,10 @@ def chain_sign_words(model: nn.Module, graph: Optional[torch.fx.Graph] = None) -
 
     ``graph``: the model's graph from :func:`bnn.deploy.fold.trace_packed` (module names are what matter: a
     BatchNorm folded since then is looked up as the ``nn.Identity`` it became), else traced here."""
-    graph = graph if graph is not None else trace_packed(model, "packed convs are not sign-chained")
-    if graph is None:
+    traced = calls_per_module(model, graph, "packed convs are not sign-chained")
+    if traced is None:
         return []
-    calls = collections.Counter(id(model.get_submodule(n.target)) for n in graph.nodes if n.op == "call_module")
+    graph, calls = traced
     chained = []
     for node in graph.nodes:
         if node.op != "call_module":

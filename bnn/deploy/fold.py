@@ -86,15 +86,24 @@ def trace_packed(model: nn.Module, left: str) -> Optional[torch.fx.Graph]:
         return None
 
 
+def calls_per_module(model: nn.Module, graph: Optional[torch.fx.Graph], left: str):
+    """``(graph, calls)``: the model's graph (``graph``, else traced by :func:`trace_packed`) and how many times it
+    calls each module (a Counter by ``id``); None when it cannot be traced (the warning says what is ``left``)."""
+    graph = graph if graph is not None else trace_packed(model, left)
+    if graph is None:
+        return None
+    return graph, collections.Counter(id(model.get_submodule(n.target)) for n in graph.nodes if n.op == "call_module")
+
+
 @torch.no_grad()
 def fold_batchnorms(model: nn.Module, graph: Optional[torch.fx.Graph] = None) -> List[str]:
     """Fold every provably safe conv -> BatchNorm pair of ``model`` (eval mode) in place; returns the folded BN names.
 
     ``graph``: the model's graph from :func:`trace_packed`, else traced here."""
-    graph = graph if graph is not None else trace_packed(model, "BatchNorms are left unfolded")
-    if graph is None:
+    traced = calls_per_module(model, graph, "BatchNorms are left unfolded")
+    if traced is None:
         return []
-    calls = collections.Counter(id(model.get_submodule(n.target)) for n in graph.nodes if n.op == "call_module")
+    graph, calls = traced
     folded = []
     for node in graph.nodes:
         if node.op != "call_module" or len(node.users) != 1:
