@@ -14,7 +14,8 @@
  * padded taps.  The valid taps of an output pixel are a product of an
  * interval of kernel rows and an interval of kernel columns, so `bias` takes
  * only a few values ("classes", 9 for a 3x3 conv with padding 1): one small
- * table per call, read by the epilogue  out = float(bias - 2 acc) * mul + add.
+ * float table per layer, read by the epilogue  out = (bias - 2 float(acc)) * mul + add
+ * (bias - 2 acc is an integer below 2^24 in magnitude, exact in float32).
  */
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -112,7 +113,7 @@ static void CAT(finish_rows, SUFFIX)(const conv_args* p, int shortcut, int pack)
 /* tile: MR consecutive output pixels of one row x one panel of NR output channels.                */
 /*   a:     packed word of pixel 0, tap 0 (group g applied); pixel m is at a + m * pstep          */
 /*   w:     weight panel [T, Wg, NR]                                                              */
-/*   bias:  per pixel, int64 [NR] of the pixel's class                                            */
+/*   bias:  per pixel, float [NR] of the pixel's class                                            */
 /*   o:     output of pixel 0 (channel c0); pixel m at o + m * Cout; cn valid channels            */
 typedef struct {
     const int64_t* tapoff;
@@ -121,19 +122,21 @@ typedef struct {
 } CAT(tile_ctx, SUFFIX);
 
 #if BNN_ISA == 2
-/* float(bias - 2 acc) * mul + add of the 8 channels at mul / add (two roundings), lanes outside mk 0 */
-static inline __attribute__((always_inline)) __m256 CAT(ep8, SUFFIX)(__m512i acc, const int64_t* bs, const float* mul,
+/* the exact dot of 8 channels: bias - 2 float(acc) (integers below 2^24: one exact fused operation) */
+#define DOT8(acc, bs) _mm256_fnmadd_ps(_mm512_cvtepi64_ps(acc), _mm256_set1_ps(2.0f), (bs))
+
+/* dot * mul + add of the 8 channels at bs / mul / add (two roundings), lanes outside mk 0 */
+static inline __attribute__((always_inline)) __m256 CAT(ep8, SUFFIX)(__m512i acc, const float* bs, const float* mul,
                                                                    const float* add, __mmask8 mk)
 {
-    const __m512i dot = _mm512_sub_epi64(_mm512_loadu_si512((const void*)bs), _mm512_add_epi64(acc, acc));
-    const __m256 d = _mm512_cvtepi64_ps(dot);
+    const __m256 d = DOT8(acc, _mm256_maskz_loadu_ps(mk, bs));
     const __m256 y = _mm256_mul_ps(d, _mm256_maskz_loadu_ps(mk, mul));
     return add ? _mm256_add_ps(y, _mm256_maskz_loadu_ps(mk, add)) : y;
 }
 
 static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     const CAT(tile_ctx, SUFFIX) * ctx, const int MR_, const uint64_t* a, const uint64_t* w,
-    const int64_t* const* bias, const float* mul, const float* add, float* o, int cn, const int nts,
+    const float* const* bias, const float* mul, const float* add, float* o, int cn, const int nts,
     const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs, const int bits, const float* r,
     const float* rg)
 {
@@ -169,7 +172,7 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
             }
         }
     }
-    /* epilogue: out = float(bias - 2 acc) * mul + add (two roundings, like the torch path); nts: streaming
+    /* epilogue: out = (bias - 2 acc) * mul + add (two roundings, like the torch path); nts: streaming
      * (non-temporal) stores for outputs much larger than the caches, which then skip the read-for-ownership */
 #define STORE8(ptr, val) do { if (nts) _mm256_stream_ps((ptr), (val)); else _mm256_storeu_ps((ptr), (val)); } while (0)
     const int Cout = ctx->Cout;
@@ -179,7 +182,7 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
     if (bits || r || cn != NR) {
 #pragma GCC unroll 6
         for (int m = 0; m < MR_; ++m) {
-            const int64_t* bs = bias[m];
+            const float* bs = bias[m];
             float* om = o + (int64_t)m * Cout;
             uint32_t word = 0;
 #pragma GCC unroll 4
@@ -210,40 +213,32 @@ static inline __attribute__((always_inline)) void CAT(tile_mr, SUFFIX)(
         const __m256 d2 = _mm256_loadu_ps(add + 16), d3 = _mm256_loadu_ps(add + 24);
 #pragma GCC unroll 6
         for (int m = 0; m < MR_; ++m) {
-            const int64_t* bs = bias[m];
+            const float* bs = bias[m];
             float* om = o + (int64_t)m * Cout;
-#define EP(v, u, d)                                                                                          \
-    STORE8(om + 8 * v,                                                                                       \
-                 _mm256_add_ps(_mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_sub_epi64(                         \
-                                                 _mm512_loadu_si512((const void*)(bs + 8 * v)),         \
-                                                 _mm512_add_epi64(c[m][v], c[m][v]))),                   \
-                                             u),                                                         \
-                               d));
+#define EP(v, u, d) \
+    STORE8(om + 8 * v, _mm256_add_ps(_mm256_mul_ps(DOT8(c[m][v], _mm256_loadu_ps(bs + 8 * v)), u), d));
             EP(0, u0, d0) EP(1, u1, d1) EP(2, u2, d2) EP(3, u3, d3)
 #undef EP
         }
     } else {
 #pragma GCC unroll 6
         for (int m = 0; m < MR_; ++m) {
-            const int64_t* bs = bias[m];
+            const float* bs = bias[m];
             float* om = o + (int64_t)m * Cout;
-#define EP(v, u)                                                                                             \
-    STORE8(om + 8 * v, _mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_sub_epi64(                           \
-                                               _mm512_loadu_si512((const void*)(bs + 8 * v)),           \
-                                               _mm512_add_epi64(c[m][v], c[m][v]))),                     \
-                                           u));
+#define EP(v, u) STORE8(om + 8 * v, _mm256_mul_ps(DOT8(c[m][v], _mm256_loadu_ps(bs + 8 * v)), u));
             EP(0, u0) EP(1, u1) EP(2, u2) EP(3, u3)
 #undef EP
         }
     }
 #undef STORE8
 }
+#undef DOT8
 
 #define TILE_MR 6
 #define TILE_BITS 1 /* this ISA's tiles can emit sign words (ob) */
 #define TILE_SHORTCUT 1 /* and add a real shortcut (r, rg) */
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
-                              const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
+                              const float* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs,
                               const float* r, const float* rg)
 {
@@ -315,11 +310,12 @@ static inline __attribute__((always_inline)) void CAT(chunk, SUFFIX)(const CAT(t
     for (int v = 0; v < 8; ++v) s[v] = _mm256_sad_epu8(c[v], zero);
 }
 
-/* out = float(bias - 2 acc) * mul + add for one pixel, 8 channels at a time (two roundings, like the torch
- * path; |bias - 2 acc| <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly); with rm, plus the
+/* out = (bias - 2 acc) * mul + add for one pixel, 8 channels at a time (two roundings, like the torch path;
+ * acc <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly, and bias - 2 acc is exact in float
+ * for K < 2^23); with rm, plus the
  * real shortcut rm * rg (rg NULL: 1); with ob, the sign words instead: byte v / 8 of ob = (out < othr) of
  * channels v..v+7 */
-static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __m256i* s, const int64_t* bs,
+static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __m256i* s, const float* bs,
                                                                       const float* mul, const float* add, float* om,
                                                                       int cn, uint8_t* ob, const float* othr,
                                                                       const float* rm, const float* rg)
@@ -327,15 +323,16 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
 #pragma GCC unroll 4
     for (int v = 0; v < NR; v += 8) {
         if (v >= cn) break;
-        const __m256i a0 = s[v / 4], a1 = s[v / 4 + 1];
-        const __m256i d0 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v)), _mm256_add_epi64(a0, a0));
-        const __m256i d1 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i*)(bs + v + 4)), _mm256_add_epi64(a1, a1));
-        /* low dwords of d0 (lanes 0..3) then of d1 (lanes 4..7) */
-        const __m256 sh = _mm256_shuffle_ps(_mm256_castsi256_ps(d0), _mm256_castsi256_ps(d1), _MM_SHUFFLE(2, 0, 2, 0));
-        const __m256i d = _mm256_permute4x64_epi64(_mm256_castps_si256(sh), _MM_SHUFFLE(3, 1, 2, 0));
+        /* low dwords of the sums of channels v..v+3 (lanes 0..3), then of v+4..v+7 (lanes 4..7) */
+        const __m256 sh = _mm256_shuffle_ps(_mm256_castsi256_ps(s[v / 4]), _mm256_castsi256_ps(s[v / 4 + 1]),
+                                            _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256 acc =
+            _mm256_cvtepi32_ps(_mm256_permute4x64_epi64(_mm256_castps_si256(sh), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 acc2 = _mm256_add_ps(acc, acc); /* exact; bias - acc2 too (no FMA on this path: with "fma" in
+                                                      * its target GCC made the nibble-table path 13 % slower) */
         const int rem = cn - v;
         if (rem >= 8) {
-            __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + v));
+            __m256 y = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(bs + v), acc2), _mm256_loadu_ps(mul + v));
             if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + v));
             if (rm) {
                 const __m256 xr = _mm256_loadu_ps(rm + v);
@@ -345,7 +342,7 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
             else _mm256_storeu_ps(om + v, y);
         } else {
             const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + v, mk));
+            __m256 y = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(bs + v, mk), acc2), _mm256_maskload_ps(mul + v, mk));
             if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
             if (rm) {
                 const __m256 xr = _mm256_maskload_ps(rm + v, mk);
@@ -363,7 +360,7 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
 /* one pixel whose reduction fits one chunk: registers to the epilogue (a function of its own: inlined into
  * the tile's pixel loop it measured 15 % slower) */
 static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, const uint64_t* a,
-                                                         const uint64_t* ws, const int64_t* bs, const float* mul,
+                                                         const uint64_t* ws, const float* bs, const float* mul,
                                                          const float* add, float* om, int cn, uint8_t* ob,
                                                          const float* othr, const float* rm, const float* rg)
 {
@@ -375,7 +372,7 @@ static __attribute__((noinline)) void CAT(pixel, SUFFIX)(const CAT(tile_ctx, SUF
 #define TILE_BITS 1 /* this ISA's tiles can emit sign words (ob) */
 #define TILE_SHORTCUT 1
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* ws,
-                              const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
+                              const float* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs,
                               const float* r, const float* rg)
 {
@@ -718,7 +715,7 @@ static void CAT(bconv_tab, SUFFIX)(const conv_args* p, const int64_t* toff)
 #define TILE_BITS 0
 #define TILE_SHORTCUT 0
 static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const uint64_t* a, const uint64_t* w,
-                              const int64_t* const* bias, const float* mul, const float* add, float* o, int cn,
+                              const float* const* bias, const float* mul, const float* add, float* o, int cn,
                               int nts, const uint64_t* pf, uint32_t* ob, const float* othr, int64_t obs,
                               const float* r, const float* rg)
 {
@@ -737,16 +734,16 @@ static void CAT(tile, SUFFIX)(const CAT(tile_ctx, SUFFIX) * ctx, int nm, const u
             w += NR;
         }
     }
-    const int64_t* bs = bias[0];
+    const float* bs = bias[0];
     if (add) {
         for (int n = 0; n < cn; ++n) {
-            float d = (float)(bs[n] - 2 * acc[n]);
+            float d = bs[n] - 2.0f * (float)acc[n]; /* exact: integers below 2^24 */
             float y = d * mul[n];
             o[n] = y + add[n];
         }
     } else {
         for (int n = 0; n < cn; ++n) {
-            float d = (float)(bs[n] - 2 * acc[n]);
+            float d = bs[n] - 2.0f * (float)acc[n];
             o[n] = d * mul[n];
         }
     }
@@ -794,8 +791,8 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     const int64_t* tapoff = consts + CONST_HDR;
     const int64_t* rid = tapoff + T;
     const int64_t* cid = rid + OH;
-    const int64_t* btab = cid + OW;
-    const uint64_t* wsplit = (const uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
+    const float* btab = (const float*)(cid + OW);
+    const uint64_t* wsplit = (const uint64_t*)(cid + OW + (int64_t)nR * nC * npan * NR / 2);
     (void)wsplit;
 #if BNN_ISA == 1
     if (consts[4]) { /* the constants carry nibble tables (tab_applies when they were made) */
@@ -887,7 +884,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
             }
         }
         /* (2) tiles (no barrier of their own: the region's end, or the one before (3), waits for them) */
-        const int64_t* bptr[TILE_MR];
+        const float* bptr[TILE_MR];
 #pragma omp for schedule(static) nowait
         for (int64_t it = 0; it < items; ++it) {
             int pan = (int)(it % npan);
@@ -907,7 +904,7 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
             const uint64_t* wp = p->w + (int64_t)pan * T * Wg * NR;
 #endif
             const uint64_t* arow = p->a + (((int64_t)n * Hp + (int64_t)oh * p->sh) * Wp) * rs + (int64_t)g * Wg * SPLIT;
-            const int64_t* brow = btab + ((int64_t)rid[oh] * nC * npan + pan) * NR;
+            const float* brow = btab + ((int64_t)rid[oh] * nC * npan + pan) * NR;
             const int64_t bcs = (int64_t)npan * NR;
             float* orow = p->out + row * OW * Cout + c0;
             const float* mul = p->mul + c0;

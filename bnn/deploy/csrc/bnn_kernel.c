@@ -58,7 +58,9 @@ typedef struct {
  *   [0] total words, [1] nR, [2] nC, [3] geometry fingerprint, [4] 1 when the nibble tables follow (AVX2),
  *   tapoff [T]                 word offset of each tap in the padded bit image,
  *   rid [OH], cid [OW]         pixel class of each output row / column,
- *   btab [nR, nC, npan, NR]    bias = Tv * Cg + 2 * (popcount of the weights on padded taps), per class,
+ *   btab [nR, nC, npan, NR]    bias = Tv * Cg + 2 * (popcount of the weights on padded taps), per class, as
+ *                              float32, two per word (bias <= 2K: exact for K = T * Cg < 2^23, so the
+ *                              epilogue's bias - 2 float(acc) is the exact integer dot),
  *   wsplit [npan, T, Wg, 2, NR] the weight words nibble-split (low nibbles, then high nibbles; AVX2 tiles).
  * The valid taps of an output pixel are a product of an interval of kernel rows and an interval of kernel
  * columns, so the pixel classes are the distinct (row interval, column interval) pairs. */
@@ -199,7 +201,7 @@ static int64_t consts_layout(const conv_args* p, int* nR, int* nC, int64_t* rid,
     if (rcls) *rcls = cls;
     else free(cls);
     const int64_t T = (int64_t)p->KH * p->KW, npan = (int64_t)p->G * ((p->CoutG + NR - 1) / NR);
-    return CONST_HDR + T + p->OH + p->OW + (int64_t)*nR * *nC * npan * NR + npan * T * p->Wg * 2 * NR +
+    return CONST_HDR + T + p->OH + p->OW + (int64_t)*nR * *nC * npan * NR / 2 + npan * T * p->Wg * 2 * NR +
            tab_consts_words(p);
 }
 
@@ -223,8 +225,8 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
     const int64_t total = consts_layout(p, &nR, &nC, rid, cid, &rcls);
     if (total < 0) return -1;
     int* ccls = rcls + 2 * p->OH;
-    int64_t* btab = cid + p->OW;
-    uint64_t* wsplit = (uint64_t*)(btab + (int64_t)nR * nC * npan * NR);
+    float* btab = (float*)(cid + p->OW);
+    uint64_t* wsplit = (uint64_t*)(cid + p->OW + (int64_t)nR * nC * npan * NR / 2);
     int64_t* wpop = (int64_t*)malloc(sizeof(int64_t) * (size_t)npan * T * NR);
     if (!wpop) { free(rcls); return -1; }
     c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p); c[4] = tab_consts_words(p) > 0;
@@ -255,16 +257,17 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
         for (int64_t i = 0; i < (int64_t)nR * nC * npan; ++i) {
             const int pan = (int)(i % npan), rc = (int)(i / npan), cc = rc % nC, rr = rc / nC;
             const int rlo = rcls[2 * rr], rhi = rcls[2 * rr + 1], clo = ccls[2 * cc], chi = ccls[2 * cc + 1];
-            int64_t* q = btab + i * NR;
+            int64_t q[NR];
             const int tv = (rhi >= rlo ? rhi - rlo + 1 : 0) * (chi >= clo ? chi - clo + 1 : 0);
             for (int n = 0; n < NR; ++n) q[n] = (int64_t)tv * Cg;
-            if (tv == T) continue;
-            for (int kh = 0; kh < KH; ++kh)
-                for (int kw = 0; kw < KW; ++kw) {
-                    if (kh >= rlo && kh <= rhi && kw >= clo && kw <= chi) continue;
-                    const int64_t* wq = wpop + ((int64_t)pan * T + kh * KW + kw) * NR;
-                    for (int n = 0; n < NR; ++n) q[n] += 2 * wq[n];
-                }
+            if (tv != T)
+                for (int kh = 0; kh < KH; ++kh)
+                    for (int kw = 0; kw < KW; ++kw) {
+                        if (kh >= rlo && kh <= rhi && kw >= clo && kw <= chi) continue;
+                        const int64_t* wq = wpop + ((int64_t)pan * T + kh * KW + kw) * NR;
+                        for (int n = 0; n < NR; ++n) q[n] += 2 * wq[n];
+                    }
+            for (int n = 0; n < NR; ++n) btab[i * NR + n] = (float)q[n];
         }
         if (c[4]) {
             /* nibble tables: byte v of the table of (channel, tap, nibble q) = popcount(v XOR weight nibble) */
@@ -326,7 +329,7 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx2,popcnt,avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq")
+#pragma GCC target("avx2,fma,popcnt,avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq")
 #define SUFFIX _avx512
 #define BNN_ISA 2
 #include "bconv_tmpl.h"
@@ -589,7 +592,8 @@ PyMODINIT_FUNC PyInit__kernel(void)
 #if HAVE_SIMD
     __builtin_cpu_init();
     isa_ok[1] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-    isa_ok[2] = isa_ok[1] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+    isa_ok[2] = isa_ok[1] && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512f") &&
+                __builtin_cpu_supports("avx512dq") &&
                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                 __builtin_cpu_supports("avx512vpopcntdq");
     qconv_vnni_ok = isa_ok[2] && __builtin_cpu_supports("avx512vnni");
