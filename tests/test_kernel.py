@@ -1,5 +1,7 @@
 """The native xnor-popcount kernel: every ISA path bit-identical to the pure-torch path on edge shapes,
 the per-layer constants, and the xor+popcount throughput loops of the benchmark."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -43,14 +45,14 @@ def _args(n, c, h, w, cout, k, s, p, with_affine, seed):
 def _run(x, words, mul, add, thr, cout, k, s, p, consts, d=1):
     """The native kernel with (or without) precomputed layer constants."""
     plan = BF.native_plan(tuple(x.shape), words.shape[3], cout, (k, k), (s, s), (p, p), (d, d), 1)
-    ints = plan.ints
     xc = x.contiguous(memory_format=torch.channels_last)
     out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
     a = torch.empty(plan.scratch_words, dtype=torch.int64)
-    c = K.conv_constants(words, ints) if consts else None
-    K.native().bconv(xc.data_ptr(), 0 if thr is None else thr.data_ptr(), a.data_ptr(), words.data_ptr(),
-                     mul.data_ptr(), 0 if add is None else add.data_ptr(), out.data_ptr(), *ints, K.get_isa(),
-                     torch.get_num_threads(), 0 if c is None else c.data_ptr(), plan.scratch_words)
+    c = K.conv_constants(words, plan.ints) if consts else None
+    K.native().bconv(plan.geometry, xc.data_ptr(), 0 if thr is None else thr.data_ptr(), a.data_ptr(),
+                     plan.scratch_words, words.data_ptr(), mul.data_ptr(), 0 if add is None else add.data_ptr(),
+                     out.data_ptr(), 0 if c is None else c.data_ptr(), 0, 0, 0, 0, 0, K.get_isa(),
+                     torch.get_num_threads())
     return out
 
 
@@ -130,8 +132,8 @@ def test_scratch_smaller_than_the_kernel_needs_is_refused():
     a = torch.empty(plan.scratch_words - 1, dtype=torch.int64)
     xc = x.contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="scratch"):
-        K.native().bconv(xc.data_ptr(), 0, a.data_ptr(), words.data_ptr(), mul.data_ptr(), 0, out.data_ptr(),
-                         *plan.ints, -1, 1, 0, a.numel())
+        K.native().bconv(plan.geometry, xc.data_ptr(), 0, a.data_ptr(), a.numel(), words.data_ptr(), mul.data_ptr(),
+                         0, out.data_ptr(), 0, 0, 0, 0, 0, 0, -1, 1)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -154,13 +156,12 @@ def test_constants_of_another_geometry_are_refused():
     other = BF.native_plan((1, 64, 9, 8), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
     c = K.conv_constants(words, other.ints)
     plan = BF.native_plan(tuple(x.shape), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-    ints = plan.ints
     out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
     a = torch.empty(plan.scratch_words, dtype=torch.int64)
     xc = x.contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="another input shape"):
-        K.native().bconv(xc.data_ptr(), 0, a.data_ptr(), words.data_ptr(), mul.data_ptr(), 0, out.data_ptr(), *ints,
-                         -1, 1, c.data_ptr())
+        K.native().bconv(plan.geometry, xc.data_ptr(), 0, a.data_ptr(), a.numel(), words.data_ptr(), mul.data_ptr(),
+                         0, out.data_ptr(), c.data_ptr(), 0, 0, 0, 0, 0, -1, 1)
 
 
 def test_packed_layer_sees_weights_changed_in_place():
@@ -176,6 +177,24 @@ def test_packed_layer_sees_weights_changed_in_place():
         assert not torch.equal(first, second)
         assert torch.equal(second, packed[1](x))
         torch.testing.assert_close(second, fakes[1](x), rtol=1e-5, atol=1e-5)
+
+
+def test_packed_layer_sees_weights_given_a_new_storage():
+    """``packed_weight.data = other`` keeps the tensor and its version: the cached constants must still refresh."""
+    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
+    fakes = [bnn.prepare_binary_model(nn.Conv2d(64, 32, 3, padding=1, bias=False), bc).eval() for _ in range(2)]
+    packed = [pack_binary_model(f) for f in fakes]
+    x = torch.randn(1, 64, 6, 6)
+    with torch.no_grad():
+        first = packed[0](x)
+        version = packed[0].packed_weight._version
+        packed[0].packed_weight.data = packed[1].packed_weight.clone()
+        assert packed[0].packed_weight._version == version
+        second = packed[0](x)
+        reference = copy.deepcopy(packed[0])
+        reference.use_native = False  # pure torch, from the buffers as they are now
+        assert not torch.equal(first, second)
+        assert torch.equal(second, reference(x))
 
 
 def _xorshift_words(n):

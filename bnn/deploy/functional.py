@@ -149,7 +149,8 @@ class NativePlan:
     Computed once per (layer geometry, input shape) by :func:`native_plan` and
     reused on every call, by the layers' eager fast path and by the
     ``bnn::binary_conv`` custom op alike. ``ints`` are the kernel's integer
-    arguments (see ``bnn/deploy/csrc/bnn_kernel.c``).
+    arguments (see ``bnn/deploy/csrc/bnn_kernel.c``), ``geometry`` the same
+    checked and packed by the kernel (``bconv_geometry``) for its calls.
     """
 
     dims: int  # spatial dimensions: 2 (conv2d), 1 (conv1d), 0 (linear)
@@ -158,6 +159,7 @@ class NativePlan:
     buffer_stride: Tuple[int, ...]  # its strides (channels last for 2 spatial dimensions, else contiguous)
     scratch_words: int  # int64 words of the kernel's packed input (its size comes from the kernel: bconv_scratch)
     ints: Tuple[int, ...]
+    geometry: bytes = b""
     spare_scratch: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
     spare_out: List[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
@@ -177,21 +179,24 @@ class NativePlan:
         shortcut_gain_c`` (``shortcut`` when the gain is None) to its output: Bi-Real Net's real shortcut, two
         roundings like ``y + s * gain`` in torch.
         """
-        xw = res = 0
+        xp = xw = res = 0
         if shortcut is not None:
             shortcut = shortcut.contiguous(memory_format=torch.channels_last)  # x itself when it is already
             res = shortcut.data_ptr()
         if x.dtype == torch.int64:
-            signs_in = x.contiguous()  # held until the kernel returns
-            xw, x = signs_in.data_ptr(), None
-        elif self.dims == 2:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous()  # the sign words, held until the kernel returns
+            xw = x.data_ptr()
         else:
-            x = x.transpose(1, 2).contiguous() if self.dims == 1 else x.contiguous()
+            if self.dims == 2:
+                x = x.contiguous(memory_format=torch.channels_last)
+            else:
+                x = x.transpose(1, 2).contiguous() if self.dims == 1 else x.contiguous()
+            xp = x.data_ptr()
         # the scratches (never handed out) are reused; taken out of their pool while in use, so a concurrent call on
         # another Python thread allocates its own
+        spare = self.spare_scratch
         try:
-            scratch = self.spare_scratch.pop()
+            scratch = spare.pop()
         except IndexError:
             scratch = torch.empty(self.scratch_words, dtype=torch.int64)
         ow = othr = 0
@@ -206,12 +211,13 @@ class NativePlan:
             # the kernel may write 32-bit halves of each word (a 32-channel panel each): zero the never-written ones
             signs = (torch.empty if c % 64 == 0 else torch.zeros)((n, oh, ow_, -(-c // 64)), dtype=torch.int64)
             ow, othr = signs.data_ptr(), out_threshold.data_ptr()
-        _kernel.native().bconv(0 if x is None else x.data_ptr(), 0 if threshold is None else threshold.data_ptr(),
-                               scratch.data_ptr(), words.data_ptr(), mul.data_ptr(),
-                               0 if add is None else add.data_ptr(), out.data_ptr(), *self.ints, _kernel.get_isa(),
-                               torch.get_num_threads(), 0 if consts is None else consts.data_ptr(), self.scratch_words,
-                               xw, ow, othr, res, 0 if shortcut_gain is None else shortcut_gain.data_ptr())
-        self.spare_scratch.append(scratch)
+        _kernel.native().bconv(self.geometry, xp, 0 if threshold is None else threshold.data_ptr(),
+                               scratch.data_ptr(), self.scratch_words, words.data_ptr(), mul.data_ptr(),
+                               0 if add is None else add.data_ptr(), out.data_ptr(),
+                               0 if consts is None else consts.data_ptr(), xw, ow, othr, res,
+                               0 if shortcut_gain is None else shortcut_gain.data_ptr(), _kernel.get_isa(),
+                               torch.get_num_threads())
+        spare.append(scratch)
         if out_threshold is not None:
             self.spare_out.append(out)
             return signs
@@ -251,25 +257,28 @@ def native_plan(shape: Tuple[int, ...], words_per_tap: int, out_channels: int, k
             pw, dh, dw)
     mod = _kernel.native()
     scratch = mod.bconv_scratch(*ints) if mod is not None else 0
+    geometry = mod.bconv_geometry(*ints) if mod is not None else b""
     if nd == 2:  # channels last: [N, C, OH, OW] with strides (OH OW C, 1, OW C, C)
         stride = (oh * ow * out_channels, 1, ow * out_channels, out_channels)
     else:
         stride = tuple(int(math.prod(buffer_shape[i + 1:])) for i in range(len(buffer_shape)))
-    return NativePlan(nd, out_shape, buffer_shape, stride, scratch, ints)
+    return NativePlan(nd, out_shape, buffer_shape, stride, scratch, ints, geometry)
 
 
-_CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", int, torch.Tensor]] = {}
+_CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", Tuple[int, int], torch.Tensor]] = {}
 
 
 def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
     """The kernel's layer constants of ``words`` at ``plan``'s geometry (:func:`bnn.deploy.kernel.conv_constants`),
-    computed once and kept while ``words`` lives and is not changed in place (its version)."""
+    computed once and kept while ``words`` lives and is neither changed in place (its version) nor given another
+    storage (``words.data = ...``, which keeps the version)."""
     key = (id(words), plan.ints)
     hit = _CONSTANTS.get(key)
-    if hit is not None and hit[0]() is words and hit[1] == words._version:
+    state = (words._version, words.data_ptr())
+    if hit is not None and hit[0]() is words and hit[1] == state:
         return hit[2]
     consts = _kernel.conv_constants(words, plan.ints)
-    _CONSTANTS[key] = (weakref.ref(words, lambda _, key=key: _CONSTANTS.pop(key, None)), words._version, consts)
+    _CONSTANTS[key] = (weakref.ref(words, lambda _, key=key: _CONSTANTS.pop(key, None)), state, consts)
     return consts
 
 

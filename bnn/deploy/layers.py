@@ -39,6 +39,7 @@ __all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "Pac
 
 FORMAT_VERSION = 1
 _FORMAT_KEY = "bnn_packed_format"
+_is_compiling, _is_tracing = torch.compiler.is_compiling, torch.jit.is_tracing  # the fast path's checks, bound once
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class _CachedPlan:
     shape: torch.Size
     words: torch.Tensor
     words_version: int  # ``words._version`` when the constants were made
+    words_ptr: int  # and its storage (``.data =`` swaps it without a new version)
     scale: torch.Tensor
     shift: Optional[torch.Tensor]
     threshold: Optional[torch.Tensor]
@@ -197,12 +199,14 @@ class PackedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # fast path: the plan made for this input shape by an earlier call applies (float32 or sign-word CPU plain
         # tensor, the buffers it was checked with, no compile / trace): a few microseconds of Python per call
-        if (not self.training and type(x) is torch.Tensor and x.is_cpu and self.use_native is not False
-                and not torch.compiler.is_compiling() and not torch.jit.is_tracing()):
+        if (type(x) is torch.Tensor and not self.training and self.use_native is not False and not _is_compiling()
+                and not _is_tracing() and x.is_cpu):
             c = self.__dict__.get("_plan")
             if c is not None and x.shape == c.shape and x.dtype == c.dtype:
                 b = self._buffers
-                if (b["packed_weight"] is c.words and c.words._version == c.words_version and b["scale"] is c.scale
+                w = c.words
+                if (b["packed_weight"] is w and w._version == c.words_version and w.data_ptr() == c.words_ptr
+                        and b["scale"] is c.scale
                         and b["shift"] is c.shift and b["output_threshold"] is c.out_threshold
                         and (c.dtype == torch.int64 or b["input_threshold"] is c.threshold)
                         and self._modules["post_process"] is c.post
@@ -267,7 +271,7 @@ class PackedLayer(nn.Module):
             if self._real_shortcut(x) and (gain is None or (gain.dtype == torch.float32 and gain.is_contiguous()
                                                             and gain.is_cpu)):
                 shortcut = 1 if tuple(x.shape) == plan.out_shape else 2
-            self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, s, b, t, post,
+            self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, w.data_ptr(), s, b, t, post,
                                                  bool(shortcut) or isinstance(post, nn.Identity), shortcut, gain,
                                                  x.dtype, ot, plan, consts)
             sx = None if not shortcut else x if shortcut == 1 else post.shortcut(x, plan.out_shape[2:])

@@ -368,55 +368,89 @@ static PyObject* py_isas(PyObject* self, PyObject* args)
     &p.N, &p.H, &p.W, &p.uh, &p.uw, &p.Hs, &p.Ws, &p.G, &p.Cg, &p.Wg, &p.CoutG, &p.OH, &p.OW, &p.KH, &p.KW,      \
         &p.sh, &p.sw, &p.ph, &p.pw, &p.dh, &p.dw
 
-/* bconv(x, thr, a, w, mul, add, out, N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw,
- *       dh, dw, isa, nthreads[, consts[, scratch_words[, xw, ow, othr[, res, rgain]]]]):
- *   x float32 [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0, a int64 scratch of bconv_scratch() words
- *   (checked when scratch_words is given), w packed weight [G, CB, KH*KW, Wg, NR], out float32 [N, OH, OW, G*CoutG];
- *   consts: the layer constants of this geometry (bconv_constants) or 0;
+/* The integer arguments of one conv geometry, checked and packed once (bconv_geometry) for every bconv call. */
+typedef struct {
+    conv_args p;          /* the integers; the pointers are set per call */
+    int64_t scratch;      /* scratch_words(&p) */
+    int64_t fingerprint;  /* geom_fingerprint(&p): the layer constants must carry it */
+} conv_geometry;
+
+/* bconv_geometry(N, H, W, uh, uw, Hs, Ws, G, Cg, Wg, CoutG, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw) -> bytes: the
+ * geometry argument of bconv */
+static PyObject* py_bconv_geometry(PyObject* self, PyObject* args)
+{
+    conv_geometry g;
+    memset(&g, 0, sizeof(g));
+    if (!PyArg_ParseTuple(args, CONV_INTS, CONV_INT_ARGS(g.p))) return NULL;
+    g.scratch = scratch_words(&g.p);
+    g.fingerprint = geom_fingerprint(&g.p);
+    return PyBytes_FromStringAndSize((const char*)&g, sizeof(g));
+}
+
+/* bconv(geometry, x, thr, a, a_words, w, mul, add, out, consts, xw, ow, othr, res, rgain, isa, nthreads), a
+ * vectorcall (no argument tuple: a packed layer's call at batch 1 is a few microseconds):
+ *   geometry: bytes of bconv_geometry; x float32 [N, H, W, G*Cg] channels last, thr float32 [G*Cg] or 0;
+ *   a int64 scratch of a_words >= bconv_scratch() words; w packed weight [G, CB, KH*KW, Wg, NR];
+ *   out float32 [N, OH, OW, G*CoutG]; consts: the layer constants of this geometry (bconv_constants) or 0;
  *   xw: the input as sign words [N, H, W, G*Wg] instead of x (then x and thr are not read), or 0;
  *   ow: int64 [N, OH, OW, ceil(G*CoutG / 64)] for the output's sign words, bit c = (out[c] < othr[c]) with othr
  *   float32 [G*CoutG], or 0;
  *   res: float32 [N, OH, OW, G*CoutG] added to the output (a real shortcut), times rgain float32 [G*CoutG] when
- *   rgain is not 0, or 0 */
-static PyObject* py_bconv(PyObject* self, PyObject* args)
+ *   rgain is not 0, or 0.  Pointers are ints (torch's data_ptr()). */
+#define BCONV_NPTR 14 /* x .. rgain */
+static PyObject* py_bconv(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
 {
-    unsigned long long x, thr, a, w, mul, add, out, consts = 0, xw = 0, ow = 0, othr = 0, res = 0, rgain = 0;
-    long long scratch = -1;
-    conv_args p;
-    int isa, status = 0;
-    if (!PyArg_ParseTuple(args, "KKKKKKK" CONV_INTS "ii|KLKKKKK", &x, &thr, &a, &w, &mul, &add, &out,
-                          CONV_INT_ARGS(p), &isa, &p.nthreads, &consts, &scratch, &xw, &ow, &othr, &res, &rgain))
+    if (nargs != BCONV_NPTR + 3) {
+        PyErr_Format(PyExc_TypeError, "bnn kernel: bconv takes %d arguments, got %zd", BCONV_NPTR + 3, nargs);
         return NULL;
-    if (ow && !othr) {
+    }
+    if (!PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != (Py_ssize_t)sizeof(conv_geometry)) {
+        PyErr_SetString(PyExc_TypeError, "bnn kernel: bconv's first argument must come from bconv_geometry()");
+        return NULL;
+    }
+    conv_geometry g;
+    memcpy(&g, PyBytes_AS_STRING(args[0]), sizeof(g));
+    unsigned long long v[BCONV_NPTR];
+    for (int i = 0; i < BCONV_NPTR; ++i) {
+        v[i] = PyLong_AsUnsignedLongLong(args[1 + i]);
+        if (v[i] == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    }
+    int isa = (int)PyLong_AsLong(args[BCONV_NPTR + 1]);
+    const int nthreads = (int)PyLong_AsLong(args[BCONV_NPTR + 2]);
+    if (PyErr_Occurred()) return NULL;
+    conv_args p = g.p;
+    int status = 0;
+    p.x = (const float*)v[0];
+    p.thr = (const float*)v[1];
+    p.a = (uint64_t*)v[2];
+    const long long a_words = (long long)v[3];
+    p.w = (const uint64_t*)v[4];
+    p.mul = (const float*)v[5];
+    p.add = (const float*)v[6];
+    p.out = (float*)v[7];
+    const int64_t* c = (const int64_t*)v[8];
+    p.xw = (const uint64_t*)v[9];
+    p.ow = (uint64_t*)v[10];
+    p.othr = (const float*)v[11];
+    p.res = (const float*)v[12];
+    p.rgain = (const float*)v[13];
+    p.nthreads = nthreads < 1 ? 1 : nthreads;
+    p.status = &status;
+    if (p.ow && !p.othr) {
         PyErr_SetString(PyExc_ValueError, "bnn kernel: output sign words need their thresholds (othr)");
         return NULL;
     }
-    if (ow && res) {
+    if (p.ow && p.res) {
         PyErr_SetString(PyExc_ValueError, "bnn kernel: output sign words and a real shortcut cannot be combined");
         return NULL;
     }
-    if (scratch >= 0 && scratch < scratch_words(&p)) {
+    if (a_words < g.scratch) {
         PyErr_SetString(PyExc_ValueError, "bnn kernel: the scratch is smaller than bconv_scratch() words");
         return NULL;
     }
     isa = pick_isa(isa);
     if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
-    if (p.nthreads < 1) p.nthreads = 1;
-    p.x = (const float*)x;
-    p.thr = (const float*)thr;
-    p.a = (uint64_t*)a;
-    p.w = (const uint64_t*)w;
-    p.mul = (const float*)mul;
-    p.add = (const float*)add;
-    p.out = (float*)out;
-    p.xw = (const uint64_t*)xw;
-    p.ow = (uint64_t*)ow;
-    p.othr = (const float*)othr;
-    p.res = (const float*)res;
-    p.rgain = (const float*)rgain;
-    p.status = &status;
-    const int64_t* c = (const int64_t*)consts;
-    if (c && c[3] != geom_fingerprint(&p)) {
+    if (c && c[3] != g.fingerprint) {
         PyErr_SetString(PyExc_ValueError, "bnn kernel: the layer constants were made for another input shape");
         return NULL;
     }
@@ -577,7 +611,9 @@ static PyMethodDef methods[] = {
     {"popcount_ceiling", py_popcount_ceiling, METH_VARARGS,
      "(method, nwords, reps, nthreads) -> (seconds, checksum): xor+popcount throughput loop, in L1."},
     {"isas", py_isas, METH_NOARGS, "ISAs usable on this CPU, slowest first."},
-    {"bconv", py_bconv, METH_VARARGS, "Sign-pack a channels-last float32 input and run the xnor-popcount conv."},
+    {"bconv", (PyCFunction)(void (*)(void))py_bconv, METH_FASTCALL,
+     "Sign-pack a channels-last float32 input and run the xnor-popcount conv."},
+    {"bconv_geometry", py_bconv_geometry, METH_VARARGS, "The packed integer arguments of bconv for a conv geometry."},
     {"qconv", py_qconv, METH_VARARGS, "int8-input, 1-bit-weight conv of a channels-last float32 input."},
     {"qconv_constants", py_qconv_constants, METH_VARARGS, "Size of, or fill, the int8 conv's layer constants."},
     {"bconv_tiles", py_bconv_tiles, METH_VARARGS, "Name of the tiles bconv runs for a conv geometry and ISA."},
