@@ -164,37 +164,30 @@ def test_constants_of_another_geometry_are_refused():
                          0, out.data_ptr(), c.data_ptr(), 0, 0, 0, 0, 0, -1, 1)
 
 
-def test_packed_layer_sees_weights_changed_in_place():
-    """The layer caches its constants (a copy of the weight bits): loading new weights must refresh them."""
+@pytest.mark.parametrize("change", ["load_state_dict", "new_storage"])
+def test_packed_layer_sees_weights_changed(change):
+    """The layer caches its constants (a copy of the weight bits): new weights must refresh them, whether loaded
+    into the same buffers (a new version) or given as a new storage (``.data =``, which keeps the version)."""
     bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
     fakes = [bnn.prepare_binary_model(nn.Conv2d(64, 32, 3, padding=1, bias=False), bc).eval() for _ in range(2)]
     packed = [pack_binary_model(f) for f in fakes]
     x = torch.randn(1, 64, 6, 6)
     with torch.no_grad():
         first = packed[0](x)
-        packed[0].load_state_dict(packed[1].state_dict())  # copies into the same buffers
+        if change == "load_state_dict":
+            packed[0].load_state_dict(packed[1].state_dict())  # copies into the same buffers
+            expected = packed[1](x)
+            torch.testing.assert_close(expected, fakes[1](x), rtol=1e-5, atol=1e-5)
+        else:
+            version = packed[0].packed_weight._version
+            packed[0].packed_weight.data = packed[1].packed_weight.clone()
+            assert packed[0].packed_weight._version == version
+            reference = copy.deepcopy(packed[0])
+            reference.use_native = False  # pure torch, from the buffers as they are now
+            expected = reference(x)
         second = packed[0](x)
         assert not torch.equal(first, second)
-        assert torch.equal(second, packed[1](x))
-        torch.testing.assert_close(second, fakes[1](x), rtol=1e-5, atol=1e-5)
-
-
-def test_packed_layer_sees_weights_given_a_new_storage():
-    """``packed_weight.data = other`` keeps the tensor and its version: the cached constants must still refresh."""
-    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
-    fakes = [bnn.prepare_binary_model(nn.Conv2d(64, 32, 3, padding=1, bias=False), bc).eval() for _ in range(2)]
-    packed = [pack_binary_model(f) for f in fakes]
-    x = torch.randn(1, 64, 6, 6)
-    with torch.no_grad():
-        first = packed[0](x)
-        version = packed[0].packed_weight._version
-        packed[0].packed_weight.data = packed[1].packed_weight.clone()
-        assert packed[0].packed_weight._version == version
-        second = packed[0](x)
-        reference = copy.deepcopy(packed[0])
-        reference.use_native = False  # pure torch, from the buffers as they are now
-        assert not torch.equal(first, second)
-        assert torch.equal(second, reference(x))
+        assert torch.equal(second, expected)
 
 
 def _xorshift_words(n):
