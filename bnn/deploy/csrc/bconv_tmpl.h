@@ -849,17 +849,21 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
             if (p->xw) { /* sign words in (G * Wg per pixel): copied, nibble-split on AVX2 */
                 const int64_t nw = (int64_t)G * Wg;
                 const uint64_t* wrow = p->xw + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * nw;
+#if SPLIT == 2
                 for (int j = 0; j < Ws; ++j) {
                     const uint64_t* wp = wrow + (int64_t)j * p->uw * nw;
-#if SPLIT == 2
                     for (int64_t k = 0; k < nw; ++k) {
                         op[j * rs + 2 * k] = wp[k] & 0x0f0f0f0f0f0f0f0full;
                         op[j * rs + 2 * k + 1] = (wp[k] >> 4) & 0x0f0f0f0f0f0f0f0full;
                     }
-#else
-                    memcpy(op + j * rs, wp, sizeof(uint64_t) * (size_t)nw);
-#endif
                 }
+#else
+                if (p->uw == 1) /* the row's pixels are contiguous on both sides (rs == nw): one copy */
+                    memcpy(op, wrow, sizeof(uint64_t) * (size_t)(Ws * nw));
+                else
+                    for (int j = 0; j < Ws; ++j)
+                        for (int64_t k = 0; k < nw; ++k) op[j * rs + k] = wrow[(int64_t)j * p->uw * nw + k];
+#endif
                 continue;
             }
             const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * C;
