@@ -30,27 +30,28 @@ static inline void CAT(packpix, SUFFIX)(const float* xs, const float* thr, uint6
 #if BNN_ISA == 2
     if ((Cg & 63) == 0) {
         const int nw = G * Wg;
+        /* the four 16-bit compare masks joined in mask registers (kunpck), one move out per word */
+#define WORD64(m0, m1, m2, m3) _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(m3, m2), _mm512_kunpackw(m1, m0)))
         if (thr) {
             for (int j = 0; j < nw; ++j) {
                 const float* v = xs + 64 * j;
                 const float* t = thr + 64 * j;
-                uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v), _mm512_loadu_ps(t), _CMP_LT_OQ);
-                uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 16), _mm512_loadu_ps(t + 16), _CMP_LT_OQ);
-                uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 32), _mm512_loadu_ps(t + 32), _CMP_LT_OQ);
-                uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 48), _mm512_loadu_ps(t + 48), _CMP_LT_OQ);
-                op[j] = m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+                op[j] = WORD64(_mm512_cmp_ps_mask(_mm512_loadu_ps(v), _mm512_loadu_ps(t), _CMP_LT_OQ),
+                               _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 16), _mm512_loadu_ps(t + 16), _CMP_LT_OQ),
+                               _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 32), _mm512_loadu_ps(t + 32), _CMP_LT_OQ),
+                               _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 48), _mm512_loadu_ps(t + 48), _CMP_LT_OQ));
             }
         } else {
             const __m512 z = _mm512_setzero_ps();
             for (int j = 0; j < nw; ++j) {
                 const float* v = xs + 64 * j;
-                uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v), z, _CMP_LT_OQ);
-                uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 16), z, _CMP_LT_OQ);
-                uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 32), z, _CMP_LT_OQ);
-                uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 48), z, _CMP_LT_OQ);
-                op[j] = m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+                op[j] = WORD64(_mm512_cmp_ps_mask(_mm512_loadu_ps(v), z, _CMP_LT_OQ),
+                               _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 16), z, _CMP_LT_OQ),
+                               _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 32), z, _CMP_LT_OQ),
+                               _mm512_cmp_ps_mask(_mm512_loadu_ps(v + 48), z, _CMP_LT_OQ));
             }
         }
+#undef WORD64
         return;
     }
 #endif
@@ -868,14 +869,9 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
             }
             const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * C;
             const int64_t xstep = (int64_t)p->uw * C;
+            /* no software prefetch: the hardware's streams the rows (a prefetch of 8 pixels ahead measured
+             * 0.5 us slower per 64 x 56 x 56 input, warm or cold) */
             for (int j = 0; j < Ws; ++j) {
-#if BNN_ISA == 2
-                /* the input is usually cold (written by the previous layer): fetch 8 pixels ahead */
-                if (j + 8 < Ws) {
-                    const char* pf = (const char*)(xrow + (j + 8) * xstep);
-                    for (int b = 0; b < C * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
-                }
-#endif
                 CAT(packpix, SUFFIX)(xrow + j * xstep, p->thr, op + j * rs, G, Cg, Wg);
 #if SPLIT == 2
                 /* nibble-split in place, last word first: word k -> (its low nibbles, its high nibbles) */
