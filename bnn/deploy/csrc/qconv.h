@@ -85,6 +85,63 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
     const uint8_t *a3 = img + pix[nm > 3 ? 3 : 0], *a4 = img + pix[nm > 4 ? 4 : 0], *a5 = img + pix[nm > 5 ? 5 : 0];
     for (int s0 = 0; s0 < S; s0 += 64) {
         const int s1 = s0 + 64 < S ? s0 + 64 : S;
+        if (nm == 6) {
+            /* a full tile: the chunk in assembly, its 12 int16 accumulators in ymm0-11 and 4 temporaries in
+             * ymm12-15 (compiled from C, every accumulator's add went to a temporary and a register copy back:
+             * 12 extra instructions per step made the loop front-end bound, at about 45 of the 64 int8 MACs per
+             * cycle that two vpmaddubsw a cycle give) */
+            const int64_t* so = soff + s0;
+            const int32_t* wp = w0 + (int64_t)s0 * 8;
+            const int64_t wsb = (int64_t)(w1 - w0) * 4;
+            int64_t cnt = s1 - s0;
+            __asm__ volatile(
+                "vpxor %%ymm0, %%ymm0, %%ymm0\n\t"
+                "vpxor %%ymm1, %%ymm1, %%ymm1\n\t"
+                "vpxor %%ymm2, %%ymm2, %%ymm2\n\t"
+                "vpxor %%ymm3, %%ymm3, %%ymm3\n\t"
+                "vpxor %%ymm4, %%ymm4, %%ymm4\n\t"
+                "vpxor %%ymm5, %%ymm5, %%ymm5\n\t"
+                "vpxor %%ymm6, %%ymm6, %%ymm6\n\t"
+                "vpxor %%ymm7, %%ymm7, %%ymm7\n\t"
+                "vpxor %%ymm8, %%ymm8, %%ymm8\n\t"
+                "vpxor %%ymm9, %%ymm9, %%ymm9\n\t"
+                "vpxor %%ymm10, %%ymm10, %%ymm10\n\t"
+                "vpxor %%ymm11, %%ymm11, %%ymm11\n\t"
+                "1:\n\t"
+                "movq (%[so]), %%rax\n\t"
+                "vmovdqu (%[wp]), %%ymm12\n\t"
+                "vmovdqu (%[wp],%[wsb]), %%ymm13\n\t"
+#define QASM(A, CA, CB)                                                                                               \
+    "vpbroadcastd (%[" A "],%%rax), %%ymm14\n\t"                                                                     \
+    "vpmaddubsw %%ymm12, %%ymm14, %%ymm15\n\t"                                                                       \
+    "vpaddw %%ymm15, %%ymm" CA ", %%ymm" CA "\n\t"                                                                   \
+    "vpmaddubsw %%ymm13, %%ymm14, %%ymm15\n\t"                                                                       \
+    "vpaddw %%ymm15, %%ymm" CB ", %%ymm" CB "\n\t"
+                QASM("a0", "0", "1") QASM("a1", "2", "3") QASM("a2", "4", "5")
+                QASM("a3", "6", "7") QASM("a4", "8", "9") QASM("a5", "10", "11")
+#undef QASM
+                "addq $8, %[so]\n\t"
+                "addq $32, %[wp]\n\t"
+                "decq %[cnt]\n\t"
+                "jnz 1b\n\t"
+                "vmovdqu %%ymm0, 0(%[c])\n\t"
+                "vmovdqu %%ymm1, 32(%[c])\n\t"
+                "vmovdqu %%ymm2, 64(%[c])\n\t"
+                "vmovdqu %%ymm3, 96(%[c])\n\t"
+                "vmovdqu %%ymm4, 128(%[c])\n\t"
+                "vmovdqu %%ymm5, 160(%[c])\n\t"
+                "vmovdqu %%ymm6, 192(%[c])\n\t"
+                "vmovdqu %%ymm7, 224(%[c])\n\t"
+                "vmovdqu %%ymm8, 256(%[c])\n\t"
+                "vmovdqu %%ymm9, 288(%[c])\n\t"
+                "vmovdqu %%ymm10, 320(%[c])\n\t"
+                "vmovdqu %%ymm11, 352(%[c])\n\t"
+                : [so] "+r"(so), [wp] "+r"(wp), [cnt] "+r"(cnt)
+                : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [wsb] "r"(wsb),
+                  [c] "r"(&c16[0][0])
+                : "rax", "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+                  "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+        } else
         for (int st = s0; st < s1; ++st) {
             const int64_t off = soff[st];
             const __m256i wa = _mm256_loadu_si256((const __m256i*)(w0 + (int64_t)st * 8));
