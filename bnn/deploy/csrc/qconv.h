@@ -86,8 +86,8 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
     for (int s0 = 0; s0 < S; s0 += 64) {
         const int s1 = s0 + 64 < S ? s0 + 64 : S;
         if (nm == 6) {
-            /* a full tile: the chunk in assembly, its 12 int16 accumulators in ymm0-11 and 4 temporaries in
-             * ymm12-15 (compiled from C, every accumulator's add went to a temporary and a register copy back:
+            /* a full tile: the chunk in assembly, its 12 int16 accumulators in ymm0-11 (widened to int32 and added
+             * into c32 at the end) and 4 temporaries in ymm12-15 (compiled from C, every accumulator's add went to a temporary and a register copy back:
              * 12 extra instructions per step made the loop front-end bound, at about 45 of the 64 int8 MACs per
              * cycle that two vpmaddubsw a cycle give) */
             const int64_t* so = soff + s0;
@@ -124,21 +124,47 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
                 "addq $32, %[wp]\n\t"
                 "decq %[cnt]\n\t"
                 "jnz 1b\n\t"
+                "vpcmpeqw %%ymm12, %%ymm12, %%ymm12\n\t"
+                "vpsrlw $15, %%ymm12, %%ymm12\n\t" /* int16 ones */
+                "vpmaddwd %%ymm12, %%ymm0, %%ymm0\n\t"
+                "vpaddd 0(%[c]), %%ymm0, %%ymm0\n\t"
                 "vmovdqu %%ymm0, 0(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm1, %%ymm1\n\t"
+                "vpaddd 32(%[c]), %%ymm1, %%ymm1\n\t"
                 "vmovdqu %%ymm1, 32(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm2, %%ymm2\n\t"
+                "vpaddd 64(%[c]), %%ymm2, %%ymm2\n\t"
                 "vmovdqu %%ymm2, 64(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm3, %%ymm3\n\t"
+                "vpaddd 96(%[c]), %%ymm3, %%ymm3\n\t"
                 "vmovdqu %%ymm3, 96(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm4, %%ymm4\n\t"
+                "vpaddd 128(%[c]), %%ymm4, %%ymm4\n\t"
                 "vmovdqu %%ymm4, 128(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm5, %%ymm5\n\t"
+                "vpaddd 160(%[c]), %%ymm5, %%ymm5\n\t"
                 "vmovdqu %%ymm5, 160(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm6, %%ymm6\n\t"
+                "vpaddd 192(%[c]), %%ymm6, %%ymm6\n\t"
                 "vmovdqu %%ymm6, 192(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm7, %%ymm7\n\t"
+                "vpaddd 224(%[c]), %%ymm7, %%ymm7\n\t"
                 "vmovdqu %%ymm7, 224(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm8, %%ymm8\n\t"
+                "vpaddd 256(%[c]), %%ymm8, %%ymm8\n\t"
                 "vmovdqu %%ymm8, 256(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm9, %%ymm9\n\t"
+                "vpaddd 288(%[c]), %%ymm9, %%ymm9\n\t"
                 "vmovdqu %%ymm9, 288(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm10, %%ymm10\n\t"
+                "vpaddd 320(%[c]), %%ymm10, %%ymm10\n\t"
                 "vmovdqu %%ymm10, 320(%[c])\n\t"
+                "vpmaddwd %%ymm12, %%ymm11, %%ymm11\n\t"
+                "vpaddd 352(%[c]), %%ymm11, %%ymm11\n\t"
                 "vmovdqu %%ymm11, 352(%[c])\n\t"
                 : [so] "+r"(so), [wp] "+r"(wp), [cnt] "+r"(cnt)
                 : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [wsb] "r"(wsb),
-                  [c] "r"(&c16[0][0])
+                  [c] "r"(&c32[0][0])
                 : "rax", "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
                   "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
         } else
@@ -158,12 +184,13 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
             QSTEP(0, a0) QSTEP(1, a1) QSTEP(2, a2) QSTEP(3, a3) QSTEP(4, a4) QSTEP(5, a5)
 #undef QSTEP
         }
+        if (nm != 6) /* the assembly widened its sums into c32 itself */
 #pragma GCC unroll 6
-        for (int m = 0; m < nm; ++m)
-            for (int v = 0; v < 2; ++v) {
-                c32[m][v] = _mm256_add_epi32(c32[m][v], _mm256_madd_epi16(c16[m][v], ones));
-                c16[m][v] = z;
-            }
+            for (int m = 0; m < nm; ++m)
+                for (int v = 0; v < 2; ++v) {
+                    c32[m][v] = _mm256_add_epi32(c32[m][v], _mm256_madd_epi16(c16[m][v], ones));
+                    c16[m][v] = z;
+                }
     }
 #pragma GCC unroll 6
     for (int m = 0; m < nm; ++m) {
@@ -375,10 +402,6 @@ static int qconv_run(const qconv_args* p, int isa)
     int64_t* soff = pixoff + NP;
     for (int t = 0; t < T; ++t)
         for (int j = 0; j < C4; ++j) soff[(int64_t)t * C4 + j] = tapoff[t] + 4 * j;
-    for (int n = 0, q = 0; n < p->N; ++n)
-        for (int oh = 0; oh < p->OH; ++oh)
-            for (int ow = 0; ow < p->OW; ++ow, ++q)
-                pixoff[q] = (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
     const int OB = vnni ? 32 : 16; /* output channels per tile */
     const int64_t rows = (int64_t)p->N * Hp, nblk = (p->Cout + OB - 1) / OB, items = ntiles * nblk;
     /* items pixel-major (every block of a tile's pixels before the next tile: each thread writes whole output
@@ -390,6 +413,13 @@ static int qconv_run(const qconv_args* p, int isa)
     const int8_t* wts = p->w;
 #pragma omp parallel num_threads(nt)
     {
+        /* the pixel offsets (no barrier of their own: the coding's, below, orders them before the tiles) */
+#pragma omp for schedule(static) nowait
+        for (int64_t r = 0; r < (int64_t)p->N * p->OH; ++r) {
+            const int n = (int)(r / p->OH), oh = (int)(r % p->OH);
+            for (int ow = 0; ow < p->OW; ++ow)
+                pixoff[r * p->OW + ow] = (((int64_t)n * Hp + (int64_t)oh * sh) * Wp + (int64_t)ow * sw) * Cp;
+        }
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const int n = (int)(r / Hp), i = (int)(r % Hp) - p->ph;
