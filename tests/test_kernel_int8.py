@@ -62,6 +62,27 @@ def test_native_equals_torch_twin_and_exact_integer_dots(isa, bits):
 
 
 @native_only
+@pytest.mark.parametrize("isa", available_isas() or ["scalar"])
+def test_output_larger_than_l2_streams_the_same_numbers(isa):
+    """A 3.2 MB output (more than 1 MB per thread) takes the AVX2 tiles' streaming stores: same numbers."""
+    gen = torch.Generator().manual_seed(5)
+    step = torch.tensor(0.05)
+    x = torch.randn(8, 64, 56, 56, generator=gen).contiguous(memory_format=torch.channels_last)
+    neg = torch.rand(128, 64, 1, 1, generator=gen) < 0.5
+    words = BF.pack_weight_bits(neg)
+    consts = K.int8_conv_constants(words, 128, 64, (1, 1))
+    mul, add = torch.rand(128, generator=gen) + 0.5, torch.randn(128, generator=gen)
+    geo = (128, (1, 1), (2, 2), (0, 0), (1, 1))
+    set_isa(isa)
+    try:
+        out = K.int8_conv(x, consts, step, 8, mul, add, *geo)
+    finally:
+        set_isa(None)
+    assert out.numel() * 4 > 3 << 20
+    assert torch.equal(out, K.int8_conv_reference(x, words, step, 8, mul, add, *geo))
+
+
+@native_only
 def test_linear_rows_of_any_rank():
     gen = torch.Generator().manual_seed(1)
     step = torch.tensor(0.05)

@@ -71,7 +71,7 @@ static inline uint8_t qcode(float v, float step, int qmin, int qmax)
 #if BNN_X86 && defined(__GNUC__)
 __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx2_nm(
     const uint8_t* img, const int64_t* pix, const int64_t* soff, int S, const int8_t* w, int64_t wstride,
-    const int32_t* corr, const float* mul, const float* add, float* o, int Cout, const int nm, int cn)
+    const int32_t* corr, const float* mul, const float* add, float* o, int Cout, const int nm, int cn, int nts)
 {
     /* nm <= 6 pixels (image offsets pix[m], as in the VNNI tile) x 16 output channels (two blocks of 8); steps
      * s = (tap, 4 input channels) at image offset soff[s]; int16 sums widened to int32 every 64 steps */
@@ -202,7 +202,8 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
             if (rem >= 8) {
                 __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(mul + 8 * v));
                 if (add) y = _mm256_add_ps(y, _mm256_loadu_ps(add + 8 * v));
-                _mm256_storeu_ps(om + 8 * v, y);
+                if (nts) _mm256_stream_ps(om + 8 * v, y);
+                else _mm256_storeu_ps(om + 8 * v, y);
             } else {
                 const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
                 __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_maskload_ps(mul + 8 * v, mk));
@@ -216,15 +217,16 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
 __attribute__((target("avx2"))) static void qconv_tile_avx2(const uint8_t* img, const int64_t* pix,
                                                              const int64_t* soff, int S, const int8_t* w,
                                                              int64_t wstride, const int32_t* corr, const float* mul,
-                                                             const float* add, float* o, int Cout, int nm, int cn)
+                                                             const float* add, float* o, int Cout, int nm, int cn,
+                                                             int nts)
 {
     switch (nm) {
-    case 6: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 6, cn); break;
-    case 5: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 5, cn); break;
-    case 4: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 4, cn); break;
-    case 3: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 3, cn); break;
-    case 2: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 2, cn); break;
-    default: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 1, cn); break;
+    case 6: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 6, cn, nts); break;
+    case 5: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 5, cn, nts); break;
+    case 4: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 4, cn, nts); break;
+    case 3: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 3, cn, nts); break;
+    case 2: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 2, cn, nts); break;
+    default: qconv_tile_avx2_nm(img, pix, soff, S, w, wstride, corr, mul, add, o, Cout, 1, cn, nts); break;
     }
 }
 
@@ -410,6 +412,10 @@ static int qconv_run(const qconv_args* p, int isa)
     const int pmajor = (int64_t)QCB8(p->Cout) * T * C4 * 32 <= (32 << 10);
     int nt = p->nthreads;
     if (items < 2 * nt) nt = 1;
+    /* streaming (non-temporal) stores of the AVX2 tiles' full 8-channel outputs when each thread's share of the
+     * output exceeds its L2 (as in the binary kernel): no read-for-ownership of lines that only get written */
+    const int nts = (int64_t)NP * p->Cout * 4 > ((int64_t)1 << 20) * nt && (p->Cout % 8) == 0 &&
+                    (((uintptr_t)p->out) & 31) == 0;
     const int8_t* wts = p->w;
 #pragma omp parallel num_threads(nt)
     {
@@ -462,7 +468,7 @@ static int qconv_run(const qconv_args* p, int isa)
             }
             if (isa >= 1) {
                 qconv_tile_avx2(img, pixoff + pix0, soff, T * C4, wb, (int64_t)T * C4 * 8, p->corr + c0, p->mul + c0,
-                                p->add ? p->add + c0 : NULL, o, p->Cout, nm, cn);
+                                p->add ? p->add + c0 : NULL, o, p->Cout, nm, cn, nts);
                 continue;
             }
 #endif
@@ -471,6 +477,9 @@ static int qconv_run(const qconv_args* p, int isa)
             qconv_tile_scalar(ap, tapoff, T, C4, wb, p->corr + c0, p->mul + c0, p->add ? p->add + c0 : NULL, o,
                               p->Cout, nm, cn);
         }
+#if BNN_X86 && defined(__GNUC__)
+        if (nts) _mm_sfence(); /* the streaming stores ordered before the region ends */
+#endif
     }
     free(img);
     free(tapoff);
