@@ -306,25 +306,41 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void qcon
 }
 
 /* codes of one pixel's Cin floats as biased bytes (u = code + 128), 8 at a time */
+/* the codes + 128 of 8 floats as int32 lanes: rint(x / step) as rint(x * (1 / step)); the product is within
+ * 2^-22 |q| of the rounded quotient, so the two round alike unless q lies within 2^-14 of a half-integer (for
+ * |q| < 256; beyond 129 both clamp alike); those vectors (rare) divide */
+__attribute__((target("avx2"), always_inline)) static inline __m256i qcode8_avx2(const float* xp, __m256 inv, __m256 st,
+                                                                                 __m256 lo, __m256 hi)
+{
+    const __m256 half = _mm256_set1_ps(0.5f), lim = _mm256_set1_ps(0x1p-12f);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 x = _mm256_loadu_ps(xp), q = _mm256_mul_ps(x, inv);
+    __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 dist = _mm256_sub_ps(half, _mm256_and_ps(_mm256_sub_ps(q, r), absm));
+    if (_mm256_movemask_ps(_mm256_cmp_ps(dist, lim, _CMP_LE_OQ)))
+        r = _mm256_round_ps(_mm256_div_ps(x, st), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+    return _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(128)); /* 0..255 */
+}
+
 __attribute__((target("avx2"))) static void qcode_pixel_avx2(const float* xp, uint8_t* op, int Cin, float step,
                                                               int qmin, int qmax)
 {
     const __m256 st = _mm256_set1_ps(step), lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
-    const __m256 inv = _mm256_set1_ps(1.0f / step), one = _mm256_set1_ps(1.0f), tol = _mm256_set1_ps(0x1p-20f);
-    const __m256 half = _mm256_set1_ps(0.5f), absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256i b128 = _mm256_set1_epi32(128);
+    const __m256 inv = _mm256_set1_ps(1.0f / step);
     int c = 0;
+    for (; c + 32 <= Cin; c += 32) { /* 32 codes packed to bytes at once: two packs and a dword permute */
+        const __m256i p01 = _mm256_packus_epi32(qcode8_avx2(xp + c, inv, st, lo, hi),
+                                                qcode8_avx2(xp + c + 8, inv, st, lo, hi));
+        const __m256i p23 = _mm256_packus_epi32(qcode8_avx2(xp + c + 16, inv, st, lo, hi),
+                                                qcode8_avx2(xp + c + 24, inv, st, lo, hi));
+        /* dwords of the byte pack: 4 codes of vector v's low half at v, of its high half at 4 + v */
+        const __m256i b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23),
+                                                      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i*)(op + c), b);
+    }
     for (; c + 8 <= Cin; c += 8) {
-        /* rint(x / step) as rint(x * (1 / step)): the product is within 2^-22 |q| of the rounded quotient, so the
-         * two round alike unless q lies within 2^-20 max(|q|, 1) of a half-integer; then divide (rare) */
-        const __m256 x = _mm256_loadu_ps(xp + c), q = _mm256_mul_ps(x, inv);
-        __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        const __m256 dist = _mm256_sub_ps(half, _mm256_and_ps(_mm256_sub_ps(q, r), absm));
-        const __m256 lim = _mm256_mul_ps(_mm256_max_ps(_mm256_and_ps(q, absm), one), tol);
-        if (_mm256_movemask_ps(_mm256_cmp_ps(dist, lim, _CMP_LE_OQ)))
-            r = _mm256_round_ps(_mm256_div_ps(x, st), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-        const __m256i u = _mm256_add_epi32(_mm256_cvtps_epi32(r), b128); /* 0..255 */
+        const __m256i u = qcode8_avx2(xp + c, inv, st, lo, hi);
         const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
         _mm_storel_epi64((__m128i*)(op + c), _mm_packus_epi16(w16, w16));
     }
