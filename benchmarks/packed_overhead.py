@@ -83,7 +83,8 @@ def layer_overhead(reps):
         out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
         scratch = torch.empty(plan.scratch_words, dtype=torch.int64)
         mod, w, s = K.native(), layer.packed_weight, layer.scale
-        args = (plan.geometry, x.data_ptr(), 0, scratch.data_ptr(), plan.scratch_words, w.data_ptr(), s.data_ptr(), 0)
+        args = (plan.geometry, x.data_ptr(), 0, scratch.data_ptr(), plan.scratch_words, w.data_ptr(), s.data_ptr(),
+                0)
 
         def bare(out=out):  # the C call alone, buffers and layer constants reused
             mod.bconv(*args, out.data_ptr(), consts.data_ptr(), 0, 0, 0, 0, 0, K.get_isa(), torch.get_num_threads())

@@ -190,6 +190,15 @@ def test_packed_layer_sees_weights_changed(change):
         assert torch.equal(second, expected)
 
 
+def test_reductions_beyond_exact_float_sums_take_the_torch_path():
+    """K >= 2^23 bits per output: the kernels' float epilogue would no longer be exact, so the kernel declines."""
+    x = torch.randn(1, 8)
+    small = torch.zeros(1, 1, 9, 2, BF.NR, dtype=torch.int64)
+    big = torch.empty(1, 1, 1, 2 ** 17, BF.NR, dtype=torch.int64)  # 64 * 2^17 = 2^23 bits, never touched
+    assert BF.native_supports(x, small) == kernel_available()
+    assert not BF.native_supports(x, big)
+
+
 def _xorshift_words(n):
     s, out = 0x9E3779B97F4A7C15, []
     m = (1 << 64) - 1

@@ -285,9 +285,13 @@ def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
 def native_supports(x: torch.Tensor, *buffers: Optional[torch.Tensor], sign_words: bool = False) -> bool:
     """The native kernel can compute on ``x`` with these buffers: built, float32 CPU non-empty input (int64 with
     ``sign_words``: a packed conv's sign-word input), CPU buffers of the kernel's dtypes (the int64 words first,
-    then float32 vectors), contiguous."""
+    then float32 vectors), contiguous, and a reduction of K < 2^23 bits per output (the words ``[G, CB, T, Wg, NR]``:
+    K <= 64 T Wg), below which the kernels' float epilogue and int32 sums are exact."""
     dtype = torch.int64 if sign_words else torch.float32
     if _kernel.native() is None or x.dtype != dtype or x.device.type != "cpu" or x.numel() == 0:
+        return False
+    words = buffers[0] if buffers else None
+    if words is not None and words.dim() == 5 and 64 * words.shape[2] * words.shape[3] >= 2 ** 23:
         return False
     for i, b in enumerate(buffers):
         if b is not None and (b.device.type != "cpu" or not b.is_contiguous()

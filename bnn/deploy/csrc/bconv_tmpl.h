@@ -15,7 +15,7 @@
  * interval of kernel rows and an interval of kernel columns, so `bias` takes
  * only a few values ("classes", 9 for a 3x3 conv with padding 1): one small
  * float table per layer, read by the epilogue  out = (bias - 2 float(acc)) * mul + add
- * (bias - 2 acc is an integer below 2^24 in magnitude, exact in float32).
+ * (exact in float32 for K < 2^23, which bnn.deploy.functional.native_supports requires).
  */
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -312,10 +312,9 @@ static inline __attribute__((always_inline)) void CAT(chunk, SUFFIX)(const CAT(t
 }
 
 /* out = (bias - 2 acc) * mul + add for one pixel, 8 channels at a time (two roundings, like the torch path;
- * acc <= K < 2^31, so the 64-bit lanes are narrowed to 32 bits exactly, and bias - 2 acc is exact in float
- * for K < 2^23); with rm, plus the
- * real shortcut rm * rg (rg NULL: 1); with ob, the sign words instead: byte v / 8 of ob = (out < othr) of
- * channels v..v+7 */
+ * acc <= K < 2^23, so the 64-bit lanes are narrowed to 32 bits, and bias - 2 acc computed in float, exactly);
+ * with rm, plus the real shortcut rm * rg (rg NULL: 1); with ob, the sign words instead: byte v / 8 of ob =
+ * (out < othr) of channels v..v+7 */
 static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __m256i* s, const float* bs,
                                                                       const float* mul, const float* add, float* om,
                                                                       int cn, uint8_t* ob, const float* othr,
@@ -343,7 +342,8 @@ static inline __attribute__((always_inline)) void CAT(epilogue, SUFFIX)(const __
             else _mm256_storeu_ps(om + v, y);
         } else {
             const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            __m256 y = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(bs + v, mk), acc2), _mm256_maskload_ps(mul + v, mk));
+            __m256 y =
+                _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(bs + v, mk), acc2), _mm256_maskload_ps(mul + v, mk));
             if (add) y = _mm256_add_ps(y, _mm256_maskload_ps(add + v, mk));
             if (rm) {
                 const __m256 xr = _mm256_maskload_ps(rm + v, mk);

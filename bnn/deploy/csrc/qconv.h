@@ -86,10 +86,10 @@ __attribute__((target("avx2"), always_inline)) static inline void qconv_tile_avx
     for (int s0 = 0; s0 < S; s0 += 64) {
         const int s1 = s0 + 64 < S ? s0 + 64 : S;
         if (nm == 6) {
-            /* a full tile: the chunk in assembly, its 12 int16 accumulators in ymm0-11 (widened to int32 and added
-             * into c32 at the end) and 4 temporaries in ymm12-15 (compiled from C, every accumulator's add went to a temporary and a register copy back:
-             * 12 extra instructions per step made the loop front-end bound, at about 45 of the 64 int8 MACs per
-             * cycle that two vpmaddubsw a cycle give) */
+            /* a full tile: the chunk in assembly, its 12 int16 accumulators in ymm0-11 (widened to int32 and
+             * added into c32 at the end) and 4 temporaries in ymm12-15.  Compiled from C, every accumulator's add
+             * went to a temporary and a register copy back: 12 extra instructions per step made the loop front-end
+             * bound, at about 45 of the 64 int8 MACs per cycle that two vpmaddubsw a cycle give. */
             const int64_t* so = soff + s0;
             const int32_t* wp = w0 + (int64_t)s0 * 8;
             const int64_t wsb = (int64_t)(w1 - w0) * 4;
