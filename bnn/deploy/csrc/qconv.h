@@ -305,7 +305,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void qcon
     }
 }
 
-/* codes of one pixel's Cin floats as biased bytes (u = code + 128), 8 at a time */
 /* the codes + 128 of 8 floats as int32 lanes: rint(x / step) as rint(x * (1 / step)); the product is within
  * 2^-22 |q| of the rounded quotient, so the two round alike unless q lies within 2^-14 of a half-integer (for
  * |q| < 256; beyond 129 both clamp alike); those vectors (rare) divide */
@@ -323,6 +322,7 @@ __attribute__((target("avx2"), always_inline)) static inline __m256i qcode8_avx2
     return _mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(128)); /* 0..255 */
 }
 
+/* codes of one pixel's Cin floats as biased bytes (u = code + 128), 32 at a time, then 8, then one */
 __attribute__((target("avx2"))) static void qcode_pixel_avx2(const float* xp, uint8_t* op, int Cin, float step,
                                                               int qmin, int qmax)
 {
