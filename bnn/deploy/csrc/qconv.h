@@ -353,7 +353,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static void qcode_
                                                                                          int qmax)
 {
     const __m512 st = _mm512_set1_ps(step), lo = _mm512_set1_ps((float)qmin), hi = _mm512_set1_ps((float)qmax);
-    const __m512 inv = _mm512_set1_ps(1.0f / step), one = _mm512_set1_ps(1.0f), tol = _mm512_set1_ps(0x1p-20f);
+    const __m512 inv = _mm512_set1_ps(1.0f / step), lim = _mm512_set1_ps(0x1p-12f); /* as qcode8_avx2 */
     const __m512 half = _mm512_set1_ps(0.5f);
     const __m512i b128 = _mm512_set1_epi32(128);
     for (int c = 0; c < Cin; c += 16) {
@@ -361,7 +361,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static void qcode_
         const __m512 x = _mm512_maskz_loadu_ps(k, xp + c), q = _mm512_mul_ps(x, inv);
         __m512 r = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         const __m512 dist = _mm512_sub_ps(half, _mm512_abs_ps(_mm512_sub_ps(q, r)));
-        const __m512 lim = _mm512_mul_ps(_mm512_max_ps(_mm512_abs_ps(q), one), tol);
         const __mmask16 near = _mm512_cmp_ps_mask(dist, lim, _CMP_LE_OQ);
         if (near)
             r = _mm512_mask_roundscale_ps(r, near, _mm512_div_ps(x, st), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
