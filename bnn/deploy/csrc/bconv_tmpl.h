@@ -450,15 +450,19 @@ static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uin
             for (int fc = 0; fc < sw; ++fc) memset(base + q * g->PS + fc * g->PH, 0x80, (size_t)g->Wps);
         return;
     }
-    if (p->xw) { /* sign words in: nibble q of a pixel is bits 4q..4q+3 of its words */
-        const uint64_t* wrow = p->xw + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * p->Wg;
-        for (int c = 0; c < g->Wps * sw; ++c) {
-            const int j = c - p->pw;
-            uint8_t* o = base + (c % sw) * g->PH + c / sw;
-            if (c >= Wp || j < 0 || j >= p->Ws) {
-                for (int q = 0; q < Q; ++q) o[q * g->PS] = 0x80;
-                continue;
-            }
+    /* the input row: sign words (nibble q of a pixel is bits 4q..4q+3 of its words), or floats */
+    const uint64_t* wrow = p->xw ? p->xw + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * p->Wg : NULL;
+    const float* xrow = p->xw ? NULL : p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * Cg;
+    const int64_t xstep = (int64_t)p->uw * Cg;
+    /* the pixels in memory order */
+    for (int c = 0; c < g->Wps * sw; ++c) {
+        const int j = c - p->pw;
+        uint8_t* o = base + (c % sw) * g->PH + c / sw;
+        if (c >= Wp || j < 0 || j >= p->Ws) {
+            for (int q = 0; q < Q; ++q) o[q * g->PS] = 0x80;
+            continue;
+        }
+        if (wrow) {
             /* byte k of the words (little endian) holds bits 8k..8k+7: nibbles 2k and 2k + 1 */
             const uint8_t* bp = (const uint8_t*)(wrow + (int64_t)j * p->uw * p->Wg);
             int q = 0;
@@ -467,20 +471,9 @@ static void CAT(tab_pack_row, SUFFIX)(const conv_args* p, const tab_geom* g, uin
                 o[(q + 1) * g->PS] = bp[q >> 1] >> 4;
             }
             if (q < Q) o[q * g->PS] = bp[q >> 1] & 15;
-        }
-        return;
-    }
-    const float* xrow = p->x + ((int64_t)n * p->H + (int64_t)i * p->uh) * p->W * Cg;
-    const int64_t xstep = (int64_t)p->uw * Cg;
-    /* the pixels in memory order (the input is usually cold: fetched 12 pixels ahead) */
-    for (int c = 0; c < g->Wps * sw; ++c) {
-        const int j = c - p->pw;
-        uint8_t* o = base + (c % sw) * g->PH + c / sw;
-        if (c >= Wp || j < 0 || j >= p->Ws) {
-            for (int q = 0; q < Q; ++q) o[q * g->PS] = 0x80;
             continue;
         }
-        if (j + 12 < p->Ws) {
+        if (j + 12 < p->Ws) { /* the float input is usually cold: fetched 12 pixels ahead */
             const char* pf = (const char*)(xrow + (j + 12) * xstep);
             for (int b = 0; b < Cg * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
         }
