@@ -63,6 +63,12 @@ class _CachedPlan:
     plan: BF.NativePlan
     consts: torch.Tensor  # the kernel's layer constants for these words at this geometry
 
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel on ``x`` with these buffers; the real shortcut's S(x) made here when the kernel adds it."""
+        sx = None if not self.shortcut else x if self.shortcut == 1 else self.post.shortcut(x, self.plan.out_shape[2:])
+        return self.plan.run(x, self.words, self.scale, self.shift, self.threshold, self.consts, self.out_threshold,
+                             sx, self.shortcut_gain)
+
 
 def _int8_bits(q: nn.Module) -> int:
     """The bit width k of an input quantizer whose eval output is k-bit codes times a step (k <= 8), else 0."""
@@ -211,9 +217,7 @@ class PackedLayer(nn.Module):
                         and (c.dtype == torch.int64 or b["input_threshold"] is c.threshold)
                         and self._modules["post_process"] is c.post
                         and (not c.shortcut or (c.post.enabled and c.post._buffers["gain"] is c.shortcut_gain))):
-                    sx = None if not c.shortcut else x if c.shortcut == 1 else c.post.shortcut(x, c.plan.out_shape[2:])
-                    y = c.plan.run(x, c.words, c.scale, c.shift, c.threshold, c.consts, c.out_threshold, sx,
-                                   c.shortcut_gain)
+                    y = c.run(x)
                     return y if c.post_done else c.post(y, x)
             c8 = self.__dict__.get("_int8_plan")
             if c8 is not None and x.shape == c8[0] and x.dtype == torch.float32 and self._int8_key_matches(c8[1]):
@@ -271,11 +275,10 @@ class PackedLayer(nn.Module):
             if self._real_shortcut(x) and (gain is None or (gain.dtype == torch.float32 and gain.is_contiguous()
                                                             and gain.is_cpu)):
                 shortcut = 1 if tuple(x.shape) == plan.out_shape else 2
-            self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, w.data_ptr(), s, b, t, post,
-                                                 bool(shortcut) or isinstance(post, nn.Identity), shortcut, gain,
-                                                 x.dtype, ot, plan, consts)
-            sx = None if not shortcut else x if shortcut == 1 else post.shortcut(x, plan.out_shape[2:])
-            y = plan.run(x, w, s, b, t, consts, ot, sx, gain)
+            c = self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, w.data_ptr(), s, b, t, post,
+                                                     bool(shortcut) or isinstance(post, nn.Identity), shortcut, gain,
+                                                     x.dtype, ot, plan, consts)
+            y = c.run(x)
             return y if shortcut else self._post(y, x)
         xin = BF.unsign_words(x, self.in_channels) if signs_in else x
         y = BF.binary_conv_torch(xin, w, s, b, t, self.out_channels, self.kernel_size, self.stride, self.padding,
