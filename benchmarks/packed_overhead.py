@@ -16,7 +16,8 @@ set ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=A
    flatten, Python of the blocks). Then each packed conv in the network: its time per call
    there (the layer's Python included), in binary MAC/s and as a share of this CPU's
    xor+popcount ceiling (benchmarks/hw_ceiling.py) for the ISA in use: the per-layer
-   table of benchmarks/inference.py, but with the caches as the network leaves them.
+   table of benchmarks/inference.py, but with the caches as the network leaves them. And the memory
+   the packed model takes: its tensors and the kernel constants its layers make at their first call.
 3. The residual add at batch 8: channels-last + channels-last (the packed
    model's layout) against the NCHW + channels-last mix a packed model must avoid.
 4. With ``--compile``: ``torch.compile`` (inductor) of the packed model against
@@ -199,6 +200,12 @@ def breakdown(packed, reps, batch=1):
     if shares:
         print(f"   3x3 packed convs in the network: share of the ceiling min {100 * min(shares):.0f}%, "
               f"median {100 * statistics.median(shares):.0f}%")
+    layers = [m for m in packed.modules() if isinstance(m, PackedLayer)]
+    state = sum(t.numel() * t.element_size() for t in packed.state_dict().values() if isinstance(t, torch.Tensor))
+    print(f"   memory: the packed model's tensors {state / 1e6:.2f} MB (packed layers "
+          f"{sum(m.packed_nbytes() for m in layers) / 1e6:.2f} MB), "
+          f"plus {sum(m.constants_nbytes() for m in layers) / 1e6:.2f} MB of kernel constants made at the first call "
+          f"for the {isa_in_use()} path")
 
 
 @torch.no_grad()

@@ -164,6 +164,67 @@ def test_constants_of_another_geometry_are_refused():
                          0, out.data_ptr(), c.data_ptr(), 0, 0, 0, 0, 0, -1, 1)
 
 
+def test_constants_of_another_isa_are_refused():
+    """The constants are made for one code path (AVX2's carry its rearranged weights, the others' do not): a call
+    on another path refuses them, naming both."""
+    if len(ISAS) < 2:
+        pytest.skip("one ISA")
+    x, words, mul, add, thr = _args(1, 64, 8, 8, 32, 3, 1, 1, False, seed=0)
+    plan = BF.native_plan(tuple(x.shape), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    c = K.conv_constants(words, plan.ints, isa=0)
+    out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
+    a = torch.empty(plan.scratch_words, dtype=torch.int64)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match=f"made for the scalar path, this call runs {ISAS[1]}"):
+        K.native().bconv(plan.geometry, xc.data_ptr(), 0, a.data_ptr(), a.numel(), words.data_ptr(), mul.data_ptr(),
+                         0, out.data_ptr(), c.data_ptr(), 0, 0, 0, 0, 0, 1, 1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_constants_hold_a_weight_copy_only_on_avx2(isa, monkeypatch):
+    """The scalar and AVX-512 tiles read the packed weight itself: their constants are a small fraction of it. The
+    AVX2 xor tiles read the nibble-split copy (twice the words), the AVX2 table tiles their tables instead."""
+    monkeypatch.setenv("BNN_NIBBLE_TABLES", "0")
+    words = BF.pack_weight_bits(torch.rand(256, 256, 3, 3) < 0.5)
+    plan = BF.native_plan((1, 256, 14, 14), words.shape[3], 256, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    code = {"scalar": 0, "avx2": 1, "avx512": 2}[isa]
+    consts = K.conv_constants(words, plan.ints, isa=code)
+    if isa == "avx2":
+        assert 2 * words.numel() <= consts.numel() < 2 * words.numel() + words.numel() // 4
+    else:
+        assert consts.numel() < words.numel() // 4  # the bias table: 1 / (2 Wg) of the words, Wg = 4 here
+
+
+def test_packed_layer_follows_set_isa_between_calls():
+    """A packed layer caches constants for the code path in use; a later set_isa gives it the new path's constants
+    (the same outputs), and the cached ones are replaced, not kept beside them."""
+    if len(ISAS) < 2:
+        pytest.skip("one ISA")
+    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
+    packed = pack_binary_model(bnn.prepare_binary_model(nn.Conv2d(64, 32, 3, padding=1, bias=False), bc).eval())
+    x = torch.randn(2, 64, 7, 7)
+    assert packed.constants_nbytes() == 0
+    outs, made = [], []
+    try:
+        with torch.no_grad():
+            for isa in ISAS + ISAS[:1]:
+                set_isa(isa)
+                outs.append(packed(x))
+                outs.append(packed(x))  # the cached plan's fast path
+                made.append(packed._plan.consts)
+                assert packed._plan.isa == K.get_isa()
+                weight = packed.packed_weight.numel() * 8
+                if isa == "avx2":  # the nibble-split copy of the weight (this 3x3 64-channel layer takes no tables)
+                    assert packed.constants_nbytes() >= 2 * weight
+                else:
+                    assert 0 < packed.constants_nbytes() < weight
+    finally:
+        set_isa(None)
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    assert len({c.data_ptr() for c in made}) == len(made)  # new constants for every switch
+    assert sum(1 for k in BF._CONSTANTS if k[0] == id(packed.packed_weight)) == 1
+
+
 @pytest.mark.parametrize("change", ["load_state_dict", "new_storage"])
 def test_packed_layer_sees_weights_changed(change):
     """The layer caches its constants (a copy of the weight bits): new weights must refresh them, whether loaded
@@ -231,12 +292,13 @@ def test_constants_buffer_of_another_size_is_refused(monkeypatch):
     other is refused, never overrun."""
     words = BF.pack_weight_bits(torch.rand(32, 64, 3, 3) < 0.5)
     plan = BF.native_plan((1, 64, 24, 24), words.shape[3], 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    isa = 1 if "avx2" in ISAS else 0  # the nibble tables are AVX2 constants
     monkeypatch.setenv("BNN_NIBBLE_TABLES", "0")
-    small = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, 1)
+    small = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, isa, 1)
     monkeypatch.setenv("BNN_NIBBLE_TABLES", "1")
-    big = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, 1)
-    if "avx2" in ISAS:
+    big = K.native().bconv_constants(words.data_ptr(), 0, *plan.ints, isa, 1)
+    if isa == 1:
         assert big > small  # the tables
     buf = torch.empty(max(small, big), dtype=torch.int64)
     with pytest.raises(ValueError, match="constants buffer"):
-        K.native().bconv_constants(words.data_ptr(), buf.data_ptr(), *plan.ints, 1, small if big != small else -1)
+        K.native().bconv_constants(words.data_ptr(), buf.data_ptr(), *plan.ints, isa, 1, small if big != small else -1)

@@ -155,7 +155,8 @@ def test_constants_of_another_layer_are_refused():
 @native_only
 def test_cached_int8_plan_follows_buffers_changed_in_place():
     """A packed int8 layer keeps its kernel plan between calls of one shape; an in-place change of the quantizer's
-    range, the scales or the weight words, or switching the quantizer off, must reach the next call."""
+    range, the scales or the weight words, a new storage given to one of them (``.data =``, which keeps the
+    version), or switching the quantizer off, must reach the next call."""
     fake = _fake(_model(), 8)
     packed = pack_binary_model(fake)
     conv = next(m for m in packed.modules() if isinstance(m, PackedConv2d))
@@ -163,8 +164,16 @@ def test_cached_int8_plan_follows_buffers_changed_in_place():
     with torch.no_grad():
         first = conv(x)
         assert "_int8_plan" in conv.__dict__
+        def swap(t, new):
+            version = t._version
+            t.data = new
+            assert t._version == version
+
         changes = [lambda: conv.input_quantizer.running_absmax.mul_(0.5), lambda: conv.scale.mul_(3.0),
-                   lambda: conv.packed_weight.bitwise_not_()]
+                   lambda: conv.packed_weight.bitwise_not_(),
+                   lambda: swap(conv.packed_weight, ~conv.packed_weight),
+                   lambda: swap(conv.scale, conv.scale * 0.25),
+                   lambda: swap(conv.input_quantizer.running_absmax, conv.input_quantizer.running_absmax * 2)]
         for change in changes:
             change()
             out = conv(x)

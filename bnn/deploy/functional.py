@@ -166,11 +166,12 @@ class NativePlan:
     def run(self, x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Optional[torch.Tensor],
             threshold: Optional[torch.Tensor], consts: Optional[torch.Tensor] = None,
             out_threshold: Optional[torch.Tensor] = None, shortcut: Optional[torch.Tensor] = None,
-            shortcut_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
+            shortcut_gain: Optional[torch.Tensor] = None, isa: Optional[int] = None) -> torch.Tensor:
         """Run the kernel on float32 CPU ``x`` of the planned shape (contiguous int64 / float32 CPU buffers).
 
-        ``consts``: the layer constants of ``words`` at this geometry (:func:`bnn.deploy.kernel.conv_constants`
-        with :attr:`ints`), or None to have the kernel compute them in the call. The output is always a
+        ``consts``: the layer constants of ``words`` at this geometry for code path ``isa`` (default: the one in
+        use; :func:`bnn.deploy.kernel.conv_constants` with :attr:`ints`), or None to have the kernel compute them
+        in the call. The output is always a
         fresh tensor: a result the caller still holds (or a view of it) is never overwritten by a later call.
         Sign-bit chaining (2-d convs): an int64 ``x`` is the input's sign words (:func:`sign_words`, contiguous
         ``[N, H, W, ceil(C / 64)]``; ``threshold`` is then not used), and with ``out_threshold`` the result is the
@@ -215,7 +216,8 @@ class NativePlan:
                                scratch.data_ptr(), self.scratch_words, words.data_ptr(), mul.data_ptr(),
                                0 if add is None else add.data_ptr(), out.data_ptr(),
                                0 if consts is None else consts.data_ptr(), xw, ow, othr, res,
-                               0 if shortcut_gain is None else shortcut_gain.data_ptr(), _kernel.get_isa(),
+                               0 if shortcut_gain is None else shortcut_gain.data_ptr(),
+                               _kernel.get_isa() if isa is None else isa,
                                torch.get_num_threads())
         spare.append(scratch)
         if out_threshold is not None:
@@ -268,16 +270,18 @@ def native_plan(shape: Tuple[int, ...], words_per_tap: int, out_channels: int, k
 _CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", Tuple[int, int], torch.Tensor]] = {}
 
 
-def layer_constants(words: torch.Tensor, plan: NativePlan) -> torch.Tensor:
-    """The kernel's layer constants of ``words`` at ``plan``'s geometry (:func:`bnn.deploy.kernel.conv_constants`),
-    computed once and kept while ``words`` lives and is neither changed in place (its version) nor given another
-    storage (``words.data = ...``, which keeps the version)."""
+def layer_constants(words: torch.Tensor, plan: NativePlan, isa: Optional[int] = None) -> torch.Tensor:
+    """The kernel's layer constants of ``words`` at ``plan``'s geometry for code path ``isa`` (default: the one in
+    use; :func:`bnn.deploy.kernel.conv_constants`), computed once and kept while ``words`` lives, is neither changed in
+    place (its version) nor given another storage (``words.data = ...``, which keeps the version), and the code path
+    stays (:func:`bnn.deploy.set_isa`; the constants of another path replace these)."""
     key = (id(words), plan.ints)
     hit = _CONSTANTS.get(key)
-    state = (words._version, words.data_ptr())
+    isa = _kernel.get_isa() if isa is None else isa
+    state = (words._version, words.data_ptr(), isa)
     if hit is not None and hit[0]() is words and hit[1] == state:
         return hit[2]
-    consts = _kernel.conv_constants(words, plan.ints)
+    consts = _kernel.conv_constants(words, plan.ints, isa=isa)
     _CONSTANTS[key] = (weakref.ref(words, lambda _, key=key: _CONSTANTS.pop(key, None)), state, consts)
     return consts
 
@@ -332,7 +336,8 @@ def binary_conv(x: torch.Tensor, words: torch.Tensor, mul: torch.Tensor, add: Op
     if x.numel() == 0:
         return binary_conv_torch(x, words, mul, add, threshold, out_channels, ks, st, pd, dl, groups)
     plan = native_plan(tuple(x.shape), words.shape[3], out_channels, ks, st, pd, dl, groups)
-    return plan.run(x, words, mul, add, threshold, layer_constants(words, plan))
+    isa = _kernel.get_isa()
+    return plan.run(x, words, mul, add, threshold, layer_constants(words, plan, isa), isa=isa)
 
 
 # -- torch.library custom op: the packed conv as one opaque node for torch.compile / torch.export ----------------

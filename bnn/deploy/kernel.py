@@ -57,7 +57,9 @@ def available_isas() -> List[str]:
 
 
 def set_isa(isa: Optional[str]) -> None:
-    """Force one code path of the kernel (``"scalar"``, ``"avx2"``, ``"avx512"``); ``None`` picks the best."""
+    """Force one code path of the kernel (``"scalar"``, ``"avx2"``, ``"avx512"``); ``None`` picks the best.
+
+    It applies to every later call: a packed layer remakes its layer constants for the new path on its next call."""
     if isa is None:
         _state["isa"] = -1
         return
@@ -67,27 +69,31 @@ def set_isa(isa: Optional[str]) -> None:
 
 
 def get_isa() -> int:
+    """The code the kernel calls get for their ISA: 0 scalar, 1 AVX2, 2 AVX-512 (:func:`set_isa`), -1 for the best."""
     return _state["isa"]
 
 
-def conv_constants(words: torch.Tensor, ints: Sequence[int], num_threads: Optional[int] = None) -> torch.Tensor:
-    """The layer constants of one packed conv at one input geometry, for ``bconv(..., consts.data_ptr())``.
+def conv_constants(words: torch.Tensor, ints: Sequence[int], num_threads: Optional[int] = None,
+                   isa: Optional[int] = None) -> torch.Tensor:
+    """The layer constants of one packed conv at one input geometry, for ``bconv(..., consts.data_ptr(), ..., isa)``.
 
-    ``ints`` are the integer kernel arguments of a :func:`bnn.deploy.functional.native_plan` (its ``ints``).
+    ``ints`` are the integer kernel arguments of a :func:`bnn.deploy.functional.native_plan` (its ``ints``),
+    ``isa`` the code path they are for (:func:`get_isa`'s codes; default: the one in use).
     The constants (tap offsets, pixel classes, the bias table ``Tv * Cg + 2 * popcount`` of the padded
-    taps, and the nibble-split weights of the AVX2 tiles) depend only on the weight words and that
-    geometry: computing them once per layer and input shape, instead of on every call, saves their
-    cost at batch 1. They must be recomputed when the weight words change. The kernel checks that
-    they were made for the geometry it is given.
+    taps, and on AVX2 the nibble-split weights or the nibble tables) depend only on the weight words, that
+    geometry and the code path: computing them once per layer and input shape, instead of on every call, saves
+    their cost at batch 1. They must be recomputed when the weight words change. The kernel checks that
+    they were made for the geometry and the code path it is given.
     """
     mod = native()
     if mod is None:
         raise RuntimeError("bnn.deploy: the native kernel is not built (pip install -e . builds it)")
     if words.dtype != torch.int64 or not words.is_contiguous() or words.device.type != "cpu":
         raise ValueError("bnn.deploy.conv_constants: words must be a contiguous int64 CPU tensor")
-    n = mod.bconv_constants(words.data_ptr(), 0, *ints, 1)
+    isa = get_isa() if isa is None else isa
+    n = mod.bconv_constants(words.data_ptr(), 0, *ints, isa, 1)
     consts = torch.empty(n, dtype=torch.int64)
-    mod.bconv_constants(words.data_ptr(), consts.data_ptr(), *ints,
+    mod.bconv_constants(words.data_ptr(), consts.data_ptr(), *ints, isa,
                         torch.get_num_threads() if num_threads is None else num_threads, n)
     return consts
 

@@ -34,6 +34,8 @@ from ..ops.scale import RealShortcut
 from . import functional as BF
 from . import kernel as _K
 
+_ISA = _K._state  # its "isa": the code path set_isa chose (read on every fast-path call)
+
 __all__ = ["FORMAT_VERSION", "PackedLayer", "PackedConv1d", "PackedConv2d", "PackedLinear", "PackedFormatError",
            "SignWordsPassthrough"]
 
@@ -61,13 +63,14 @@ class _CachedPlan:
     dtype: torch.dtype  # of the input: float32, or int64 sign words
     out_threshold: Optional[torch.Tensor]
     plan: BF.NativePlan
-    consts: torch.Tensor  # the kernel's layer constants for these words at this geometry
+    consts: torch.Tensor  # the kernel's layer constants for these words at this geometry, for code path isa
+    isa: int  # bnn.deploy.kernel.get_isa() when they were made
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The kernel on ``x`` with these buffers; the real shortcut's S(x) made here when the kernel adds it."""
         sx = None if not self.shortcut else x if self.shortcut == 1 else self.post.shortcut(x, self.plan.out_shape[2:])
         return self.plan.run(x, self.words, self.scale, self.shift, self.threshold, self.consts, self.out_threshold,
-                             sx, self.shortcut_gain)
+                             sx, self.shortcut_gain, self.isa)
 
 
 def _int8_bits(q: nn.Module) -> int:
@@ -177,6 +180,19 @@ class PackedLayer(nn.Module):
             n += sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
         return n
 
+    def constants_nbytes(self) -> int:
+        """Bytes of the kernel constants this layer keeps in memory (not saved) for its last input shape: the
+        binary kernel's (tap offsets and bias table; on AVX2 also a rearranged copy of the weight bits or the
+        nibble tables) and the int8 kernel's (the weights as bytes). 0 before its first native call."""
+        n = 0
+        plan = self.__dict__.get("_plan")
+        if plan is not None:
+            n += plan.consts.numel() * plan.consts.element_size()
+        int8 = self.__dict__.get("_int8_consts")
+        if int8 is not None:
+            n += int8[2].numel() * int8[2].element_size()
+        return n
+
     def float_nbytes(self) -> int:
         """Bytes of the same layer's weight (and bias) in float32."""
         return 4 * (self.packed_weight_numel + (self.out_channels if self.shift is not None else 0))
@@ -212,6 +228,7 @@ class PackedLayer(nn.Module):
                 b = self._buffers
                 w = c.words
                 if (b["packed_weight"] is w and w._version == c.words_version and w.data_ptr() == c.words_ptr
+                        and c.isa == _ISA["isa"]
                         and b["scale"] is c.scale
                         and b["shift"] is c.shift and b["output_threshold"] is c.out_threshold
                         and (c.dtype == torch.int64 or b["input_threshold"] is c.threshold)
@@ -264,10 +281,11 @@ class PackedLayer(nn.Module):
             shape = (x.shape[0], self.in_channels, x.shape[1], x.shape[2]) if signs_in else tuple(x.shape)
             plan = BF.native_plan(shape, w.shape[3], self.out_channels, self.kernel_size, self.stride,
                                   self.padding, self.dilation, self.groups)
-            # the layer constants (tap offsets, padded-tap bias table, rearranged weight bits) of this geometry,
-            # once per input shape; they copy the weight bits, so an in-place change of the words (a new
-            # version, e.g. load_state_dict) drops the cached plan
-            consts = BF.layer_constants(w, plan)
+            # the layer constants (tap offsets, padded-tap bias table; on AVX2 rearranged weight bits) of this
+            # geometry and code path, once per input shape; they derive from the weight bits, so an in-place change
+            # of the words (a new version, e.g. load_state_dict) or another set_isa drops the cached plan
+            isa = _K.get_isa()
+            consts = BF.layer_constants(w, plan, isa)
             post = self.post_process
             # a real shortcut (Bi-Real Net) is added by the kernel's epilogue: the input itself, or S(x) made by torch
             gain = post.gain if type(post) is RealShortcut else None
@@ -277,7 +295,7 @@ class PackedLayer(nn.Module):
                 shortcut = 1 if tuple(x.shape) == plan.out_shape else 2
             c = self.__dict__["_plan"] = _CachedPlan(x.shape, w, w._version, w.data_ptr(), s, b, t, post,
                                                      bool(shortcut) or isinstance(post, nn.Identity), shortcut, gain,
-                                                     x.dtype, ot, plan, consts)
+                                                     x.dtype, ot, plan, consts, isa)
             y = c.run(x)
             return y if shortcut else self._post(y, x)
         xin = BF.unsign_words(x, self.in_channels) if signs_in else x
@@ -305,9 +323,10 @@ class PackedLayer(nn.Module):
         if (self.use_native is not False and type(x) is torch.Tensor and not torch.compiler.is_compiling()
                 and BF.native_applies(x, self.packed_weight, self.scale, self.shift)):
             w, cache = self.packed_weight, self.__dict__.get("_int8_consts")
-            if cache is None or cache[0] is not w or cache[1] != w._version:  # weights changed: new constants
+            state = (w._version, w.data_ptr())  # an in-place change, or a new storage (``.data =``)
+            if cache is None or cache[0] is not w or cache[1] != state:  # weights changed: new constants
                 consts = _K.int8_conv_constants(w, self.out_channels, self.in_channels, self.kernel_size)
-                cache = self.__dict__["_int8_consts"] = (w, w._version, consts)
+                cache = self.__dict__["_int8_consts"] = (w, state, consts)
             plan = _K.int8_plan(tuple(x.shape), cache[2], step, bits, mul, self.shift, *geometry)
             # kept for the next call of this shape while the buffers it was made from are unchanged (_int8_key)
             self.__dict__["_int8_plan"] = (x.shape, self._int8_key(), plan)
@@ -316,11 +335,12 @@ class PackedLayer(nn.Module):
 
     def _int8_key(self) -> tuple:
         """What an int8 plan depends on: the weight words, scale, shift and the quantizer's range (each tensor
-        with its in-place version) and the quantizer's bit width (0 once it no longer emits codes)."""
+        with its in-place version and its storage, which ``.data =`` swaps without a new version) and the
+        quantizer's bit width (0 once it no longer emits codes)."""
         q = self._modules["input_quantizer"]
         b = self._buffers
         tensors = (b["packed_weight"], b["scale"], b["shift"], getattr(q, "running_absmax", None))
-        return tuple((t, t._version if t is not None else 0) for t in tensors) + (_int8_bits(q),)
+        return tuple((t, (t._version, t.data_ptr()) if t is not None else None) for t in tensors) + (_int8_bits(q),)
 
     def _int8_key_matches(self, key: tuple) -> bool:
         now = self._int8_key()

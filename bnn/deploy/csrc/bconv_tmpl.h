@@ -772,9 +772,9 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     int64_t* own = NULL;
     if (!consts) {
         int nR0, nC0;
-        const int64_t words = consts_layout(p, &nR0, &nC0, NULL, NULL, NULL);
+        const int64_t words = consts_layout(p, BNN_ISA, &nR0, &nC0, NULL, NULL, NULL);
         own = words < 0 ? NULL : (int64_t*)malloc(sizeof(int64_t) * (size_t)words);
-        if (!own || consts_fill(p, own, p->nthreads)) {
+        if (!own || consts_fill(p, BNN_ISA, own, p->nthreads)) {
             free(own);
             p->status[0] = -1;
             return;
@@ -786,11 +786,11 @@ static void CAT(bconv, SUFFIX)(const conv_args* p, const int64_t* consts)
     const int64_t* rid = tapoff + T;
     const int64_t* cid = rid + OH;
     const float* btab = (const float*)(cid + OW);
-    const uint64_t* wsplit = (const uint64_t*)(cid + OW + (int64_t)nR * nC * npan * NR / 2);
+    const uint64_t* wsplit = (const uint64_t*)(cid + OW + (int64_t)nR * nC * npan * NR / 2); /* AVX2 */
     (void)wsplit;
 #if BNN_ISA == 1
-    if (consts[4]) { /* the constants carry nibble tables (tab_applies when they were made) */
-        CAT(bconv_tab, SUFFIX)(p, (const int64_t*)(wsplit + (int64_t)npan * T * Wg * 2 * NR));
+    if (consts[4]) { /* the constants carry nibble tables (tab_applies when they were made), in the split's place */
+        CAT(bconv_tab, SUFFIX)(p, (const int64_t*)wsplit);
         free(own);
         return;
     }

@@ -53,18 +53,23 @@ typedef struct {
 } conv_args;
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Per-layer constants of one conv geometry ("layer constants", computed once by bconv_constants and
- * cached by the caller, or on every call when the caller passes none).  int64 words:
+/* Per-layer constants of one conv geometry for one code path ("layer constants", computed once by
+ * bconv_constants and cached by the caller, or on every call when the caller passes none).  int64 words:
  *   [0] total words, [1] nR, [2] nC, [3] geometry fingerprint, [4] 1 when the nibble tables follow (AVX2),
+ *   [5] the ISA they were made for (0 scalar, 1 AVX2, 2 AVX-512: bconv runs them on that path only),
  *   tapoff [T]                 word offset of each tap in the padded bit image,
  *   rid [OH], cid [OW]         pixel class of each output row / column,
  *   btab [nR, nC, npan, NR]    bias = Tv * Cg + 2 * (popcount of the weights on padded taps), per class, as
  *                              float32, two per word (bias <= 2K: exact for K = T * Cg < 2^23, so the
  *                              epilogue's bias - 2 float(acc) is the exact integer dot),
- *   wsplit [npan, T, Wg, 2, NR] the weight words nibble-split (low nibbles, then high nibbles; AVX2 tiles).
+ *   AVX2 only, either          wsplit [npan, T, Wg, 2, NR] the weight words nibble-split (low nibbles, then high
+ *                              nibbles) for the xor tiles,
+ *   or                         the nibble tables (tab_consts_words) where that path applies.
+ * The scalar and AVX-512 tiles read the packed weight itself, so their constants are a few kilobytes; the AVX2
+ * ones carry one rearranged copy of the weight (twice its words: the split), or the tables.
  * The valid taps of an output pixel are a product of an interval of kernel rows and an interval of kernel
  * columns, so the pixel classes are the distinct (row interval, column interval) pairs. */
-#define CONST_HDR 5
+#define CONST_HDR 6
 
 static int64_t geom_fingerprint(const conv_args* p)
 {
@@ -191,8 +196,16 @@ static int64_t tab_consts_words(const conv_args* p)
     return T + (g.nposr + 1) / 2 + npan * 8 * T * g.Q * 64 / 8;
 }
 
-/* words of the constants; *nR, *nC and the classes when the arrays are given; -1 when out of memory */
-static int64_t consts_layout(const conv_args* p, int* nR, int* nC, int64_t* rid, int64_t* cid, int** rcls)
+/* words of the nibble-split weights in the constants of code path `isa` (AVX2 xor tiles only) */
+static int64_t split_words(const conv_args* p, int isa)
+{
+    if (isa != 1 || tab_applies(p)) return 0;
+    return (int64_t)p->G * ((p->CoutG + NR - 1) / NR) * p->KH * p->KW * p->Wg * 2 * NR;
+}
+
+/* words of the constants of code path `isa`; *nR, *nC and the classes when the arrays are given; -1 when out
+ * of memory */
+static int64_t consts_layout(const conv_args* p, int isa, int* nR, int* nC, int64_t* rid, int64_t* cid, int** rcls)
 {
     int* cls = (int*)malloc(sizeof(int) * 2 * (size_t)(p->OH + p->OW));
     if (!cls) return -1;
@@ -201,8 +214,8 @@ static int64_t consts_layout(const conv_args* p, int* nR, int* nC, int64_t* rid,
     if (rcls) *rcls = cls;
     else free(cls);
     const int64_t T = (int64_t)p->KH * p->KW, npan = (int64_t)p->G * ((p->CoutG + NR - 1) / NR);
-    return CONST_HDR + T + p->OH + p->OW + (int64_t)*nR * *nC * npan * NR / 2 + npan * T * p->Wg * 2 * NR +
-           tab_consts_words(p);
+    return CONST_HDR + T + p->OH + p->OW + (int64_t)*nR * *nC * npan * NR / 2 + split_words(p, isa) +
+           (isa == 1 ? tab_consts_words(p) : 0);
 }
 
 static int64_t pop64(uint64_t x)
@@ -213,8 +226,8 @@ static int64_t pop64(uint64_t x)
     return (int64_t)((x * 0x0101010101010101ull) >> 56);
 }
 
-/* fill the constants (c must hold consts_layout words); 0, or -1 when out of memory */
-static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
+/* fill the constants of code path `isa` (c must hold consts_layout words); 0, or -1 when out of memory */
+static int consts_fill(const conv_args* p, int isa, int64_t* c, int nthreads)
 {
     int nR, nC, *rcls = NULL;
     const int T = p->KH * p->KW, Wg = p->Wg, Cg = p->Cg, KH = p->KH, KW = p->KW;
@@ -222,14 +235,16 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
     int64_t* tapoff = c + CONST_HDR;
     int64_t* rid = tapoff + T;
     int64_t* cid = rid + p->OH;
-    const int64_t total = consts_layout(p, &nR, &nC, rid, cid, &rcls);
+    const int64_t total = consts_layout(p, isa, &nR, &nC, rid, cid, &rcls);
     if (total < 0) return -1;
     int* ccls = rcls + 2 * p->OH;
     float* btab = (float*)(cid + p->OW);
     uint64_t* wsplit = (uint64_t*)(cid + p->OW + (int64_t)nR * nC * npan * NR / 2);
     int64_t* wpop = (int64_t*)malloc(sizeof(int64_t) * (size_t)npan * T * NR);
     if (!wpop) { free(rcls); return -1; }
-    c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p); c[4] = tab_consts_words(p) > 0;
+    c[0] = total; c[1] = nR; c[2] = nC; c[3] = geom_fingerprint(p);
+    c[4] = isa == 1 && tab_consts_words(p) > 0; c[5] = isa;
+    const int split = split_words(p, isa) > 0;
     const int64_t rs = (int64_t)p->G * Wg, Wp = p->Ws + 2 * p->pw;
     for (int kh = 0; kh < KH; ++kh)
         for (int kw = 0; kw < KW; ++kw) tapoff[kh * KW + kw] = ((int64_t)kh * p->dh * Wp + (int64_t)kw * p->dw) * rs;
@@ -248,6 +263,7 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
                 for (int n = 0; n < NR; ++n) {
                     const uint64_t v = wi[j * NR + n];
                     q[n] += pop64(v);
+                    if (!split) continue;
                     si[j * 2 * NR + n] = v & 0x0f0f0f0f0f0f0f0full;
                     si[j * 2 * NR + NR + n] = (v >> 4) & 0x0f0f0f0f0f0f0f0full;
                 }
@@ -274,7 +290,7 @@ static int consts_fill(const conv_args* p, int64_t* c, int nthreads)
             tab_geom g;
             tab_geometry(p, &g, NULL);
             const int Q = g.Q;
-            int64_t* toff = (int64_t*)(wsplit + nwt * Wg * 2 * NR);
+            int64_t* toff = (int64_t*)wsplit; /* the tables take the place of the split weights */
             int32_t* tv = (int32_t*)(toff + T);
             uint8_t* tabs = (uint8_t*)(tv + (g.nposr + 1) / 2 * 2);
 #pragma omp single
@@ -454,6 +470,12 @@ static PyObject* py_bconv(PyObject* self, PyObject* const* args, Py_ssize_t narg
         PyErr_SetString(PyExc_ValueError, "bnn kernel: the layer constants were made for another input shape");
         return NULL;
     }
+    if (c && c[5] != isa) {
+        static const char* names[3] = {"scalar", "avx2", "avx512"};
+        PyErr_Format(PyExc_ValueError, "bnn kernel: the layer constants were made for the %s path, this call runs %s",
+                     c[5] >= 0 && c[5] <= 2 ? names[c[5]] : "?", names[isa]);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
 #if HAVE_SIMD
     if (isa == 2) bconv_avx512(&p, c);
@@ -489,18 +511,23 @@ static PyObject* py_bconv_tiles(PyObject* self, PyObject* args)
     return PyUnicode_FromString(name);
 }
 
-/* bconv_constants(w, consts, N, H, ..., dw, nthreads[, words]) -> words: with consts = 0 only the size in int64
- * words, else fills the layer constants of this geometry and weight into consts, a buffer of `words` words */
+/* bconv_constants(w, consts, N, H, ..., dw, isa, nthreads[, words]) -> words: with consts = 0 only the size in
+ * int64 words, else fills the layer constants of this geometry and weight for code path isa (-1: the best) into
+ * consts, a buffer of `words` words */
 static PyObject* py_bconv_constants(PyObject* self, PyObject* args)
 {
     unsigned long long w, consts;
     conv_args p;
+    int isa;
     memset(&p, 0, sizeof(p));
     long long have = -1;
-    if (!PyArg_ParseTuple(args, "KK" CONV_INTS "i|L", &w, &consts, CONV_INT_ARGS(p), &p.nthreads, &have)) return NULL;
+    if (!PyArg_ParseTuple(args, "KK" CONV_INTS "ii|L", &w, &consts, CONV_INT_ARGS(p), &isa, &p.nthreads, &have))
+        return NULL;
+    isa = pick_isa(isa);
+    if (isa < 0) { PyErr_SetString(PyExc_ValueError, "bnn kernel: ISA not available on this CPU"); return NULL; }
     p.w = (const uint64_t*)w;
     int nR, nC;
-    const int64_t words = consts_layout(&p, &nR, &nC, NULL, NULL, NULL);
+    const int64_t words = consts_layout(&p, isa, &nR, &nC, NULL, NULL, NULL);
     if (words < 0) return PyErr_NoMemory();
     if (consts && have != words) { /* the layout depends on BNN_NIBBLE_TABLES: sized and filled alike, or refused */
         PyErr_SetString(PyExc_ValueError, "bnn kernel: the constants buffer does not have bconv_constants() words");
@@ -509,7 +536,7 @@ static PyObject* py_bconv_constants(PyObject* self, PyObject* args)
     if (consts) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = consts_fill(&p, (int64_t*)consts, p.nthreads < 1 ? 1 : p.nthreads);
+        rc = consts_fill(&p, isa, (int64_t*)consts, p.nthreads < 1 ? 1 : p.nthreads);
         Py_END_ALLOW_THREADS
         if (rc) return PyErr_NoMemory();
     }
