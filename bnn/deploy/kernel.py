@@ -69,7 +69,7 @@ def set_isa(isa: Optional[str]) -> None:
 
 
 def get_isa() -> int:
-    """The code the kernel calls get for their ISA: 0 scalar, 1 AVX2, 2 AVX-512 (:func:`set_isa`), -1 for the best."""
+    """The ISA code the kernel calls are given: 0 scalar, 1 AVX2, 2 AVX-512 (:func:`set_isa`), -1 for the best."""
     return _state["isa"]
 
 
