@@ -31,7 +31,7 @@ from . import kernel as _kernel
 
 __all__ = ["NR", "pack_weight_bits", "unpack_weight_signs", "sign_input", "output_size", "binary_conv",
            "binary_conv_torch", "binary_conv_op", "sign_words", "unsign_words", "NativePlan", "native_plan",
-           "native_supports", "native_applies", "layer_constants"]
+           "native_supports", "native_applies", "layer_constants", "tensor_state"]
 
 NR = 32  # output channels per weight panel
 
@@ -267,7 +267,13 @@ def native_plan(shape: Tuple[int, ...], words_per_tap: int, out_channels: int, k
     return NativePlan(nd, out_shape, buffer_shape, stride, scratch, ints, geometry)
 
 
-_CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", Tuple[int, int], torch.Tensor]] = {}
+_CONSTANTS: Dict[Tuple[int, Tuple[int, ...]], Tuple["weakref.ref", Tuple[int, int, int], torch.Tensor]] = {}
+
+
+def tensor_state(t: torch.Tensor) -> Tuple[int, int]:
+    """What a cache made from ``t`` must compare: its in-place version and its storage (``t.data = ...`` swaps the
+    storage without a new version)."""
+    return t._version, t.data_ptr()
 
 
 def layer_constants(words: torch.Tensor, plan: NativePlan, isa: Optional[int] = None) -> torch.Tensor:
@@ -278,7 +284,7 @@ def layer_constants(words: torch.Tensor, plan: NativePlan, isa: Optional[int] = 
     key = (id(words), plan.ints)
     hit = _CONSTANTS.get(key)
     isa = _kernel.get_isa() if isa is None else isa
-    state = (words._version, words.data_ptr(), isa)
+    state = (*tensor_state(words), isa)
     if hit is not None and hit[0]() is words and hit[1] == state:
         return hit[2]
     consts = _kernel.conv_constants(words, plan.ints, isa=isa)

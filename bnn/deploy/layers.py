@@ -323,7 +323,7 @@ class PackedLayer(nn.Module):
         if (self.use_native is not False and type(x) is torch.Tensor and not torch.compiler.is_compiling()
                 and BF.native_applies(x, self.packed_weight, self.scale, self.shift)):
             w, cache = self.packed_weight, self.__dict__.get("_int8_consts")
-            state = (w._version, w.data_ptr())  # an in-place change, or a new storage (``.data =``)
+            state = BF.tensor_state(w)
             if cache is None or cache[0] is not w or cache[1] != state:  # weights changed: new constants
                 consts = _K.int8_conv_constants(w, self.out_channels, self.in_channels, self.kernel_size)
                 cache = self.__dict__["_int8_consts"] = (w, state, consts)
@@ -340,7 +340,7 @@ class PackedLayer(nn.Module):
         q = self._modules["input_quantizer"]
         b = self._buffers
         tensors = (b["packed_weight"], b["scale"], b["shift"], getattr(q, "running_absmax", None))
-        return tuple((t, (t._version, t.data_ptr()) if t is not None else None) for t in tensors) + (_int8_bits(q),)
+        return tuple((t, BF.tensor_state(t) if t is not None else None) for t in tensors) + (_int8_bits(q),)
 
     def _int8_key_matches(self, key: tuple) -> bool:
         now = self._int8_key()
