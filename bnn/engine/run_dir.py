@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state
-from .schema import Config, ConfigError, config_to_dict
+from .schema import Config, ConfigError, config_from_dict, config_to_dict
 
 __all__ = ["TrainedRun", "run_record", "find_checkpoint", "load_run", "load_trained", "validation_loader",
            "RUN_ERRORS"]
@@ -80,12 +80,6 @@ def find_checkpoint(run: str, which: str = "best") -> str:
     other = [n for n in CHECKPOINT_NAMES if n != which and os.path.isfile(os.path.join(run, f"{n}.pth"))]
     hint = f" (it has {other[0]}.pth: which={other[0]!r})" if other else ""
     raise CheckpointError(f"{run}: no {which}.pth in the run folder or its step folders{hint}")
-
-
-def _config_from_dict(data: dict, src: str) -> Config:
-    from . import schema
-
-    return schema._construct(Config, schema._check(Config, data, "", src))
 
 
 def _record_without_meta(path: str) -> Dict[str, Any]:
@@ -155,7 +149,7 @@ def load_run(run: str, which: str = "best", device: Any = "cpu") -> TrainedRun:
         raise CheckpointError(f"checkpoint {path} holds no model weights (not a bnn-train checkpoint)")
     meta = dict(state.get("meta") or {})
     record = meta if "recipe" in meta else {**meta, **_record_without_meta(path)}
-    cfg = _config_from_dict(record["recipe"], f"{path} (recorded recipe)")
+    cfg = config_from_dict(record["recipe"], f"{path} (recorded recipe)")
     model = rebuild_model(cfg, record)
     load_model_state(model, state, path=path)
     model.to(device).eval()
