@@ -8,8 +8,9 @@ set ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=A
 
 1. Python work per packed layer: a packed layer's call against the bare C
    kernel call with the same arguments (and the cost of a fresh output buffer
-   against a reused one), for a small and a large ResNet-18 layer; and what a
-   real shortcut adds to a layer, in the kernel's epilogue and as a torch op.
+   against a reused one), for a small and a large ResNet-18 layer; the same calls of the 512-channel
+   layer right after torch's float conv (the cold column of benchmarks/inference.py) and right after
+   themselves; and what a real shortcut adds to a layer, in the kernel's epilogue and as a torch op.
 2. A per-op breakdown of the packed torchvision ResNet-18 forward at ``--batch`` (first conv
    and fc float, every BatchNorm folded, channels-last end to end), timed with
    forward hooks on the leaf modules; "block glue" is the rest (residual adds,
@@ -69,30 +70,37 @@ def fastest(fns, reps, inner=4):
     return best
 
 
+def _layer_calls(cin, cout, hw):
+    """A packed 3x3 layer on a batch-1 channels-last input, and two bare C calls of it with the same arguments (the
+    layer constants and the scratch reused): into one reused output, and into a freshly allocated one (as the layer
+    does). Returns (layer, x, bare, fresh)."""
+    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
+    layer = pack_binary_model(bnn.prepare_binary_model(nn.Conv2d(cin, cout, 3, padding=1, bias=False), bc).eval())
+    x = torch.randn(1, cin, hw, hw).contiguous(memory_format=torch.channels_last)
+    layer(x)
+    plan = BF.native_plan(tuple(x.shape), layer.packed_weight.shape[3], cout, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    consts = BF.layer_constants(layer.packed_weight, plan)
+    out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
+    scratch = torch.empty(plan.scratch_words, dtype=torch.int64)
+    mod, w, s = K.native(), layer.packed_weight, layer.scale
+
+    def bare(out=out):  # the C call alone, buffers and layer constants reused (the closure keeps them alive)
+        mod.bconv(plan.geometry, x.data_ptr(), 0, scratch.data_ptr(), plan.scratch_words, w.data_ptr(), s.data_ptr(),
+                  0, out.data_ptr(), consts.data_ptr(), 0, 0, 0, 0, 0, K.get_isa(), torch.get_num_threads())
+
+    def fresh():  # the C call into a freshly allocated output, as the layer does
+        bare(torch.empty(plan.buffer_shape, memory_format=torch.channels_last))
+
+    return layer, x, bare, fresh
+
+
 @torch.no_grad()
 def layer_overhead(reps):
     print("1. Python work per packed layer call, batch 1 (fastest of interleaved calls, us)")
     print(f"   {'layer':<22} {'layer()':>9} {'C call':>9} {'fresh output':>12}")
-    bc = bnn.BConfig(activation_pre_process=ops.BasicInputBinarizer, weight_pre_process=ops.XNORWeightBinarizer)
     python_us = None
     for cin, cout, hw in ((64, 64, 2), (512, 512, 7), (64, 64, 56)):
-        layer = pack_binary_model(bnn.prepare_binary_model(nn.Conv2d(cin, cout, 3, padding=1, bias=False), bc).eval())
-        x = torch.randn(1, cin, hw, hw).contiguous(memory_format=torch.channels_last)
-        layer(x)
-        plan = BF.native_plan(tuple(x.shape), layer.packed_weight.shape[3], cout, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-        consts = BF.layer_constants(layer.packed_weight, plan)
-        out = torch.empty(plan.buffer_shape, memory_format=torch.channels_last)
-        scratch = torch.empty(plan.scratch_words, dtype=torch.int64)
-        mod, w, s = K.native(), layer.packed_weight, layer.scale
-        args = (plan.geometry, x.data_ptr(), 0, scratch.data_ptr(), plan.scratch_words, w.data_ptr(), s.data_ptr(),
-                0)
-
-        def bare(out=out):  # the C call alone, buffers and layer constants reused
-            mod.bconv(*args, out.data_ptr(), consts.data_ptr(), 0, 0, 0, 0, 0, K.get_isa(), torch.get_num_threads())
-
-        def fresh():  # the C call into a freshly allocated output, as the layer does
-            bare(torch.empty(plan.buffer_shape, memory_format=torch.channels_last))
-
+        layer, x, bare, fresh = _layer_calls(cin, cout, hw)
         t_layer, t_bare, t_fresh = fastest([lambda: layer(x), bare, fresh], reps * 50)
         python_us = (t_layer - t_bare) * 1e6 if python_us is None else python_us
         name = f"{cin}->{cout} 3x3 @{hw}x{hw}"
@@ -100,7 +108,35 @@ def layer_overhead(reps):
     print(f"   Python work per packed layer call: {python_us:.1f} us (layer() - C call on the smallest layer, where the")
     print("   kernel time is short and steady: input checks, fresh output, scratch pool, Module.__call__);")
     print("   fresh output = allocating (and first touching) a new output tensor instead of reusing one")
+    after_float_conv(reps)
     real_shortcut(reps)
+
+
+def median_after(pre, fn, reps):
+    """Median seconds of ``fn`` called right after ``pre`` (untimed), ``reps`` times."""
+    times = []
+    for _ in range(reps):
+        pre()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def after_float_conv(reps, c=512, hw=7):
+    """The cold column of benchmarks/inference.py taken apart: the packed layer's call right after torch's float conv
+    of the same shape (as in that column), against right after itself, for the layer and for its bare C call into a
+    fresh and into a reused output. The rows show what the float conv's pass over its 9.4 MB of weights costs the
+    kernel itself (reused output), the first writes to a fresh output, and the Python of the call."""
+    layer, x, bare, fresh = _layer_calls(c, c, hw)
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False).eval()
+    print(f"   right after the float conv (inference.py's \"packed ms\") / right after itself (\"warm ms\"), "
+          f"{c}->{c} 3x3 @{hw}x{hw}, median us:")
+    n = reps * 5
+    for name, fn in (("layer()", lambda: layer(x)), ("C call, fresh output", fresh), ("C call, reused output", bare)):
+        cold, warm = median_after(lambda: conv(x), fn, n), median_after(fn, fn, n)
+        print(f"     {name:<22} {cold * 1e6:7.1f} / {warm * 1e6:5.1f}  (+{(cold - warm) * 1e6:.1f})")
 
 
 @torch.no_grad()
