@@ -367,19 +367,19 @@ def test_replace_validates_like_overrides_and_reaches_inheriting_stages():
         cfg.replace(TRAINING={"EPOCHS": "ten"})
 
 
-def test_config_from_dict_reads_back_a_recorded_config():
+def test_config_from_record_reads_back_a_recorded_config():
     """What a run records (config_to_dict) reads back as the same config, steps included, without reading the
     files it names; a damaged record fails in one line naming its source and the closest key."""
-    from bnn.engine.schema import config_from_dict, config_to_dict
+    from bnn.engine.schema import config_from_record, config_to_dict
 
     cfg = Config.from_dict({"TRAINING": {"EPOCHS": 3}, "OPTIMIZER": {"LR": 3e-3},
                             "STEPS": [{"NAME": "a", "EPOCHS": 1}, {"NAME": "b", "OPTIMIZER": {"LR": 1e-3}}]})
     record = config_to_dict(cfg)
-    assert config_from_dict(record, "ckpt") == cfg
+    assert config_from_record(record, "ckpt") == cfg
     record["NNCF_CONFIG"] = "/nowhere/nncf.json"  # a file on the training machine: not read back
-    assert config_from_dict(record, "ckpt").NNCF_CONFIG == "/nowhere/nncf.json"
+    assert config_from_record(record, "ckpt").NNCF_CONFIG == "/nowhere/nncf.json"
     record["TRAINING"]["EPOHCS"] = record["TRAINING"].pop("EPOCHS")
     with pytest.raises(ConfigError) as info:
-        config_from_dict(record, "run/best.pth (recorded recipe)")
+        config_from_record(record, "run/best.pth (recorded recipe)")
     msg = str(info.value)
     assert "\n" not in msg and "run/best.pth (recorded recipe)" in msg and "EPOCHS" in msg

@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state
-from .schema import Config, ConfigError, config_from_dict, config_to_dict
+from .schema import Config, ConfigError, config_from_record, config_to_dict
 
 __all__ = ["TrainedRun", "run_record", "find_checkpoint", "load_run", "load_trained", "validation_loader",
            "RUN_ERRORS"]
@@ -149,7 +149,7 @@ def load_run(run: str, which: str = "best", device: Any = "cpu") -> TrainedRun:
         raise CheckpointError(f"checkpoint {path} holds no model weights (not a bnn-train checkpoint)")
     meta = dict(state.get("meta") or {})
     record = meta if "recipe" in meta else {**meta, **_record_without_meta(path)}
-    cfg = config_from_dict(record["recipe"], f"{path} (recorded recipe)")
+    cfg = config_from_record(record["recipe"], f"{path} (recorded recipe)")
     model = rebuild_model(cfg, record)
     load_model_state(model, state, path=path)
     model.to(device).eval()

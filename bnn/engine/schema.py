@@ -53,7 +53,7 @@ from ..hints import closest, did_you_mean
 
 # the sections (``TrainingCfg``, ``OptimizerCfg``, ...) are importable by name for type annotations; a config
 # is built as a whole (``Config.from_dict``, ``load_config``), so they are not part of the star-import surface
-__all__ = ["Config", "ConfigError", "load_config", "load_run_config", "config_to_dict", "config_from_dict",
+__all__ = ["Config", "ConfigError", "load_config", "load_run_config", "config_to_dict", "config_from_record",
            "config_diff", "build_bconfig", "load_nncf_json"]
 
 
@@ -1060,9 +1060,9 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_from_dict(data: dict, src: str) -> Config:
+def config_from_record(record: dict, src: str) -> Config:
     """The inverse of :func:`config_to_dict`: a config recorded by a run (e.g. in a checkpoint), validated key by
     key with the same one-line errors (``src`` names where it came from). Unlike :meth:`Config.from_dict` it
     takes the record as it is, already merged and resolved: no presets expanded, no step inheritance redone
     and no file it names read (a run folder moved to another machine still loads)."""
-    return _construct(Config, _check(Config, data, "", src))
+    return _construct(Config, _check(Config, record, "", src))
