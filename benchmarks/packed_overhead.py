@@ -23,8 +23,9 @@ set ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=A
    model's layout) against the NCHW + channels-last mix a packed model must avoid.
 4. With ``--compile``: ``torch.compile`` (inductor) of the packed model against
    eager (compiling takes a minute or more on a small CPU).
-5. Sign-bit chaining: the packed model against itself packed with ``chain_signs=False``, at
-   batch 1 and 8, alternated call by call in one process.
+5. The packer's graph rewrites: the packed model against itself packed with ``chain_signs=False``
+   (sign-bit chaining) and with ``pool_first=False`` (max pool first), at batch 1 and 8, alternated
+   call by call in one process.
 
 Timings are medians of interleaved repetitions.
 """
@@ -283,25 +284,28 @@ def whole_model(float_model, packed, reps, compile_too):
 
 
 @torch.no_grad()
-def sign_chaining(fake, reps, batches=(1, 8)):
-    """The packed model with and without sign-bit chaining (bnn.deploy.chain), alternated call by call in one
-    process (the order swapped every call), so that a difference of a few per cent shows above the noise."""
-    print("\n5. Sign-bit chaining (each block's conv1 hands conv2 its sign words), whole model, 224x224")
-    chained, plain = pack_binary_model(fake), pack_binary_model(fake, chain_signs=False)
-    for n in batches:
-        x = torch.randn(n, 3, 224, 224)
-        assert torch.equal(chained(x), plain(x))
-        times = {chained: [], plain: []}
-        calls = reps * (15 if n == 1 else 3)
-        for i in range(calls + 4):
-            for m in ((chained, plain) if i % 2 else (plain, chained)):
-                t0 = time.perf_counter()
-                m(x)
-                if i >= 4:
-                    times[m].append(time.perf_counter() - t0)
-        t_c, t_p = statistics.median(times[chained]), statistics.median(times[plain])
-        print(f"   batch {n}: chained {t_c * 1e3:.3f} ms, not chained {t_p * 1e3:.3f} ms: {t_p / t_c:.3f}x "
-              f"(medians of {calls} calls each)")
+def graph_rewrites(fake, reps, batches=(1, 8)):
+    """The packed model against itself packed without one of the packer's graph rewrites, alternated call by call
+    in one process (the order swapped every call), so that a difference of a few per cent shows above the noise."""
+    print("\n5. Graph rewrites of the packer, whole model, 224x224: with / without each one")
+    for what, off in (("sign-bit chaining (each block's conv1 hands conv2 its sign words)", "chain_signs"),
+                      ("max pool first (the stem's ReLU after its max pool)", "pool_first")):
+        print(f"   {what}, {off}=False:")
+        with_it, without = pack_binary_model(fake), pack_binary_model(fake, **{off: False})
+        for n in batches:
+            x = torch.randn(n, 3, 224, 224)
+            assert torch.equal(with_it(x), without(x))
+            times = {with_it: [], without: []}
+            calls = reps * (15 if n == 1 else 3)
+            for i in range(calls + 4):
+                for m in ((with_it, without) if i % 2 else (without, with_it)):
+                    t0 = time.perf_counter()
+                    m(x)
+                    if i >= 4:
+                        times[m].append(time.perf_counter() - t0)
+            t_w, t_o = statistics.median(times[with_it]), statistics.median(times[without])
+            print(f"     batch {n}: with {t_w * 1e3:.3f} ms, without {t_o * 1e3:.3f} ms: {t_o / t_w:.3f}x "
+                  f"(medians of {calls} calls each)")
 
 
 def main():
@@ -324,7 +328,7 @@ def main():
     breakdown(packed, args.reps, args.batch)
     residual_add(args.reps)
     whole_model(float_model, packed, args.reps, args.compile)
-    sign_chaining(fake, args.reps)
+    graph_rewrites(fake, args.reps)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ ONNX export, or when the extension was not built); both give identical numbers.
 The packer also folds each BatchNorm that directly follows a conv into it
 (:mod:`bnn.deploy.fold`), lets a packed conv hand the next packed conv its
 input sign bits when only clamp activations lie between them
-(:mod:`bnn.deploy.chain`) and keeps activations channels-last. Packed layers
+(:mod:`bnn.deploy.chain`), runs a max pool before the ReLU in front of it
+(:mod:`bnn.deploy.reorder`) and keeps activations channels-last. Packed layers
 check their input and name themselves in errors; under ``torch.compile`` and
 ``torch.export`` each one is the custom op ``torch.ops.bnn.binary_conv``.
 """

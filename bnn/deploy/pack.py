@@ -13,6 +13,7 @@ from ..ops.base import in_channels
 from .chain import chain_sign_words
 from .fold import fold_batchnorms, trace_packed
 from .layers import PackedConv1d, PackedConv2d, PackedLayer, PackedLinear
+from .reorder import pool_before_activation
 
 __all__ = ["pack_binary_model", "pack_layer", "UnsupportedLayerError"]
 
@@ -117,7 +118,7 @@ def pack_layer(layer: nn.Module, name: str = "") -> PackedLayer:
 
 
 def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: bool = False,
-                      fold_batchnorm: bool = True, chain_signs: bool = True) -> nn.Module:
+                      fold_batchnorm: bool = True, chain_signs: bool = True, pool_first: bool = True) -> nn.Module:
     """Pack every fake-binarized layer of ``model`` (in eval mode) to 1-bit weights for inference.
 
     Each ``bnn.layers`` Conv1d / Conv2d / Linear whose weights are binarized
@@ -138,7 +139,10 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
     residual adds and pools). With ``chain_signs`` a packed conv whose output
     reaches the next packed conv only through clamp activations (ReLU,
     Hardtanh, ...) emits that conv's input sign bits directly instead of its
-    float output (:mod:`bnn.deploy.chain`); the outputs are unchanged.
+    float output (:mod:`bnn.deploy.chain`); the outputs are unchanged. With
+    ``pool_first`` a max pool that follows a nondecreasing activation (the
+    ReLU of a ResNet stem) runs first and the activation on its smaller output
+    (:mod:`bnn.deploy.reorder`; exact).
 
     Args:
         model: a prepared model (or one binary layer) in eval mode.
@@ -147,6 +151,7 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
         inplace: modify ``model`` itself instead of a deep copy.
         fold_batchnorm: fold conv -> BatchNorm pairs (default True).
         chain_signs: sign-bit chaining of packed conv pairs (default True).
+        pool_first: max pools before the activations in front of them (default True).
 
     Returns:
         The packed model (a packed layer if ``model`` is a single binary layer), in eval mode.
@@ -188,14 +193,17 @@ def pack_binary_model(model: nn.Module, on_unsupported: str = "error", inplace: 
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, packed)
-    if fold_batchnorm or chain_signs:
-        left = " and ".join(what for what, on in (("BatchNorms are left unfolded", fold_batchnorm),
-                                                  ("packed convs are not sign-chained", chain_signs)) if on)
+    if fold_batchnorm or chain_signs or pool_first:
+        left = ", ".join(what for what, on in (("BatchNorms are left unfolded", fold_batchnorm),
+                                               ("packed convs are not sign-chained", chain_signs),
+                                               ("max pools stay after their activations", pool_first)) if on)
         graph = trace_packed(model, left)
         if graph is not None and fold_batchnorm:
             fold_batchnorms(model, graph)
         if graph is not None and chain_signs:
             chain_sign_words(model, graph)
+        if graph is not None and pool_first:
+            pool_before_activation(model, graph)
     if any(isinstance(m, PackedConv2d) for m in model.modules()):
         for m in model.modules():  # float 2-d convs give channels-last outputs when their weights are
             if isinstance(m, nn.Conv2d):
