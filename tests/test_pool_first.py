@@ -111,7 +111,8 @@ def test_pool_keeps_its_place_where_moving_it_is_not_exact(make):
     assert [type(m) for m in model.modules()] == types
     with torch.no_grad():
         after = model(x)
-    for b, a in zip(before if isinstance(before, tuple) else (before,), after if isinstance(after, tuple) else (after,)):
+    as_tuple = (lambda out: out if isinstance(out, tuple) else (out,))
+    for b, a in zip(as_tuple(before), as_tuple(after)):
         assert torch.equal(b, a)
 
 

@@ -95,6 +95,19 @@ def calls_per_module(model: nn.Module, graph: Optional[torch.fx.Graph], left: st
     return graph, collections.Counter(id(model.get_submodule(n.target)) for n in graph.nodes if n.op == "call_module")
 
 
+def adjacent_modules(model: nn.Module, graph: torch.fx.Graph):
+    """``(node, module, user, user_module)`` for every module call of ``graph`` whose only user is another module
+    called on its output alone: the pairs a rewrite may fuse or reorder (the modules looked up as each pair comes,
+    so a rewrite of an earlier pair is seen)."""
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if user.op != "call_module" or user.args != (node,) or user.kwargs:
+            continue
+        yield node, model.get_submodule(node.target), user, model.get_submodule(user.target)
+
+
 @torch.no_grad()
 def fold_batchnorms(model: nn.Module, graph: Optional[torch.fx.Graph] = None) -> List[str]:
     """Fold every provably safe conv -> BatchNorm pair of ``model`` (eval mode) in place; returns the folded BN names.
@@ -105,15 +118,8 @@ def fold_batchnorms(model: nn.Module, graph: Optional[torch.fx.Graph] = None) ->
         return []
     graph, calls = traced
     folded = []
-    for node in graph.nodes:
-        if node.op != "call_module" or len(node.users) != 1:
-            continue
-        conv = model.get_submodule(node.target)
-        user = next(iter(node.users))
-        if type(conv) not in _BN_FOR or user.op != "call_module" or user.args != (node,) or user.kwargs:
-            continue
-        bn = model.get_submodule(user.target)
-        if (type(bn) is not _BN_FOR[type(conv)] or bn.training or bn.running_mean is None
+    for node, conv, user, bn in adjacent_modules(model, graph):
+        if (type(conv) not in _BN_FOR or type(bn) is not _BN_FOR[type(conv)] or bn.training or bn.running_mean is None
                 or bn.num_features != conv.out_channels or calls[id(conv)] != 1 or calls[id(bn)] != 1
                 or _has_hooks(conv) or _has_hooks(bn)):
             continue

@@ -26,7 +26,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from .fold import _has_hooks, _set, calls_per_module
+from .fold import _has_hooks, _set, adjacent_modules, calls_per_module
 
 __all__ = ["PoolThenActivation", "pool_before_activation"]
 
@@ -65,18 +65,12 @@ def pool_before_activation(model: nn.Module, graph: Optional[torch.fx.Graph] = N
         return []
     graph, calls = traced
     moved = []
-    for node in graph.nodes:
-        if node.op != "call_module" or len(node.users) != 1 or len(node.args) != 1 or node.kwargs:
+    for node, act, user, pool in adjacent_modules(model, graph):
+        if (not _nondecreasing(act) or type(pool) not in _MAX_POOLS or pool.return_indices or len(node.args) != 1
+                or node.kwargs or calls[id(act)] != 1 or calls[id(pool)] != 1 or _has_hooks(act) or _has_hooks(pool)):
             continue
-        act = model.get_submodule(node.target)
-        user = next(iter(node.users))
-        if not _nondecreasing(act) or user.op != "call_module" or user.args != (node,) or user.kwargs:
-            continue
-        pool = model.get_submodule(user.target)
         source = node.args[0]
-        if (type(pool) not in _MAX_POOLS or pool.return_indices or calls[id(act)] != 1 or calls[id(pool)] != 1
-                or _has_hooks(act) or _has_hooks(pool)
-                or (act.inplace and (not isinstance(source, torch.fx.Node) or len(source.users) != 1))):
+        if act.inplace and (not isinstance(source, torch.fx.Node) or len(source.users) != 1):
             continue
         _set(model, user.target, PoolThenActivation(pool, act))
         _set(model, node.target, nn.Identity())
