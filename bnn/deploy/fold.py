@@ -95,17 +95,26 @@ def calls_per_module(model: nn.Module, graph: Optional[torch.fx.Graph], left: st
     return graph, collections.Counter(id(model.get_submodule(n.target)) for n in graph.nodes if n.op == "call_module")
 
 
-def adjacent_modules(model: nn.Module, graph: torch.fx.Graph):
-    """``(node, module, user, user_module)`` for every module call of ``graph`` whose only user is another module
-    called on its output alone: the pairs a rewrite may fuse or reorder (the modules looked up as each pair comes,
-    so a rewrite of an earlier pair is seen)."""
+def adjacent_modules(model: nn.Module, graph: Optional[torch.fx.Graph], left: str):
+    """``(node, module, user, user_module)`` for every module call of the model's graph (``graph``, else traced by
+    :func:`trace_packed`; nothing when it cannot be, with a warning saying what is ``left`` undone) whose only user
+    is another module called on its output alone, both modules called once in the graph and without hooks: the
+    pairs a rewrite may fuse or reorder. The modules are looked up as each pair comes, so a rewrite of an earlier
+    pair is seen."""
+    traced = calls_per_module(model, graph, left)
+    if traced is None:
+        return
+    graph, calls = traced
     for node in graph.nodes:
         if node.op != "call_module" or len(node.users) != 1:
             continue
         user = next(iter(node.users))
         if user.op != "call_module" or user.args != (node,) or user.kwargs:
             continue
-        yield node, model.get_submodule(node.target), user, model.get_submodule(user.target)
+        first, second = model.get_submodule(node.target), model.get_submodule(user.target)
+        if calls[id(first)] != 1 or calls[id(second)] != 1 or _has_hooks(first) or _has_hooks(second):
+            continue
+        yield node, first, user, second
 
 
 @torch.no_grad()
@@ -113,15 +122,10 @@ def fold_batchnorms(model: nn.Module, graph: Optional[torch.fx.Graph] = None) ->
     """Fold every provably safe conv -> BatchNorm pair of ``model`` (eval mode) in place; returns the folded BN names.
 
     ``graph``: the model's graph from :func:`trace_packed`, else traced here."""
-    traced = calls_per_module(model, graph, "BatchNorms are left unfolded")
-    if traced is None:
-        return []
-    graph, calls = traced
     folded = []
-    for node, conv, user, bn in adjacent_modules(model, graph):
+    for node, conv, user, bn in adjacent_modules(model, graph, "BatchNorms are left unfolded"):
         if (type(conv) not in _BN_FOR or type(bn) is not _BN_FOR[type(conv)] or bn.training or bn.running_mean is None
-                or bn.num_features != conv.out_channels or calls[id(conv)] != 1 or calls[id(bn)] != 1
-                or _has_hooks(conv) or _has_hooks(bn)):
+                or bn.num_features != conv.out_channels):
             continue
         if isinstance(conv, PackedLayer):
             post = conv.post_process

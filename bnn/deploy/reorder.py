@@ -26,7 +26,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from .fold import _has_hooks, _set, adjacent_modules, calls_per_module
+from .fold import _set, adjacent_modules
 
 __all__ = ["PoolThenActivation", "pool_before_activation"]
 
@@ -60,14 +60,10 @@ def pool_before_activation(model: nn.Module, graph: Optional[torch.fx.Graph] = N
 
     ``graph``: the model's graph from :func:`bnn.deploy.fold.trace_packed` (module names are what matter), else
     traced here."""
-    traced = calls_per_module(model, graph, "max pools stay after their activations")
-    if traced is None:
-        return []
-    graph, calls = traced
     moved = []
-    for node, act, user, pool in adjacent_modules(model, graph):
+    for node, act, user, pool in adjacent_modules(model, graph, "max pools stay after their activations"):
         if (not _nondecreasing(act) or type(pool) not in _MAX_POOLS or pool.return_indices or len(node.args) != 1
-                or node.kwargs or calls[id(act)] != 1 or calls[id(pool)] != 1 or _has_hooks(act) or _has_hooks(pool)):
+                or node.kwargs):
             continue
         source = node.args[0]
         if act.inplace and (not isinstance(source, torch.fx.Node) or len(source.users) != 1):
